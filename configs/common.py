@@ -1,0 +1,176 @@
+"""Shared pieces of every experiment config.
+
+Each experiment family (``configs/kinetics.py`` etc.) calls :func:`base_config`
+and then :func:`set_instantiation` to pick one of the paper's instantiations.
+The variant string after the colon on the command line selects it, e.g.
+``--config configs/kinetics.py:avslowfast_4x16_r50``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import ml_collections
+
+# Kinetics statistics of the log-mel front end (spec.md, "Audio front end").
+AUDIO_LOGMEL_MEAN = -7.03
+AUDIO_LOGMEL_STD = 4.66
+
+# Number of residual blocks per stage (res2..res5).
+STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field that any part of the code reads, with its default."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # ---------------------------------------------------------------- model
+  m = c.model = ml_collections.ConfigDict()
+  m.arch = 'avslowfast'  # 'avslowfast' | 'slowfast' | 'audio'
+  m.depth = 50  # 50 | 101 (ResNet depth, picks stage_blocks when that is empty)
+  m.stage_blocks = ()  # explicit blocks per stage (res2..res5); () = from depth
+  m.width = 64  # Slow pathway stem channels; every other width follows from it
+  m.alpha_f = 8  # Fast/Slow frame-rate ratio
+  m.beta_f = 0.125  # Fast/Slow channel ratio
+  m.fusion_conv_channel_ratio = 2  # Fast->Slow lateral out channels = ratio*beta_f*C
+  m.fusion_kernel_size = 5  # temporal kernel of the Fast->Slow lateral
+  m.fs_lateral_stages = ('pool1', 'res2', 'res3', 'res4')
+  m.beta_a = 0.5  # Audio/Slow channel ratio
+  m.fusion = 'a_fs'  # 'a_fs' | 'a_f_s' | 'av_nonlocal'
+  m.audio_lateral_stages = ('res3', 'res4')
+  m.audio_pool5 = True  # concat pooled audio features into the head
+  m.a_fs_hidden_channels = 64  # first temporal conv of the A->FS lateral
+  m.nonlocal_stages = ()  # e.g. ('res4',) for the R101+NL models
+  m.nonlocal_every = 2  # a Non-local block after every n-th block of those stages
+  m.res5_spatial_stride = 2  # 1 for AVA detection
+  m.head = 'softmax'  # 'softmax' | 'sigmoid' | 'verb_noun'
+  m.num_classes = 400
+  m.num_nouns = 0  # second head size for 'verb_noun'
+  m.dropout_rate = 0.5
+  m.bn_group_size = 8  # BatchNorm statistics over groups of this many clips
+  m.bn_momentum = 0.9  # flax convention (= PyTorch 0.1)
+  m.bn_epsilon = 1e-5
+  m.freeze_bn = False  # affine BN for fine-tuning
+  m.drop_pathway_mode = 'pathway'  # 'pathway' (skip audio) | 'laterals' (zero laterals only)
+  m.avs_embed_dim = 64  # projection of junction features for the AVS losses
+  m.dtype = 'float32'  # compute dtype: 'float32' | 'bfloat16' (params stay fp32)
+
+  # ----------------------------------------------------------------- data
+  d = c.data = ml_collections.ConfigDict()
+  d.name = 'kinetics'
+  d.data_dir = ''  # folder of prepared shards (data_pipelines.prepare output)
+  d.train_split = 'train'
+  d.eval_split = 'validation'
+  d.fps = 30  # frame rate of the prepared frames
+  d.num_frames = 32  # Fast frames per clip; Slow gets num_frames // alpha_f
+  d.sampling_rate = 2  # frame stride of the Fast pathway
+  d.train_jitter_scales = (256, 320)
+  d.train_crop_size = 224
+  d.test_short_side = 256
+  d.test_crop_size = 256
+  d.num_test_clips = 10
+  d.num_test_crops = 3
+  d.random_flip = True
+  d.mean = (0.45, 0.45, 0.45)
+  d.std = (0.225, 0.225, 0.225)
+  d.shuffle_buffer = 256
+  d.avs_negatives = True  # emit 'audio_shifted' for hard AVS negatives
+  d.hard_negative_min_shift_sec = 0.5
+  a = d.audio = ml_collections.ConfigDict()
+  a.sample_rate = 16000
+  a.n_fft = 512  # 32 ms window
+  a.hop_length = 256  # 16 ms hop
+  a.num_mels = 80
+  a.num_frames = 128  # log-mel frames per clip
+  a.log_offset = 1e-8
+  a.mean = AUDIO_LOGMEL_MEAN
+  a.std = AUDIO_LOGMEL_STD
+
+  # ---------------------------------------------------------------- train
+  t = c.train = ml_collections.ConfigDict()
+  t.batch_size = 64  # global batch (all devices of all hosts)
+  t.num_epochs = 196.0
+  t.total_steps = 0  # > 0 overrides num_epochs
+  t.num_train_examples = 0  # 0 = read from the dataset's metadata
+  t.base_lr = 0.1
+  t.reference_batch_size = 64  # lr scales linearly: base_lr * batch / reference
+  t.warmup_epochs = 34.0
+  t.warmup_start_lr = 0.01
+  t.schedule = 'cosine'  # 'cosine' | 'steps'
+  t.lr_decay_epochs = ()  # for 'steps': epochs at which lr is divided by 10
+  t.momentum = 0.9
+  t.nesterov = True
+  t.weight_decay = 1e-4
+  t.grad_clip_norm = 0.0  # 0 = off
+  t.label_smoothing = 0.0
+  t.drop_pathway_prob = 0.8
+  t.log_every_steps = 20
+  t.eval_every_epochs = 10.0
+  t.checkpoint_every_steps = 1000
+  t.keep_checkpoints = 3
+  t.best_metric = 'top1'
+  t.init_from = ''  # checkpoint (or export) to start from when the workdir has none
+  t.init_skip = ('head',)  # parameter path prefixes not taken from init_from
+  t.fsdp = False  # shard params and optimizer state over the data axis
+
+  # ------------------------------------------------------------------ avs
+  s = c.avs = ml_collections.ConfigDict()
+  s.enabled = True
+  s.junctions = ('res3', 'res4', 'pool5')
+  s.margin = 0.99
+  s.min_audio_var = 0.01
+  s.hard_start = 0.5  # fraction of training after which hard negatives appear
+  s.hard_fraction = 0.25
+  s.weight = 1.0
+
+  # ------------------------------------------------------------------- eval
+  e = c.eval = ml_collections.ConfigDict()
+  e.batch_size = 16  # views per global batch
+  e.aggregate = 'mean'  # 'mean' of softmax, or 'max' (Charades)
+  e.checkpoint = 'latest'  # 'latest' | 'best' | a step number | a path
+  return c
+
+
+_INSTANTIATION = re.compile(r'^(avslowfast|slowfast|audio)_(\d+)x(\d+)_r(\d+)(_nl)?$')
+
+
+def set_instantiation(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  """Sets model and sampling fields from a name like ``avslowfast_4x16_r50``.
+
+  ``T x tau`` follows the SlowFast papers: Slow sees T frames at stride tau of a
+  T*tau-frame window; Fast sees alpha_f*T frames at stride tau/alpha_f.
+  """
+  match = _INSTANTIATION.match(variant)
+  if not match:
+    raise ValueError(f'Unknown instantiation {variant!r}: expected e.g. avslowfast_4x16_r50')
+  arch, t, tau, depth, nonlocal_ = match.groups()
+  t, tau, depth = int(t), int(tau), int(depth)
+  window = t * tau
+  fast_frames = 32 if window == 64 else window // 2
+  alpha_f = fast_frames // t
+  c.model.arch = arch
+  c.model.depth = depth
+  c.model.alpha_f = alpha_f
+  c.data.num_frames = fast_frames
+  c.data.sampling_rate = window // fast_frames
+  # 2 s of audio per 64-frame window (128 log-mel frames), proportionally more
+  # for longer windows.
+  c.data.audio.num_frames = 128 * window // 64
+  if nonlocal_:
+    c.model.nonlocal_stages = ('res4',)
+  if arch != 'avslowfast':
+    c.avs.enabled = False
+  if arch == 'slowfast':
+    c.train.drop_pathway_prob = 0.0
+  return c
+
+
+def tiny_model(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks the model to a few thousand parameters for tests and the quickstart."""
+  c.model.width = 8
+  c.model.stage_blocks = (1, 1, 1, 1)
+  c.model.a_fs_hidden_channels = 8
+  c.model.avs_embed_dim = 16
+  c.model.bn_group_size = 2
+  return c
