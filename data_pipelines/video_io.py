@@ -30,7 +30,9 @@ def write_video(path: str, frames: np.ndarray, fps: int = 30,
     vstream = container.add_stream('libx264', rate=fps)
     vstream.width, vstream.height = width, height
     vstream.pix_fmt = 'yuv420p'
-    vstream.options = {'crf': str(crf), 'preset': 'veryfast'}
+    # mbtree=0: x264's macroblock-tree rate control makes repeated encodes of the
+    # same frames differ; without it the files are byte-identical run to run.
+    vstream.options = {'crf': str(crf), 'preset': 'veryfast', 'x264-params': 'mbtree=0'}
     astream = None
     if audio is not None:
       astream = container.add_stream('aac', rate=sample_rate)

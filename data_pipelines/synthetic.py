@@ -1,0 +1,505 @@
+"""A built-in audiovisual dataset whose classes need sight, sound, or both.
+
+``python -m data_pipelines.synthetic --output_dir D`` writes real mp4 files
+(H.264 video + AAC mono audio at 16 kHz, through PyAV), a ``manifest.csv``
+(``path,label,split``; the format ``data_pipelines.prepare`` consumes) and a
+``classes.json``. Everything is a deterministic function of ``--seed``.
+
+The classes come in three groups. Inside a group, every class draws the
+modality it does *not* need from one shared generator that never sees the
+label, so that modality carries no information about the class:
+
+* visual (``left_right``, ``up_down``, ``rotating``): the same bar moves in a
+  different way; the soundtrack is ambient noise drawn independently of the
+  class. An audio-only model can only guess among them.
+* audio (``whistle``, ``hum``, ``noise_bursts``): the same drifting disk; only
+  the sound differs (an upward pure-tone sweep, a low harmonic hum, noise
+  bursts). A visual-only model can only guess among them.
+* audiovisual (``click_in_sync``, ``click_out_of_sync``): a square flashes
+  periodically and a click sounds periodically; the click coincides with the
+  flash or falls exactly half a period (at least 0.5 s) away from it. Each
+  modality alone has the same distribution in both classes; only their
+  alignment tells them apart.
+
+Nuisance factors (colours, background gradient and pixel noise, positions,
+sizes, speeds, periods and phases, loudness, pitch, noise colour and level) are
+random per video, so no simple statistic of the blind modality leaks the label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import csv
+import dataclasses
+import json
+import os
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from data_pipelines.video_io import write_video
+
+MANIFEST_NAME = 'manifest.csv'
+CLASSES_NAME = 'classes.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassSpec:
+  """One synthetic class: its name, the modality it needs, and what it shows."""
+  name: str
+  modality: str  # 'visual' | 'audio' | 'audiovisual'
+  description: str
+
+
+CLASSES: Tuple[ClassSpec, ...] = (
+  ClassSpec('left_right', 'visual',
+            'A bar slides left and right, bouncing off the frame edges; ambient noise.'),
+  ClassSpec('up_down', 'visual',
+            'A bar slides up and down, bouncing off the frame edges; ambient noise.'),
+  ClassSpec('rotating', 'visual',
+            'A bar spins in place; ambient noise.'),
+  ClassSpec('whistle', 'audio',
+            'A slowly drifting disk; repeated upward pure-tone sweeps (a whistle).'),
+  ClassSpec('hum', 'audio',
+            'A slowly drifting disk; a steady low harmonic hum.'),
+  ClassSpec('noise_bursts', 'audio',
+            'A slowly drifting disk; short bursts of noise.'),
+  ClassSpec('click_in_sync', 'audiovisual',
+            'A square flashes periodically; a click sounds at each flash.'),
+  ClassSpec('click_out_of_sync', 'audiovisual',
+            'A square flashes periodically; a click sounds half a period (>= 0.5 s) '
+            'after each flash.'),
+)
+CLASS_NAMES: Tuple[str, ...] = tuple(c.name for c in CLASSES)
+_BY_NAME = {c.name: c for c in CLASSES}
+
+# Flash length; 4 frames at 30 fps so a Fast pathway at stride 2 always sees it.
+_FLASH_SEC = 0.133
+# Period range of the audiovisual events; the out-of-sync click sits half a
+# period after the flash, so the smallest period sets the smallest offset.
+_AV_PERIOD_SEC = (1.0, 1.4)
+
+
+# ------------------------------------------------------------------ visuals
+
+def _random_colour(rng: np.random.Generator, sat: Tuple[float, float],
+                   val: Tuple[float, float]) -> np.ndarray:
+  rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(*sat), rng.uniform(*val))
+  return np.asarray(rgb, np.float32)
+
+
+def _scene(rng: np.random.Generator, num_frames: int, height: int, width: int):
+  """Background frames ``[T, H, W, 3]`` in [0, 1] and a contrasting object colour.
+
+  The background is a two-colour gradient in a random direction plus temporal
+  pixel noise of random strength; every class draws it the same way.
+  """
+  yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+  c0 = _random_colour(rng, (0.0, 0.6), (0.1, 0.9))
+  c1 = _random_colour(rng, (0.0, 0.6), (0.1, 0.9))
+  angle = rng.uniform(0, 2 * np.pi)
+  proj = (xx - width / 2) * np.cos(angle) + (yy - height / 2) * np.sin(angle)
+  ramp = (proj - proj.min()) / max(float(np.ptp(proj)), 1e-6)
+  background = c0 + (c1 - c0) * ramp[..., None]
+  # Object colours avoid near-white so the audiovisual flash (a blend towards
+  # white) stays visible; resample until the object stands out from both ends
+  # of the gradient, keeping objects "large and clear" for a tiny CNN.
+  for _ in range(100):
+    colour = _random_colour(rng, (0.5, 1.0), (0.45, 0.8))
+    if min(np.linalg.norm(colour - c0), np.linalg.norm(colour - c1)) > 0.35:
+      break
+  noise_std = rng.uniform(0.0, 0.025)
+  noise = rng.normal(0.0, 1.0, (num_frames, height, width, 1)).astype(np.float32)
+  frames = background[None] + noise_std * noise
+  return frames, colour
+
+
+def _coords(height: int, width: int):
+  yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+  return yy[None], xx[None]  # [1, H, W] so they broadcast against per-frame values
+
+
+def _bar_mask(height, width, cx, cy, angle, length, thickness):
+  """Anti-aliased coverage ``[T, H, W]`` of a bar per frame (cx, cy, angle: ``[T]``)."""
+  yy, xx = _coords(height, width)
+  cx, cy, angle = (np.asarray(a, np.float32)[:, None, None] for a in (cx, cy, angle))
+  u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+  v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+  dist = np.maximum(np.abs(u) - length / 2, np.abs(v) - thickness / 2)
+  return np.clip(0.5 - dist, 0.0, 1.0)
+
+
+def _disk_mask(height, width, cx, cy, radius):
+  yy, xx = _coords(height, width)
+  cx, cy = (np.asarray(a, np.float32)[:, None, None] for a in (cx, cy))
+  dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) - radius
+  return np.clip(0.5 - dist, 0.0, 1.0)
+
+
+def _square_mask(height, width, cx, cy, half):
+  yy, xx = _coords(height, width)
+  cx, cy = (np.asarray(a, np.float32)[:, None, None] for a in (cx, cy))
+  half = np.asarray(half, np.float32).reshape(-1, 1, 1)
+  dist = np.maximum(np.abs(xx - cx), np.abs(yy - cy)) - half
+  return np.clip(0.5 - dist, 0.0, 1.0)
+
+
+def _bounce(start, velocity, lo, hi, times):
+  """Positions of a point moving at ``velocity`` that reflects off [lo, hi]."""
+  span = max(hi - lo, 1e-6)
+  raw = (start - lo) + velocity * times
+  folded = np.mod(raw, 2 * span)
+  return lo + np.where(folded > span, 2 * span - folded, folded)
+
+
+def _drift(rng, times, lo_x, hi_x, lo_y, hi_y, max_speed):
+  """A slow random drift in a random direction, kept inside the frame."""
+  direction = rng.uniform(0, 2 * np.pi)
+  speed = rng.uniform(0, max_speed)
+  cx = _bounce(rng.uniform(lo_x, hi_x), speed * np.cos(direction), lo_x, hi_x, times)
+  cy = _bounce(rng.uniform(lo_y, hi_y), speed * np.sin(direction), lo_y, hi_y, times)
+  return cx, cy
+
+
+def _moving_bar(rng, motion, times, height, width):
+  """Coverage of the visual-group bar; ``motion`` is the class name."""
+  short = min(height, width)
+  length = rng.uniform(0.45, 0.6) * short
+  thickness = rng.uniform(0.12, 0.17) * short
+  radius = length / 2 + 1  # bounding radius, whatever the orientation
+  lo_x, hi_x, lo_y, hi_y = radius, width - radius, radius, height - radius
+  # Speeds are in bar lengths per second so that they scale with --size.
+  speed = rng.uniform(1.0, 2.0) * length * rng.choice([-1.0, 1.0])
+  t = len(times)
+  if motion == 'rotating':
+    cx = np.full(t, rng.uniform(lo_x, hi_x))
+    cy = np.full(t, rng.uniform(lo_y, hi_y))
+    angle = rng.uniform(0, np.pi) + rng.choice([-1.0, 1.0]) * rng.uniform(1.5, 3.0) * times
+  else:
+    angle = np.full(t, rng.uniform(0, np.pi))
+    if motion == 'left_right':
+      cx = _bounce(rng.uniform(lo_x, hi_x), speed, lo_x, hi_x, times)
+      cy = np.full(t, rng.uniform(lo_y, hi_y))
+    elif motion == 'up_down':
+      cx = np.full(t, rng.uniform(lo_x, hi_x))
+      cy = _bounce(rng.uniform(lo_y, hi_y), speed, lo_y, hi_y, times)
+    else:
+      raise ValueError(f'unknown motion {motion!r}')
+  return _bar_mask(height, width, cx, cy, angle, length, thickness)
+
+
+def _drifting_disk(rng, times, height, width):
+  """Coverage of the audio-group disk: the same scene for every audio class."""
+  short = min(height, width)
+  radius = rng.uniform(0.15, 0.22) * short
+  cx, cy = _drift(rng, times, radius + 1, width - radius - 1, radius + 1, height - radius - 1,
+                  max_speed=0.3 * radius)
+  return _disk_mask(height, width, cx, cy, radius)
+
+
+def _flash_envelope(times, onsets):
+  """1 at each onset, decaying linearly to 0 over ``_FLASH_SEC``; max over onsets."""
+  age = times[:, None] - np.asarray(onsets)[None, :]
+  env = np.where((age >= 0) & (age < _FLASH_SEC), 1.0 - age / _FLASH_SEC, 0.0)
+  return env.max(axis=1) if env.size else np.zeros_like(times)
+
+
+# -------------------------------------------------------------------- audio
+
+def _coloured_noise(rng, num_samples, exponent):
+  """Unit-RMS noise with power spectrum ~ 1 / f**exponent (0 white, 2 brown)."""
+  spectrum = np.fft.rfft(rng.normal(size=num_samples))
+  freqs = np.arange(len(spectrum), dtype=np.float64)
+  freqs[0] = 1.0
+  noise = np.fft.irfft(spectrum / freqs ** (exponent / 2), n=num_samples)
+  return noise / (np.sqrt(np.mean(noise ** 2)) + 1e-12)
+
+
+def _background_noise(rng, num_samples):
+  """The hiss under every soundtrack: random colour and level."""
+  return rng.uniform(0.002, 0.02) * _coloured_noise(rng, num_samples, rng.uniform(0.0, 2.0))
+
+
+def _fade(num, fade):
+  env = np.ones(num)
+  fade = min(fade, num // 2)
+  if fade:
+    ramp = np.linspace(0.0, 1.0, fade)
+    env[:fade], env[-fade:] = ramp, ramp[::-1]
+  return env
+
+
+def _ambient(rng, t, sr):
+  """The visual group's soundtrack: modulated coloured noise, independent of the class."""
+  noise = _coloured_noise(rng, len(t), rng.uniform(0.0, 2.0))
+  depth = rng.uniform(0.0, 0.6)
+  mod = 1.0 - depth * 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * t
+                                        + rng.uniform(0, 2 * np.pi)))
+  return noise * mod
+
+
+def _whistle(rng, t, sr):
+  """Repeated upward pure-tone sweeps with a random start pitch and sweep shape."""
+  f0 = np.exp(rng.uniform(np.log(500.0), np.log(1200.0)))
+  ratio = rng.uniform(1.6, 2.4)
+  sweep, gap = rng.uniform(0.35, 0.7), rng.uniform(0.08, 0.25)
+  period = sweep + gap
+  # A random phase so sweeps are not locked to the start of the file.
+  pos = np.mod(t + rng.uniform(0, period), period)
+  on = pos < sweep
+  freq = np.where(on, f0 * ratio ** (np.minimum(pos, sweep) / sweep), f0)
+  phase = 2 * np.pi * np.cumsum(freq) / sr
+  # 10 ms ramps at both ends of every sweep avoid broadband clicks.
+  ramp = 0.01
+  env = np.clip(np.minimum(pos, sweep - pos) / ramp, 0.0, 1.0) * on
+  return np.sin(phase) * env
+
+
+def _hum(rng, t, sr):
+  """A steady low hum: a fundamental with two harmonics and a slight vibrato."""
+  f0 = rng.uniform(70.0, 160.0)
+  vibrato = 1.0 + 0.01 * np.sin(2 * np.pi * rng.uniform(3.0, 6.0) * t)
+  phase = 2 * np.pi * np.cumsum(f0 * vibrato) / sr + rng.uniform(0, 2 * np.pi)
+  amps = (1.0, rng.uniform(0.3, 0.7), rng.uniform(0.1, 0.4))
+  return sum(a * np.sin((k + 1) * phase) for k, a in enumerate(amps))
+
+
+def _noise_bursts(rng, t, sr):
+  """Short noise bursts with random gaps (<= 0.6 s so every window holds several)."""
+  out = np.zeros(len(t))
+  exponent = rng.uniform(0.0, 1.5)
+  start = -rng.uniform(0.0, 0.3)
+  while start < t[-1]:
+    length = rng.uniform(0.05, 0.15)
+    n = int(length * sr)
+    burst = _coloured_noise(rng, n, exponent) * np.exp(-np.arange(n) / (0.4 * n))
+    burst[:int(0.005 * sr)] *= np.linspace(0, 1, int(0.005 * sr))
+    first = int(round(start * sr))
+    lo, hi = max(first, 0), min(first + n, len(t))
+    if hi > lo:
+      out[lo:hi] += burst[lo - first:hi - first] * rng.uniform(0.6, 1.0)
+    start += length + rng.uniform(0.15, 0.6)
+  return out
+
+
+def _clicks(rng, t, sr, times):
+  """A short damped-sine click (random pitch) at each of ``times`` seconds."""
+  out = np.zeros(len(t))
+  freq = rng.uniform(1500.0, 3000.0)
+  n = int(0.04 * sr)
+  k = np.arange(n) / sr
+  click = np.sin(2 * np.pi * freq * k) * np.exp(-k / 0.008)
+  click += 0.3 * rng.normal(size=n) * np.exp(-k / 0.004)
+  for time in times:
+    first = int(round(time * sr))
+    lo, hi = max(first, 0), min(first + n, len(t))
+    if hi > lo:
+      out[lo:hi] += click[lo - first:hi - first]
+  return out
+
+
+# ------------------------------------------------------------------ examples
+
+def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int, int] = (96, 72),
+                   duration_sec: float = 3.0, fps: int = 30,
+                   sample_rate: int = 16000) -> Tuple[np.ndarray, np.ndarray]:
+  """Renders one example of ``class_name`` in memory.
+
+  Args:
+    class_name: one of ``CLASS_NAMES``.
+    rng: the source of every random choice (the example is a function of it).
+    size: ``(width, height)`` of the frames, both even.
+    duration_sec: length of the video and of its soundtrack.
+    fps: frame rate.
+    sample_rate: audio sample rate.
+
+  Returns:
+    ``frames`` uint8 ``[T, H, W, 3]`` RGB and ``audio`` float32 ``[S]`` in [-1, 1].
+  """
+  spec = _BY_NAME.get(class_name)
+  if spec is None:
+    raise ValueError(f'unknown class {class_name!r}; expected one of {CLASS_NAMES}')
+  width, height = size
+  num_frames = int(round(duration_sec * fps))
+  num_samples = int(round(duration_sec * sample_rate))
+  times = np.arange(num_frames) / fps
+  t = np.arange(num_samples) / sample_rate
+
+  frames, colour = _scene(rng, num_frames, height, width)
+  if spec.modality == 'visual':
+    mask = _moving_bar(rng, class_name, times, height, width)
+    colours = np.broadcast_to(colour, (num_frames, 3))
+    sound = _ambient(rng, t, sample_rate)
+  elif spec.modality == 'audio':
+    mask = _drifting_disk(rng, times, height, width)
+    colours = np.broadcast_to(colour, (num_frames, 3))
+    sound = {'whistle': _whistle, 'hum': _hum, 'noise_bursts': _noise_bursts}[class_name](
+        rng, t, sample_rate)
+  else:
+    # Periodic events at a random period and phase. Both classes draw the
+    # flashes and the click train the same way; only the click offset (0 or
+    # half a period) depends on the class, so each stream alone is uninformative.
+    period = rng.uniform(*_AV_PERIOD_SEC)
+    phase = rng.uniform(0.0, period)
+    onsets = phase + period * np.arange(-2, int(duration_sec / period) + 2)
+    offset = 0.0 if class_name == 'click_in_sync' else period / 2
+    short = min(height, width)
+    half = rng.uniform(0.14, 0.19) * short
+    flash = _flash_envelope(times, onsets)
+    grow = half * (1.0 + 0.25 * flash)
+    cx, cy = _drift(rng, times, 1.25 * half + 1, width - 1.25 * half - 1,
+                    1.25 * half + 1, height - 1.25 * half - 1, max_speed=0.3 * half)
+    mask = _square_mask(height, width, cx, cy, grow)
+    colours = colour + (1.0 - colour) * 0.85 * flash[:, None]
+    sound = _clicks(rng, t, sample_rate, onsets + offset)
+
+  frames = frames * (1.0 - mask[..., None]) + colours[:, None, None, :] * mask[..., None]
+  frames = np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
+
+  # Random loudness for the class sound, then the shared background hiss.
+  sound = sound * _fade(num_samples, int(0.005 * sample_rate))
+  sound = sound / (np.max(np.abs(sound)) + 1e-9) * rng.uniform(0.2, 0.6)
+  audio = np.clip(sound + _background_noise(rng, num_samples), -1.0, 1.0).astype(np.float32)
+  return frames, audio
+
+
+def example_rng(seed: int, class_index: int, video_index: int) -> np.random.Generator:
+  """The generator of video ``video_index`` of class ``class_index``.
+
+  Each video has its own stream, so a video does not change when the dataset
+  grows or when other classes change.
+  """
+  return np.random.default_rng([seed, class_index, video_index])
+
+
+def _split_counts(num: int, val_fraction: float, test_fraction: float) -> Tuple[int, int, int]:
+  """Per-class (train, validation, test) counts; at least one train video."""
+  n_val = int(round(num * val_fraction))
+  n_test = int(round(num * test_fraction))
+  # Keep a non-empty validation (and test) split when asked for one and possible.
+  if val_fraction > 0 and n_val == 0 and num - n_test >= 2:
+    n_val = 1
+  if test_fraction > 0 and n_test == 0 and num - n_val >= 2:
+    n_test = 1
+  n_train = num - n_val - n_test
+  if n_train < 1:
+    raise ValueError(f'{num} videos per class leave no training video '
+                     f'(val_fraction={val_fraction}, test_fraction={test_fraction})')
+  return n_train, n_val, n_test
+
+
+def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
+             size: Tuple[int, int] = (96, 72), duration_sec: float = 3.0, fps: int = 30,
+             sample_rate: int = 16000, val_fraction: float = 0.2, test_fraction: float = 0.0,
+             classes: Optional[Sequence[str]] = None, progress: bool = True) -> str:
+  """Writes the dataset into ``output_dir`` and returns the manifest path.
+
+  Args:
+    output_dir: created if missing; receives ``videos/<class>/*.mp4``,
+      ``manifest.csv`` and ``classes.json``.
+    num_videos_per_class: videos per class over all splits.
+    seed: everything written is a deterministic function of it.
+    size: ``(width, height)``, both even.
+    duration_sec: video length (>= 2.2 s so a 64-frame window at 30 fps fits).
+    fps: frame rate.
+    sample_rate: audio sample rate (mono AAC).
+    val_fraction: share of each class in the ``validation`` split.
+    test_fraction: share of each class in the ``test`` split (0: no test split).
+    classes: a subset of ``CLASS_NAMES`` (default: all of them).
+    progress: show a tqdm progress bar.
+
+  Returns:
+    The path of ``manifest.csv`` (header ``path,label,split``; paths relative
+    to ``output_dir``).
+  """
+  width, height = size
+  if width % 2 or height % 2 or width < 16 or height < 16:
+    raise ValueError(f'size {width}x{height}: both sides must be even and >= 16')
+  if duration_sec * fps < 2:
+    raise ValueError(f'duration {duration_sec} s at {fps} fps is too short')
+  names = list(CLASS_NAMES if classes is None else classes)
+  for name in names:
+    if name not in _BY_NAME:
+      raise ValueError(f'unknown class {name!r}; expected some of {CLASS_NAMES}')
+  counts = _split_counts(num_videos_per_class, val_fraction, test_fraction)
+  splits = ['train'] * counts[0] + ['validation'] * counts[1] + ['test'] * counts[2]
+
+  jobs = []
+  for name in names:
+    class_index = CLASS_NAMES.index(name)  # stable whatever subset is asked for
+    for video_index, split in enumerate(splits):
+      rel = f'videos/{name}/{name}_{video_index:04d}.mp4'
+      jobs.append((rel, name, split, class_index, video_index))
+
+  os.makedirs(output_dir, exist_ok=True)
+  iterator = jobs
+  if progress:
+    from tqdm import tqdm
+    iterator = tqdm(jobs, desc='Generating videos', unit='video')
+  for rel, name, _, class_index, video_index in iterator:
+    frames, audio = render_example(name, example_rng(seed, class_index, video_index), size=size,
+                                   duration_sec=duration_sec, fps=fps, sample_rate=sample_rate)
+    path = os.path.join(output_dir, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_video(path, frames, fps=fps, audio=audio, sample_rate=sample_rate)
+
+  manifest = os.path.join(output_dir, MANIFEST_NAME)
+  with open(manifest, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['path', 'label', 'split'])
+    for rel, name, split, _, _ in jobs:
+      writer.writerow([rel, name, split])
+
+  info = {
+    'classes': [dataclasses.asdict(_BY_NAME[n]) for n in names],
+    'settings': {
+      'seed': seed, 'num_videos_per_class': num_videos_per_class,
+      'split_counts': dict(zip(('train', 'validation', 'test'), counts)),
+      'width': width, 'height': height, 'duration_sec': duration_sec, 'fps': fps,
+      'sample_rate': sample_rate, 'video_codec': 'h264', 'audio_codec': 'aac',
+    },
+  }
+  with open(os.path.join(output_dir, CLASSES_NAME), 'w') as f:
+    json.dump(info, f, indent=2)
+  return manifest
+
+
+def _parse_size(text: str) -> Tuple[int, int]:
+  try:
+    width, height = (int(v) for v in text.lower().split('x'))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected WIDTHxHEIGHT, e.g. 96x72, got {text!r}')
+  return width, height
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+  """Command-line entry point; returns the manifest path."""
+  parser = argparse.ArgumentParser(
+      prog='python -m data_pipelines.synthetic',
+      description='Write the built-in audiovisual dataset (mp4 files, manifest.csv, classes.json).')
+  parser.add_argument('--output_dir', required=True)
+  parser.add_argument('--num_videos', type=int, default=20,
+                      help='videos per class over all splits (default 20: 16 train + 4 validation)')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--size', type=_parse_size, default=(96, 72), help='WIDTHxHEIGHT, both even')
+  parser.add_argument('--duration_sec', type=float, default=3.0)
+  parser.add_argument('--fps', type=int, default=30)
+  parser.add_argument('--sample_rate', type=int, default=16000)
+  parser.add_argument('--val_fraction', type=float, default=0.2)
+  parser.add_argument('--test_fraction', type=float, default=0.0)
+  parser.add_argument('--classes', default='',
+                      help=f'comma-separated subset of {",".join(CLASS_NAMES)} (default: all)')
+  parser.add_argument('--no_progress', action='store_true')
+  args = parser.parse_args(argv)
+  manifest = generate(
+      args.output_dir, args.num_videos, args.seed, size=args.size,
+      duration_sec=args.duration_sec, fps=args.fps, sample_rate=args.sample_rate,
+      val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+      classes=[c for c in args.classes.split(',') if c] or None, progress=not args.no_progress)
+  print(f'Wrote {manifest} and {os.path.join(args.output_dir, CLASSES_NAME)}')
+  return manifest
+
+
+if __name__ == '__main__':
+  main()
