@@ -1,0 +1,83 @@
+"""In-graph audio front end: int16 PCM -> log-mel spectrogram (spec.md, "Audio front end").
+
+The mel filterbank is built in numpy with the same mathematics as
+``librosa.filters.mel(htk=True, norm='slaney')`` so the tf.signal spectrogram
+matches ``librosa.feature.melspectrogram(..., htk=True, center=False)``
+followed by ``log(S + 1e-8)`` (tests/test_data_audio.py checks this).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+
+def hz_to_mel_htk(hz):
+  """HTK mel scale: 2595 * log10(1 + f / 700)."""
+  return 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)
+
+
+def mel_to_hz_htk(mel):
+  """Inverse of :func:`hz_to_mel_htk`."""
+  return 700.0 * (10.0 ** (np.asarray(mel, np.float64) / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, num_mels: int, fmin: float = 0.0,
+                   fmax: float | None = None) -> np.ndarray:
+  """Triangular mel filters ``[n_fft // 2 + 1, num_mels]`` (float32), area-normalised.
+
+  Each filter rises linearly from its left band edge to its centre and falls to
+  its right edge (edges equally spaced on the HTK mel scale between ``fmin`` and
+  ``fmax``), then is scaled by ``2 / (right - left)`` so every filter has the
+  same area ("slaney" normalisation, librosa's default).
+  """
+  fmax = sample_rate / 2.0 if fmax is None else fmax
+  bin_hz = np.arange(n_fft // 2 + 1, dtype=np.float64) * sample_rate / n_fft
+  edges_hz = mel_to_hz_htk(np.linspace(hz_to_mel_htk(fmin), hz_to_mel_htk(fmax), num_mels + 2))
+  left, centre, right = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+  rising = (bin_hz[None, :] - left) / (centre - left)
+  falling = (right - bin_hz[None, :]) / (right - centre)
+  weights = np.maximum(0.0, np.minimum(rising, falling))
+  weights *= 2.0 / (right - left)
+  return weights.T.astype(np.float32)
+
+
+def pcm16_to_float(pcm: tf.Tensor) -> tf.Tensor:
+  """int16 samples -> float32 in [-1, 1) (the scale librosa loads audio in)."""
+  return tf.cast(pcm, tf.float32) / 32768.0
+
+
+def log_mel_spectrogram(waveform: tf.Tensor, sample_rate: int = 16000, n_fft: int = 512,
+                        hop_length: int = 256, num_mels: int = 80,
+                        log_offset: float = 1e-8) -> tf.Tensor:
+  """``log(mel @ |STFT|^2 + log_offset)`` of ``waveform [..., S]`` -> ``[..., frames, num_mels]``.
+
+  Frames are not centred (librosa ``center=False``): frame k covers samples
+  ``[k * hop, k * hop + n_fft)``, so there are ``1 + (S - n_fft) // hop`` of them.
+  The window is the periodic Hann window, as librosa/scipy use for spectra.
+  """
+  stft = tf.signal.stft(waveform, frame_length=n_fft, frame_step=hop_length, fft_length=n_fft,
+                        window_fn=functools.partial(tf.signal.hann_window, periodic=True),
+                        pad_end=False)
+  power = tf.math.square(tf.math.real(stft)) + tf.math.square(tf.math.imag(stft))
+  mel = tf.tensordot(power, tf.constant(mel_filterbank(sample_rate, n_fft, num_mels)), axes=1)
+  return tf.math.log(mel + log_offset)
+
+
+def resample_time_axis(spectrogram: tf.Tensor, num_frames: int) -> tf.Tensor:
+  """Linearly resamples ``[T, F]`` to ``[num_frames, F]`` along time.
+
+  Used when the audio span of a clip gives a frame count other than the model's
+  (64 frames at 30 fps = 2.133 s -> 132 log-mel frames, the model takes 128).
+  Half-pixel centres: output frame j sits at input position
+  ``(j + 0.5) * T / num_frames - 0.5``, so the first and last frames keep their
+  times to within half an output frame and the span's timing is preserved.
+  An identity when ``T == num_frames``.
+  """
+  num_bins = spectrogram.shape[-1]
+  resized = tf.image.resize(spectrogram[..., None], [num_frames, num_bins], method='bilinear',
+                            antialias=False)
+  return resized[..., 0]

@@ -1,0 +1,307 @@
+r"""Prepares a folder of videos into TFRecord shards for the input pipeline.
+
+  python -m data_pipelines.prepare --output_dir /data/k400_shards \
+      --dataset kinetics --annotations train.csv validate.csv --video_dir /data/k400 \
+      --num_workers 16
+
+  python -m data_pipelines.prepare --output_dir D --manifest videos.csv --num_workers 4
+
+Each shard is one unit of work: a worker decodes its videos (decode.py),
+writes ``<shard>.tmp`` and renames it, then records the shard's report in
+``_progress/``. A rerun skips shards whose progress file exists, so an
+interrupted job resumes where it stopped. Bad inputs are skipped and reported,
+never fatal. See shards.py for the output format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import queue as queue_lib
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from data_pipelines import adapters, shards
+
+
+@dataclasses.dataclass
+class PrepareOptions:
+  """How videos are decoded (recorded in ``shards.json``)."""
+  fps: float = 30.0
+  short_side: int = 320
+  jpeg_quality: int = 90
+  sample_rate: int = 16000
+  min_frames: int = 64  # windows shorter than this are reported (the pipeline pads them)
+
+
+@dataclasses.dataclass
+class ShardTask:
+  output_dir: str
+  name: str
+  split: str
+  index: int
+  count: int
+  items: List[adapters.VideoItem]
+  options: PrepareOptions
+
+
+def _progress_path(output_dir: str, split: str, index: int) -> str:
+  return os.path.join(output_dir, '_progress', f'{split}-{index:05d}.json')
+
+
+def _quiet_ffmpeg():
+  # Corrupt inputs make FFmpeg print pages of errors; the report says it better.
+  try:
+    import av.logging
+    av.logging.set_level(av.logging.PANIC)
+  except Exception:
+    pass
+
+
+def process_shard(task: ShardTask, progress_queue=None) -> dict:
+  """Decodes the videos of one shard and writes it; returns the shard's report.
+
+  Never raises for a bad video: it is recorded with the reason and skipped.
+  """
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')
+  from data_pipelines import decode
+  _quiet_ffmpeg()
+  final = os.path.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
+                                                              task.count))
+  tmp = f'{final}.tmp-{os.getpid()}'
+  entries = []
+  written = 0
+  with tf.io.TFRecordWriter(tmp) as writer:
+    for item in task.items:
+      entry = {'path': item.path, 'video_id': item.video_id, 'split': task.split}
+      try:
+        video = decode.decode_video(item.path, fps=task.options.fps,
+                                    short_side=task.options.short_side,
+                                    start_sec=item.start_sec, end_sec=item.end_sec,
+                                    jpeg_quality=task.options.jpeg_quality,
+                                    sample_rate=task.options.sample_rate)
+        repairs = list(video.repairs)
+        if video.num_frames < task.options.min_frames:
+          repairs.append(f'{video.num_frames} frames, shorter than a '
+                         f'{task.options.min_frames}-frame '
+                         f'window: clips repeat the last frame, audio is zero-padded')
+        writer.write(shards.serialize_example(video, item))
+        written += 1
+        entry.update(status='written', num_frames=video.num_frames,
+                     duration_sec=round(video.duration_sec, 3), has_audio=video.audio is not None,
+                     repairs=repairs)
+      except decode.BadVideoError as e:
+        entry.update(status='skipped', reason=str(e))
+      except Exception as e:  # anything unexpected is still one bad file, not a dead job
+        entry.update(status='skipped', reason=f'unexpected {type(e).__name__}: {e}')
+      entries.append(entry)
+      if progress_queue is not None:
+        progress_queue.put(1)
+  os.replace(tmp, final)
+  report = {'split': task.split, 'shard': task.index, 'file': os.path.basename(final),
+            'num_examples': written, 'num_bytes': os.path.getsize(final), 'entries': entries}
+  shards.write_json_atomic(_progress_path(task.output_dir, task.split, task.index), report)
+  return report
+
+
+def plan_shards(items: Sequence[adapters.VideoItem], output_dir: str, name: str,
+                options: PrepareOptions, videos_per_shard: int = 32,
+                num_shards: Optional[Dict[str, int]] = None) -> List[ShardTask]:
+  """Splits each split's items (in a fixed order) into contiguous shards.
+
+  The plan depends only on the items and ``videos_per_shard``, not on the
+  number of workers, so a resumed run finds the same shards.
+  """
+  by_split = collections.defaultdict(list)
+  for item in items:
+    by_split[item.split].append(item)
+  tasks = []
+  for split in sorted(by_split):
+    split_items = sorted(by_split[split], key=lambda it: (it.video_id, it.path))
+    count = (num_shards or {}).get(split) or max(1, math.ceil(len(split_items) / videos_per_shard))
+    bounds = [round(i * len(split_items) / count) for i in range(count + 1)]
+    for index in range(count):
+      tasks.append(ShardTask(output_dir, name, split, index, count,
+                             split_items[bounds[index]:bounds[index + 1]], options))
+  return tasks
+
+
+def _run_local(tasks: List[ShardTask], num_workers: int, total_videos: int) -> None:
+  from tqdm import tqdm
+  bar = tqdm(total=total_videos, unit='video', desc='prepare', dynamic_ncols=True,
+             file=sys.stderr)
+  if num_workers <= 0:
+    for task in tasks:
+      report = process_shard(task)
+      bar.update(len(report['entries']))
+    bar.close()
+    return
+  # spawn, not fork: the parent may have TensorFlow threads running.
+  context = multiprocessing.get_context('spawn')
+  with context.Manager() as manager:
+    progress = manager.Queue()
+    with context.Pool(num_workers) as pool:
+      result = pool.starmap_async(process_shard, [(t, progress) for t in tasks], chunksize=1)
+      while not result.ready():
+        try:
+          progress.get(timeout=0.2)
+          bar.update(1)
+        except queue_lib.Empty:
+          pass
+      result.get()  # re-raises a worker crash (not a bad video: those are caught)
+      while not progress.empty():
+        progress.get()
+        bar.update(1)
+  bar.close()
+
+
+def _run_beam(tasks: List[ShardTask], beam_options: Sequence[str]) -> None:
+  try:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+  except ImportError:
+    raise SystemExit(
+        '--runner beam needs Apache Beam: pip install "avslowfast-jax[beam]"') from None
+  with beam.Pipeline(options=PipelineOptions(list(beam_options))) as pipeline:
+    _ = (pipeline
+         | 'Shards' >> beam.Create(tasks)
+         | 'Reshuffle' >> beam.Reshuffle()
+         | 'Prepare' >> beam.Map(process_shard))
+
+
+def finalize(output_dir: str, name: str, tasks: Sequence[ShardTask], label_names: Sequence[str],
+             noun_names: Sequence[str], options: PrepareOptions, elapsed_sec: float) -> dict:
+  """Merges the shard reports into ``prepare_report.json`` and writes the metadata files."""
+  reports = [shards.read_json(_progress_path(output_dir, t.split, t.index)) for t in tasks]
+  splits = collections.OrderedDict()
+  for report in sorted(reports, key=lambda r: (r['split'], r['shard'])):
+    entry = splits.setdefault(report['split'], {'files': [], 'lengths': [], 'num_bytes': 0})
+    entry['files'].append(report['file'])
+    entry['lengths'].append(report['num_examples'])
+    entry['num_bytes'] += report['num_bytes']
+  entries = [e for r in reports for e in r['entries']]
+  skipped = [{k: e[k] for k in ('path', 'video_id', 'split', 'reason')}
+             for e in entries if e['status'] == 'skipped']
+  repaired = [{k: e[k] for k in ('path', 'video_id', 'split', 'repairs')}
+              for e in entries if e['status'] == 'written' and e['repairs']]
+  summary = {
+      'num_inputs': len(entries),
+      'num_written': sum(e['status'] == 'written' for e in entries),
+      'num_skipped': len(skipped),
+      'num_repaired': len(repaired),
+      'num_without_audio': sum(e['status'] == 'written' and not e['has_audio'] for e in entries),
+      'num_examples': {s: sum(v['lengths']) for s, v in splits.items()},
+      'elapsed_sec': round(elapsed_sec, 1),
+  }
+  report = {'summary': summary, 'skipped': skipped, 'repaired': repaired,
+            'options': dataclasses.asdict(options)}
+  shards.write_json_atomic(os.path.join(output_dir, 'prepare_report.json'), report)
+  shards.write_json_atomic(os.path.join(output_dir, 'label_map.json'),
+                           {'labels': list(label_names), 'nouns': list(noun_names)})
+  meta = {'format_version': shards.FORMAT_VERSION, 'name': name,
+          'fps': options.fps, 'short_side': options.short_side,
+          'audio_sample_rate': options.sample_rate, 'splits': splits}
+  shards.write_json_atomic(os.path.join(output_dir, 'shards.json'), meta)
+  shards.write_tfds_metadata(output_dir, name, {s: v['lengths'] for s, v in splits.items()},
+                             {s: v['num_bytes'] for s, v in splits.items()},
+                             description=f'AVSlowFast prepared videos ({name})')
+  return report
+
+
+def prepare(items: Sequence[adapters.VideoItem], output_dir: str, *, name: str = 'videos',
+            label_names: Sequence[str] = (), noun_names: Sequence[str] = (),
+            options: Optional[PrepareOptions] = None, num_workers: int = 0,
+            videos_per_shard: int = 32, runner: str = 'local',
+            beam_options: Sequence[str] = (), verbose: bool = True) -> dict:
+  """Prepares ``items`` into ``output_dir``; returns the report (also in prepare_report.json).
+
+  Resumable: shards already finished by an earlier run are not redone.
+  """
+  options = options or PrepareOptions()
+  os.makedirs(os.path.join(output_dir, '_progress'), exist_ok=True)
+  tasks = plan_shards(items, output_dir, name, options, videos_per_shard)
+  todo = [t for t in tasks if not os.path.exists(_progress_path(output_dir, t.split, t.index))]
+  if verbose and len(todo) < len(tasks):
+    print(f'resuming: {len(tasks) - len(todo)} of {len(tasks)} shards already done',
+          file=sys.stderr)
+  start = time.time()
+  if runner == 'beam':
+    _run_beam(todo, beam_options)
+  elif runner == 'local':
+    _run_local(todo, num_workers, sum(len(t.items) for t in todo))
+  else:
+    raise ValueError(f'unknown runner {runner!r} (local | beam)')
+  report = finalize(output_dir, name, tasks, label_names, noun_names, options, time.time() - start)
+  if verbose:
+    s = report['summary']
+    print(f"prepared {s['num_written']} of {s['num_inputs']} videos into {output_dir} "
+          f"({s['num_examples']}); skipped {s['num_skipped']}, repaired {s['num_repaired']} "
+          f"({s['num_without_audio']} without audio)", file=sys.stderr)
+    for e in report['skipped']:
+      print(f"  skipped {e['path']}: {e['reason']}", file=sys.stderr)
+    for e in report['repaired']:
+      print(f"  repaired {e['path']}: {'; '.join(e['repairs'])}", file=sys.stderr)
+    print(f"report: {os.path.join(output_dir, 'prepare_report.json')}", file=sys.stderr)
+  return report
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--output_dir', required=True)
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument('--manifest', nargs='+', help='CSV path,label[,start_sec,end_sec][,split]')
+  source.add_argument('--dataset', choices=adapters.DATASETS[1:])
+  parser.add_argument('--annotations', nargs='+', default=[],
+                      help='annotation files (Kinetics/EPIC/Charades CSVs) or the split folder '
+                           '(UCF101, HMDB51)')
+  parser.add_argument('--video_dir', default='.')
+  parser.add_argument('--split', default=None, help='split name for EPIC/Charades/manifest rows '
+                      'that do not name one')
+  parser.add_argument('--fold', type=int, default=1, help='UCF101/HMDB51 split number')
+  parser.add_argument('--label_map', default=None, help='text file, one class name per line')
+  parser.add_argument('--classes', default=None, help='Charades_v1_classes.txt')
+  parser.add_argument('--name', default=None, help='dataset name (file prefix)')
+  parser.add_argument('--num_workers', type=int, default=max(1, (os.cpu_count() or 2) - 1))
+  parser.add_argument('--videos_per_shard', type=int, default=32)
+  parser.add_argument('--fps', type=float, default=30.0)
+  parser.add_argument('--short_side', type=int, default=320)
+  parser.add_argument('--jpeg_quality', type=int, default=90)
+  parser.add_argument('--sample_rate', type=int, default=16000)
+  parser.add_argument('--min_frames', type=int, default=64)
+  parser.add_argument('--runner', choices=('local', 'beam'), default='local')
+  parser.add_argument('--beam_options', nargs='*', default=[],
+                      help='Beam pipeline options, e.g. --runner=DataflowRunner ...')
+  args = parser.parse_args(argv)
+  label_names = None
+  if args.label_map:
+    with open(args.label_map) as f:
+      label_names = [line.strip() for line in f if line.strip()]
+  if args.manifest:
+    items, labels, nouns = adapters.load_dataset('manifest', args.manifest, args.video_dir,
+                                                 split=args.split, label_names=label_names)
+  else:
+    if not args.annotations:
+      parser.error(f'--dataset {args.dataset} needs --annotations')
+    items, labels, nouns = adapters.load_dataset(args.dataset, args.annotations, args.video_dir,
+                                                 split=args.split, fold=args.fold,
+                                                 classes_path=args.classes)
+  options = PrepareOptions(fps=args.fps, short_side=args.short_side,
+                           jpeg_quality=args.jpeg_quality, sample_rate=args.sample_rate,
+                           min_frames=args.min_frames)
+  report = prepare(items, args.output_dir, name=args.name or args.dataset or 'videos',
+                   label_names=labels, noun_names=nouns, options=options,
+                   num_workers=args.num_workers, videos_per_shard=args.videos_per_shard,
+                   runner=args.runner, beam_options=args.beam_options)
+  print(json.dumps(report['summary']))
+
+
+if __name__ == '__main__':
+  main()

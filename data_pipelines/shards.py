@@ -1,0 +1,191 @@
+"""The prepared-data format: one ``tf.train.Example`` per video segment in TFRecord shards.
+
+Layout of a prepared directory (``tfds.builder_from_directory`` reads it):
+
+  <name>-<split>.tfrecord-00000-of-00008   TFRecord shards
+  dataset_info.json, features.json          TFDS metadata
+  shards.json                               splits, shard files and lengths, fps, ...
+  label_map.json                            {"labels": [...], "nouns": [...]}
+  prepare_report.json                       every input: written / skipped / repaired, why
+  _progress/<split>-<shard>.json            one per finished shard (what makes a run resumable)
+
+Features of an example (all scalars unless noted):
+  video_id (bytes), source_path (bytes), frames (bytes list: one JPEG per frame,
+  frame i at i / fps s), num_frames, height, width (int64), fps (float),
+  audio (bytes: int16 little-endian mono PCM, empty without audio),
+  audio_num_samples, audio_sample_rate (int64), audio_start_sec (float: time of
+  audio sample 0 relative to frame 0), has_audio (int64 0/1), label (int64 list),
+  noun_label (int64, -1 if none), start_sec, end_sec (float: the segment in the
+  source file, -1 for whole files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+SHARD_TEMPLATE = '{name}-{split}.tfrecord-{index:05d}-of-{count:05d}'
+TFDS_TEMPLATE = '{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}'
+FORMAT_VERSION = 1
+
+
+def shard_filename(name: str, split: str, index: int, count: int) -> str:
+  """File name of shard ``index`` of ``count`` (TFDS naming)."""
+  return SHARD_TEMPLATE.format(name=name, split=split, index=index, count=count)
+
+
+def _bytes(values):
+  import tensorflow as tf
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
+
+
+def _ints(values):
+  import tensorflow as tf
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def _floats(values):
+  import tensorflow as tf
+  return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+
+
+def serialize_example(video, item) -> bytes:
+  """Serialized ``tf.train.Example`` of a ``decode.DecodedVideo`` and its ``adapters.VideoItem``."""
+  import tensorflow as tf
+  audio = b'' if video.audio is None else video.audio.astype('<i2').tobytes()
+  feature = {
+      'video_id': _bytes([item.video_id.encode()]),
+      'source_path': _bytes([item.path.encode()]),
+      'frames': _bytes(video.jpegs),
+      'num_frames': _ints([video.num_frames]),
+      'height': _ints([video.height]),
+      'width': _ints([video.width]),
+      'fps': _floats([video.fps]),
+      'audio': _bytes([audio]),
+      'audio_num_samples': _ints([0 if video.audio is None else len(video.audio)]),
+      'audio_sample_rate': _ints([video.audio_sample_rate]),
+      'audio_start_sec': _floats([video.audio_start_sec]),
+      'has_audio': _ints([video.audio is not None]),
+      'label': _ints(item.labels),
+      'noun_label': _ints([item.noun]),
+      'start_sec': _floats([-1.0 if item.start_sec is None else item.start_sec]),
+      'end_sec': _floats([-1.0 if item.end_sec is None else item.end_sec]),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def parse_spec():
+  """``tf.io.parse_single_example`` spec of the features above."""
+  import tensorflow as tf
+  scalar = lambda dtype, default=None: tf.io.FixedLenFeature([], dtype, default_value=default)
+  return {
+      'video_id': scalar(tf.string),
+      'frames': tf.io.RaggedFeature(tf.string),
+      'num_frames': scalar(tf.int64),
+      'height': scalar(tf.int64),
+      'width': scalar(tf.int64),
+      'fps': scalar(tf.float32),
+      'audio': scalar(tf.string, b''),
+      'audio_num_samples': scalar(tf.int64, 0),
+      'audio_sample_rate': scalar(tf.int64, 16000),
+      'audio_start_sec': scalar(tf.float32, 0.0),
+      'has_audio': scalar(tf.int64, 0),
+      'label': tf.io.RaggedFeature(tf.int64),
+      'noun_label': scalar(tf.int64, -1),
+      'start_sec': scalar(tf.float32, -1.0),
+      'end_sec': scalar(tf.float32, -1.0),
+  }
+
+
+def tfds_features():
+  """The same features as a ``tfds.features.FeaturesDict`` (for the TFDS metadata)."""
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  tensor = tfds.features.Tensor
+  return tfds.features.FeaturesDict({
+      'video_id': tensor(shape=(), dtype=tf.string),
+      'source_path': tensor(shape=(), dtype=tf.string),
+      'frames': tensor(shape=(None,), dtype=tf.string),
+      'num_frames': tensor(shape=(), dtype=np.int64),
+      'height': tensor(shape=(), dtype=np.int64),
+      'width': tensor(shape=(), dtype=np.int64),
+      'fps': tensor(shape=(), dtype=np.float32),
+      'audio': tensor(shape=(), dtype=tf.string),
+      'audio_num_samples': tensor(shape=(), dtype=np.int64),
+      'audio_sample_rate': tensor(shape=(), dtype=np.int64),
+      'audio_start_sec': tensor(shape=(), dtype=np.float32),
+      'has_audio': tensor(shape=(), dtype=np.int64),
+      'label': tensor(shape=(None,), dtype=np.int64),
+      'noun_label': tensor(shape=(), dtype=np.int64),
+      'start_sec': tensor(shape=(), dtype=np.float32),
+      'end_sec': tensor(shape=(), dtype=np.float32),
+  })
+
+
+def write_tfds_metadata(data_dir: str, name: str, split_lengths: Dict[str, Sequence[int]],
+                        split_bytes: Dict[str, int], description: str = '') -> None:
+  """Writes ``dataset_info.json`` / ``features.json`` so ``tfds.builder_from_directory`` works."""
+  import tensorflow_datasets as tfds
+  template = tfds.core.ShardedFileTemplate(data_dir=data_dir, template=TFDS_TEMPLATE,
+                                           dataset_name=name, filetype_suffix='tfrecord')
+  split_infos = [
+      tfds.core.SplitInfo(name=split, shard_lengths=[int(n) for n in lengths],
+                          num_bytes=int(split_bytes.get(split, 0)),
+                          filename_template=template.replace(split=split))
+      for split, lengths in split_lengths.items()]
+  tfds.folder_dataset.write_metadata(data_dir=data_dir, features=tfds_features(),
+                                     split_infos=split_infos, filename_template=template,
+                                     description=description, check_data=False)
+
+
+def record_offsets(path: str) -> np.ndarray:
+  """Byte offset of every record in a TFRecord file (reads only the length headers).
+
+  TFRecord framing: uint64 length, uint32 CRC of the length, data, uint32 CRC.
+  """
+  offsets = []
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    position = 0
+    while position < size:
+      header = f.read(8)
+      if len(header) < 8:
+        raise ValueError(f'{path}: truncated TFRecord header at byte {position}')
+      (length,) = struct.unpack('<Q', header)
+      offsets.append(position)
+      position += 12 + length + 4
+      f.seek(position)
+    if position != size:
+      raise ValueError(f'{path}: truncated TFRecord (last record ends at {position}, '
+                       f'file has {size} bytes)')
+  return np.asarray(offsets, np.int64)
+
+
+def read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_json_atomic(path: str, value) -> None:
+  """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(value, f, indent=1)
+  os.replace(tmp, path)
+
+
+def load_split_files(data_dir: str, split: str) -> (List[str], List[int]):
+  """Shard paths and their example counts for ``split`` (from ``shards.json``)."""
+  meta_path = os.path.join(data_dir, 'shards.json')
+  if not os.path.exists(meta_path):
+    raise FileNotFoundError(f'{meta_path}: not found; is {data_dir} the output of '
+                            f'python -m data_pipelines.prepare?')
+  meta = read_json(meta_path)
+  if split not in meta['splits']:
+    raise KeyError(f'{meta_path}: no split {split!r} (have {sorted(meta["splits"])})')
+  entry = meta['splits'][split]
+  return [os.path.join(data_dir, f) for f in entry['files']], list(entry['lengths'])

@@ -1,0 +1,154 @@
+"""The tf.data iterators: batch contract, determinism and resume, host sharding, eval views."""
+
+import os
+
+import numpy as np
+import pytest
+
+from configs import kinetics
+from data_pipelines import adapters, inspect as inspect_lib, input_pipeline, prepare
+from data_pipelines.video_io import write_video
+
+NUM_TRAIN, NUM_TEST = 5, 3
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('pipeline')
+  rng = np.random.default_rng(0)
+  items = []
+  for i in range(NUM_TRAIN + NUM_TEST):
+    num_frames = 45 if i == 1 else 75  # one video shorter than the 64-frame eval window
+    frames = rng.integers(0, 255, (num_frames, 48, 64, 3)).astype(np.uint8)
+    noise = (0.2 * rng.standard_normal(num_frames * 16000 // 30)).astype(np.float32)
+    audio = None if i == 2 else noise
+    path = str(root / f'v{i}.mp4')
+    write_video(path, frames, 30, audio)
+    split = 'train' if i < NUM_TRAIN else 'test'
+    items.append(adapters.VideoItem(path, [i % 3], split, f'v{i}'))
+  out = str(root / 'prepared')
+  prepare.prepare(items, out, name='toy', label_names=['a', 'b', 'c'], num_workers=0,
+                  videos_per_shard=1, options=prepare.PrepareOptions(short_side=48),
+                  verbose=False)
+  return out
+
+
+def _config(**data):
+  c = kinetics.get_config('tiny_avslowfast_4x16_r50')
+  c.data.num_frames, c.data.sampling_rate, c.model.alpha_f = 8, 4, 4
+  c.data.train_crop_size, c.data.train_jitter_scales = 32, (40, 48)
+  c.data.test_short_side, c.data.test_crop_size = 40, 32
+  c.data.num_test_clips, c.data.num_test_crops = 2, 3
+  c.data.audio.num_frames = 32
+  c.model.num_classes = 3
+  for k, v in data.items():
+    c.data[k] = v
+  return c
+
+
+def _train(config, data_dir, batch, seed, start_step=0, host=(0, 1)):
+  return input_pipeline.create_train_iterator(config, data_dir, 'train', batch, seed=seed,
+                                              start_step=start_step, process_index=host[0],
+                                              process_count=host[1])
+
+
+def test_train_batch_contract(data_dir):
+  config = _config()
+  batch = next(_train(config, data_dir, 4, seed=0))
+  expected = {'slow': ((4, 2, 32, 32, 3), np.float32), 'fast': ((4, 8, 32, 32, 3), np.float32),
+              'audio': ((4, 32, 80, 1), np.float32), 'audio_shifted': ((4, 32, 80, 1), np.float32),
+              'audio_mask': ((4,), np.float32), 'label': ((4,), np.int32),
+              'video_index': ((4,), np.int32)}
+  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
+  np.testing.assert_array_equal(batch['slow'], batch['fast'][:, ::4])
+  silent = batch['video_index'] == 2  # the video without an audio track
+  np.testing.assert_array_equal(batch['audio_mask'], np.where(silent, 0.0, 1.0))
+  a = config.data.audio
+  floor = (np.log(a.log_offset) - a.mean) / a.std
+  for i in np.flatnonzero(silent):
+    np.testing.assert_allclose(batch['audio'][i], floor, rtol=1e-5)
+  for i in np.flatnonzero(~silent):
+    assert batch['audio'][i].std() > 0.1
+    assert not np.allclose(batch['audio'][i], batch['audio_shifted'][i])
+  np.testing.assert_array_equal(batch['label'], batch['video_index'] % 3)
+  assert abs(float(batch['fast'].mean())) < 1.5  # normalised, not raw pixels
+  # Multi-label heads get multi-hot targets.
+  config.model.head = 'sigmoid'
+  config.data.avs_negatives = False
+  batch = next(_train(config, data_dir, 2, seed=0))
+  assert batch['label'].shape == (2, 3) and 'audio_shifted' not in batch
+  np.testing.assert_array_equal(batch['label'].argmax(1), batch['video_index'] % 3)
+
+
+def test_resume_sees_the_same_batches(data_dir):
+  config = _config(avs_negatives=False)
+  run = _train(config, data_dir, 2, seed=5)
+  full = [next(run) for _ in range(6)]  # 12 clips: more than two epochs of 5 videos
+  resumed = _train(config, data_dir, 2, seed=5, start_step=4)
+  for step in (4, 5):
+    batch = next(resumed)
+    for key in ('fast', 'audio', 'video_index'):
+      np.testing.assert_array_equal(batch[key], full[step][key])
+  # Every video once per epoch, in a new order each epoch.
+  order = np.concatenate([b['video_index'] for b in full])
+  assert sorted(order[:5]) == sorted(order[5:10]) == list(range(5))
+  other = next(_train(config, data_dir, 2, seed=6))
+  assert not np.array_equal(other['fast'], full[0]['fast'])
+
+
+def test_hosts_read_disjoint_files(data_dir):
+  config = _config(avs_negatives=False)
+  seen = []
+  for host in range(2):
+    it = _train(config, data_dir, 1, seed=0, host=(host, 2))
+    seen.append({int(next(it)['video_index'][0]) for _ in range(6)})
+  assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(NUM_TRAIN))
+
+
+@pytest.mark.parametrize('hosts', [1, 2])
+def test_eval_views_once_each_with_tags(data_dir, hosts):
+  config = _config()
+  views = config.data.num_test_clips * config.data.num_test_crops
+  batch_size = 4
+  tags, counts = [], []
+  for host in range(hosts):
+    batches = list(input_pipeline.create_eval_iterator(config, data_dir, 'test', batch_size,
+                                                       process_index=host, process_count=hosts))
+    counts.append(len(batches))
+    for b in batches:
+      assert b['fast'].shape == (batch_size, 8, 32, 32, 3) and b['valid'].shape == (batch_size,)
+      assert set(b) == {'slow', 'fast', 'audio', 'audio_mask', 'label', 'video_index',
+                        'view_index', 'valid'}
+      for i in np.flatnonzero(b['valid']):
+        tags.append((int(b['video_index'][i]), int(b['view_index'][i])))
+        assert b['label'][i] == (NUM_TRAIN + b['video_index'][i]) % 3
+      assert np.all(b['fast'][b['valid'] == 0] == 0)
+  assert len(set(counts)) == 1  # every host runs the same number of eval steps
+  assert sorted(tags) == [(v, k) for v in range(NUM_TEST) for k in range(views)]
+  assert counts[0] == -(-max(sum(1 for _ in range(h, NUM_TEST, hosts)) for h in range(hosts))
+                         * views // batch_size)
+
+
+def test_eval_crops_differ_and_clips_share_audio(data_dir):
+  config = _config()
+  batch = next(input_pipeline.create_eval_iterator(config, data_dir, 'test', 6, process_index=0,
+                                                   process_count=1))
+  assert list(batch['view_index']) == list(range(6)) and set(batch['video_index']) == {0}
+  assert not np.array_equal(batch['fast'][0], batch['fast'][2])  # left vs right crop
+  np.testing.assert_array_equal(batch['audio'][0], batch['audio'][1])  # same temporal clip
+  assert not np.array_equal(batch['audio'][0], batch['audio'][3])  # the next clip
+
+
+def test_inspect_writes_arrays_and_contact_sheet(data_dir, tmp_path, monkeypatch):
+  pytest.importorskip('matplotlib')
+  monkeypatch.setattr(inspect_lib, 'load_config', lambda spec: _config())
+  output, png = str(tmp_path / 'clips.npz'), str(tmp_path / 'sheet.png')
+  inspect_lib.main(['--data_dir', data_dir, '--config', 'x', '--split', 'train', '--num_clips', '3',
+                    '--output', output, '--png', png])
+  clips = np.load(output)
+  for key in ('slow', 'fast', 'audio', 'label', 'video_id', 'clip_start_sec', 'clip_end_sec',
+              'audio_mean', 'audio_std'):
+    assert key in clips.files
+  assert clips['fast'].shape[0] == 3 and clips['video_id'][0].startswith('v')
+  np.testing.assert_allclose(clips['clip_end_sec'] - clips['clip_start_sec'], 32 / 30, rtol=1e-5)
+  assert os.path.getsize(png) > 1000
