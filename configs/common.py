@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.a_fs_hidden_channels = 64  # first temporal conv of the A->FS lateral
   m.nonlocal_stages = ()  # e.g. ('res4',) for the R101+NL models
   m.nonlocal_every = 2  # a Non-local block after every n-th block of those stages
+  m.nonlocal_instantiation = 'dot_product'  # 'dot_product' | 'softmax'
   m.res5_spatial_stride = 2  # 1 for AVA detection
   m.head = 'softmax'  # 'softmax' | 'sigmoid' | 'verb_noun'
   m.num_classes = 400
@@ -55,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.drop_pathway_mode = 'pathway'  # 'pathway' (skip audio) | 'laterals' (zero laterals only)
   m.avs_embed_dim = 64  # projection of junction features for the AVS losses
   m.dtype = 'float32'  # compute dtype: 'float32' | 'bfloat16' (params stay fp32)
+  m.lower_convs = True  # compute degenerate 3-D convs as 2-D convs/matmuls (same params)
 
   # ----------------------------------------------------------------- data
   d = c.data = ml_collections.ConfigDict()
@@ -77,6 +79,8 @@ def base_config() -> ml_collections.ConfigDict:
   d.shuffle_buffer = 256
   d.avs_negatives = True  # emit 'audio_shifted' for hard AVS negatives
   d.hard_negative_min_shift_sec = 0.5
+  d.num_parallel_calls = -1  # tf.data map parallelism; -1 = AUTOTUNE
+  d.prefetch_batches = 2
   a = d.audio = ml_collections.ConfigDict()
   a.sample_rate = 16000
   a.n_fft = 512  # 32 ms window
@@ -96,9 +100,11 @@ def base_config() -> ml_collections.ConfigDict:
   t.base_lr = 0.1
   t.reference_batch_size = 64  # lr scales linearly: base_lr * batch / reference
   t.warmup_epochs = 34.0
+  t.warmup_steps = 0  # > 0 overrides warmup_epochs
   t.warmup_start_lr = 0.01
   t.schedule = 'cosine'  # 'cosine' | 'steps'
   t.lr_decay_epochs = ()  # for 'steps': epochs at which lr is divided by 10
+  t.lr_decay_steps = ()  # for 'steps': the same in steps (overrides lr_decay_epochs)
   t.momentum = 0.9
   t.nesterov = True
   t.weight_decay = 1e-4
@@ -107,8 +113,10 @@ def base_config() -> ml_collections.ConfigDict:
   t.drop_pathway_prob = 0.8
   t.log_every_steps = 20
   t.eval_every_epochs = 10.0
+  t.eval_every_steps = 0  # > 0 overrides eval_every_epochs; < 0 = no eval during training
   t.checkpoint_every_steps = 1000
   t.keep_checkpoints = 3
+  t.async_checkpoints = True  # orbax saves in the background while training goes on
   t.best_metric = 'top1'
   t.init_from = ''  # checkpoint (or export) to start from when the workdir has none
   t.init_skip = ('head',)  # parameter path prefixes not taken from init_from
@@ -129,6 +137,10 @@ def base_config() -> ml_collections.ConfigDict:
   e.batch_size = 16  # views per global batch
   e.aggregate = 'mean'  # 'mean' of softmax, or 'max' (Charades)
   e.checkpoint = 'latest'  # 'latest' | 'best' | a step number | a path
+  # Views per video during training (cheaper than the final 10 x 3 test).
+  e.train_num_clips = 1
+  e.train_num_crops = 1
+  e.max_batches = 0  # > 0: stop after this many batches (smoke tests)
   return c
 
 
@@ -159,6 +171,8 @@ def set_instantiation(c: ml_collections.ConfigDict, variant: str) -> ml_collecti
   c.data.audio.num_frames = 128 * window // 64
   if nonlocal_:
     c.model.nonlocal_stages = ('res4',)
+    # PySlowFast's R101+NL: Non-local after blocks 6, 13 and 20 of res4.
+    c.model.nonlocal_every = 7 if depth == 101 else 2
   if arch != 'avslowfast':
     c.avs.enabled = False
   if arch == 'slowfast':

@@ -1,0 +1,32 @@
+"""AVSlowFast / SlowFast / Audio-only networks in Flax (channels-last).
+
+``build_model(config.model)`` returns the :class:`AVSlowFast` module; see
+docs/design.md for the call signature and the ``(logits, aux)`` contract.
+
+Parameter naming (stable; the PySlowFast/PyTorchVideo importer maps onto it):
+
+- Stems: ``slow_stem/{conv,bn}``, ``fast_stem/{conv,bn}``,
+  ``audio/stem/{conv_time,conv_freq,bn}``.
+- Blocks: ``{slow,fast}_res{2..5}_block{i}/{conv_a,bn_a,conv_b,bn_b,conv_c,bn_c,
+  shortcut_conv,shortcut_bn}``; audio: ``audio/res{k}_block{i}/...`` with
+  ``conv_b_time, bn_b_time, conv_b_freq, bn_b_freq`` in the factorised res2/res3.
+- Non-local: ``slow_res4_nonlocal{i}/{theta,phi,g,out,bn}``.
+- Laterals: ``fast_to_slow_{pool1,res2,...}/{conv,bn}``;
+  ``audio/to_visual_{stage}/{conv_a,bn_a,conv_b,bn_b}`` (A->FS, A->F->S, and the
+  AV Non-local queries); ``av_nonlocal_{stage}/{theta,phi,g,out,bn}``.
+- AVS projections: ``avs_visual_{junction}``, ``audio/avs_{junction}``.
+- Head: ``head/classifier`` (or ``head/verb``, ``head/noun``).
+- Conv kernels are ``[kt, kh, kw, cin, cout]`` (audio ``[kt, kf, cin, cout]``):
+  a PyTorch ``[cout, cin, kt, kh, kw]`` weight maps by one transpose. BN
+  variables are ``params/{scale,bias}`` and ``batch_stats/{mean,var}``.
+"""
+
+from avslowfast_jax.models.avslowfast import AVSlowFast, ModelConfig
+
+
+def build_model(model_config) -> AVSlowFast:
+  """The network described by ``config.model`` (a ConfigDict or dict)."""
+  return AVSlowFast(ModelConfig.from_config(model_config))
+
+
+__all__ = ['AVSlowFast', 'ModelConfig', 'build_model']

@@ -1,0 +1,153 @@
+"""Shapes of every pathway at every stage (abstract evaluation only), the conv
+lowering, and every config loading through get_config."""
+
+import glob
+import importlib
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avslowfast_jax.models import build_model
+from avslowfast_jax.models.conv import conv_nd
+from avslowfast_jax.tools.model_stats import view_inputs
+from configs import kinetics
+
+_BLOCK = re.compile(r'^((slow|fast)_)?res\d_block\d+$|^fast_to_slow_\w+$|^to_visual_\w+$')
+
+
+def _stage_outputs(config, batch=2, size=224):
+  """Abstract outputs of every block and lateral of the model (eval_shape)."""
+  model = build_model(config.model)
+  inputs = view_inputs(config, batch, size)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)
+
+  def run(v, x):
+    return model.apply(v, x, train=False, capture_intermediates=lambda m, name: (
+        name == '__call__' and m.name is not None and bool(_BLOCK.match(m.name))))
+  (logits, aux), state = jax.eval_shape(run, variables, inputs)
+  inter = state['intermediates']
+  out = {}
+  for name, value in inter.items():
+    if name == 'audio':
+      for sub, v in value.items():
+        out[f'audio/{sub}'] = v['__call__'][0].shape
+    else:
+      out[name] = value['__call__'][0].shape
+  return logits, aux, out
+
+
+@pytest.mark.parametrize('inst,t_slow,t_fast', [('4x16', 4, 32), ('8x8', 8, 32)])
+def test_every_stage_shape(inst, t_slow, t_fast):
+  config = kinetics.get_config(f'avslowfast_{inst}_r50')
+  b = 2
+  logits, aux, out = _stage_outputs(config, b, 224)
+  last = {'res2': 2, 'res3': 3, 'res4': 5, 'res5': 2}
+  spatial = {'res2': 56, 'res3': 28, 'res4': 14, 'res5': 7}
+  slow_c = {'res2': 256, 'res3': 512, 'res4': 1024, 'res5': 2048}
+  audio_tf = {'res2': (128, 80), 'res3': (64, 40), 'res4': (32, 20), 'res5': (16, 10)}
+  for stage, i in last.items():
+    s = spatial[stage]
+    assert out[f'slow_{stage}_block{i}'] == (b, t_slow, s, s, slow_c[stage])
+    assert out[f'fast_{stage}_block{i}'] == (b, t_fast, s, s, slow_c[stage] // 8)
+    assert out[f'audio/{stage}_block{i}'] == (b, *audio_tf[stage], slow_c[stage] // 2)
+  # Fast->Slow laterals land on Slow's time steps with 2 * beta_f * C channels.
+  for stage, (s, c) in {'pool1': (56, 16), 'res2': (56, 64), 'res3': (28, 128),
+                        'res4': (14, 256)}.items():
+    assert out[f'fast_to_slow_{stage}'] == (b, t_slow, s, s, c)
+  # A->FS laterals: Slow's length, Slow's channels after the Fast->Slow concat.
+  assert out['audio/to_visual_res3'] == (b, t_slow, 512 + 128)
+  assert out['audio/to_visual_res4'] == (b, t_slow, 1024 + 256)
+  assert logits.shape == (b, 400)
+  assert aux['features']['slow'].shape == (b, 2048)
+  assert aux['features']['fast'].shape == (b, 256)
+  assert aux['features']['audio'].shape == (b, 1024)
+  assert aux['audio_var'].shape == (b,)
+  assert set(aux['avs']) == {'res3', 'res4', 'pool5'}
+  for junction in aux['avs'].values():
+    assert junction['visual'].shape == junction['audio'].shape == (b, 64)
+
+
+def test_r101_nonlocal_blocks_and_variants():
+  """R101+NL has Non-local blocks after res4 blocks 6, 13, 20; audio-only and
+  SlowFast variants have the right outputs."""
+  c = kinetics.get_config('slowfast_8x8_r101')
+  c.model.nonlocal_stages = ('res4',)
+  c.model.nonlocal_every = 7
+  model = build_model(c.model)
+  inputs = view_inputs(c, 1, 64)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)
+  names = set(variables['params'])
+  assert {n for n in names if 'nonlocal' in n} == {
+      'slow_res4_nonlocal6', 'slow_res4_nonlocal13', 'slow_res4_nonlocal20'}
+  assert 'slow_res4_block22' in names and not any(n.startswith('audio') for n in names)
+  audio_cfg = kinetics.get_config('audio_8x8_r50')
+  model = build_model(audio_cfg.model)
+  inputs = view_inputs(audio_cfg, 2)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), {'audio': inputs['audio']})
+  logits, aux = jax.eval_shape(lambda v, x: model.apply(v, x), variables,
+                               {'audio': inputs['audio']})
+  assert logits.shape == (2, 400) and set(aux['features']) == {'audio'}
+  assert set(variables['params']) == {'audio', 'head'}
+
+
+@pytest.mark.parametrize('kernel,strides', [
+    ((1, 3, 3), (1, 2, 2)), ((3, 1, 1), (1, 1, 1)), ((5, 1, 1), (4, 1, 1)),
+    ((1, 1, 1), (1, 2, 2)), ((3, 3, 3), (2, 2, 2)), ((5, 7, 7), (1, 2, 2))])
+def test_lowered_conv_matches_3d_conv(kernel, strides):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 8, 9, 10, 3)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((*kernel, 3, 4)), jnp.float32)
+  pad = [(s // 2, s // 2) for s in kernel]
+  lowered = conv_nd(x, k, strides, pad, lower=True)
+  native = conv_nd(x, k, strides, pad, lower=False)
+  assert lowered.shape == native.shape
+  np.testing.assert_allclose(lowered, native, rtol=1e-4, atol=1e-4)
+
+
+def _config_modules():
+  root = os.path.join(os.path.dirname(__file__), '..', 'configs')
+  for path in sorted(glob.glob(os.path.join(root, '*.py'))):
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name not in ('__init__', 'common'):
+      yield name
+
+
+@pytest.mark.parametrize('module_name', list(_config_modules()))
+def test_every_config_loads(module_name):
+  """Convention: a family file lists its variants in ``VARIANTS``; a file
+  without it is loaded with ``get_config()``'s default."""
+  module = importlib.import_module(f'configs.{module_name}')
+  variants = getattr(module, 'VARIANTS', None)
+  configs = [module.get_config(v) for v in variants] if variants else [module.get_config()]
+  for config in configs:
+    assert config.model.arch in ('avslowfast', 'slowfast', 'audio')
+    build_model(config.model)  # validates the model fields
+
+
+def test_verb_noun_head_and_fusion_variants():
+  """EPIC's two heads; A->F->S laterals match Fast; AV-NL queries are half of Slow."""
+  c = kinetics.get_config('avslowfast_8x8_r50')
+  c.model.head = 'verb_noun'
+  c.model.num_classes, c.model.num_nouns = 97, 300
+  logits, _, _ = _stage_outputs(c, 2, 64)
+  assert logits['verb'].shape == (2, 97) and logits['noun'].shape == (2, 300)
+  c.model.fusion = 'a_f_s'
+  _, _, out = _stage_outputs(c, 2, 64)
+  assert out['audio/to_visual_res3'] == (2, 32, 64)
+  assert out['audio/to_visual_res4'] == (2, 32, 128)
+  c.model.fusion = 'av_nonlocal'
+  _, _, out = _stage_outputs(c, 2, 64)
+  assert out['audio/to_visual_res3'] == (2, 8, 320)
+
+
+def test_max_pool_matches_reduce_window():
+  from flax import linen as nn
+  from avslowfast_jax.models.blocks import max_pool_hw
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 9, 10, 4)), jnp.float32)
+  expected = nn.max_pool(x.reshape(6, 9, 10, 4), (3, 3), strides=(2, 2),
+                         padding=((1, 1), (1, 1))).reshape(2, 3, 5, 5, 4)
+  np.testing.assert_array_equal(max_pool_hw(x), expected)
