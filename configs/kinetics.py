@@ -5,9 +5,30 @@ Variants: ``{avslowfast,slowfast,audio}_{4x16,8x8}_r{50,101}``, with a
 
   python -m avslowfast_jax.main --config configs/kinetics.py:avslowfast_4x16_r50 \
       --workdir /tmp/k400 --config.data.data_dir=/data/k400_shards
+
+The paper's global batch is 1024 at lr 1.6; ``train.batch_size`` is the global
+batch and the lr follows it linearly from ``train.reference_batch_size`` (64,
+lr 0.1), so ``--config.train.batch_size=1024`` reproduces the paper.
+
+Ablations (Tables 5 and 6, on 4x16 R50) are overrides of ``avslowfast_4x16_r50``:
+
+  Table 5a, fusion:        --config.model.fusion=a_fs | a_f_s | av_nonlocal
+  Table 5b, audio width:   --config.model.beta_a=0.125 | 0.25 | 0.5 | 1.0
+  Table 5c, DropPathway:   --config.train.drop_pathway_prob=0.0 | 0.2 | 0.5 | 0.8
+  Table 5d, AVS junctions: --config.avs.junctions='()' (no AVS) | "('pool5',)" |
+                           "('res4','pool5')" | "('res3','res4','pool5')" (default)
+                           (or --config.avs.enabled=False)
+  Table 6, lateral stages: --config.model.audio_lateral_stages="('res4',)" |
+                           "('res3','res4')" (default) | "('res2','res3','res4')"
+                           with --config.model.audio_pool5=False for "no pool5"
+  DropPathway variant:     --config.model.drop_pathway_mode=laterals (zero laterals only)
 """
 
 from configs import common
+
+VARIANTS = tuple(f'{prefix}{arch}_{inst}' for prefix in ('', 'tiny_')
+                 for arch in ('avslowfast', 'slowfast', 'audio')
+                 for inst in ('4x16_r50', '8x8_r50', '8x8_r101'))
 
 
 def get_config(variant: str = 'avslowfast_4x16_r50'):

@@ -13,6 +13,9 @@ stem) becomes a sum of ``kt`` 2-D convolutions.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
 from typing import Any, Sequence
 
 import jax
@@ -34,7 +37,7 @@ def _strided(x: jax.Array, axis: int, stride: int) -> jax.Array:
   return x[tuple(index)]
 
 
-def _conv(x, kernel, strides, padding):
+def _conv_plain(x, kernel, strides, padding):
   """Plain channels-last convolution with any number of spatial dims."""
   nd = kernel.ndim - 2
   spatial = ''.join('DHW'[3 - nd:])
@@ -43,6 +46,133 @@ def _conv(x, kernel, strides, padding):
   return jax.lax.conv_general_dilated(
       x, kernel, window_strides=tuple(strides), padding=tuple(padding),
       dimension_numbers=dn)
+
+
+def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
+  """Whether this conv's kernel gradient should be computed as matmuls.
+
+  Only on CPU. XLA CPU computes a conv's kernel gradient as another
+  convolution whose "features" are the batch (N = 2) and whose window is the
+  whole output map (e.g. 8 x 784). That is fast for a few-channel kxk conv
+  (stems, Fast res2) but 5-10x slower than matmuls for temporal (kx1) and wide
+  convs: in the 8x8 R50 train step the Slow res4/res5 ``3x1x1`` conv_a alone
+  took ~4 s. Inside ``lax.cond`` (the audio pathway under DropPathway) every
+  such kernel gradient falls back to a naive loop, ~50x slower still, so
+  spectrogram (non-video) convs always use matmuls. The thresholds are where
+  the two measured equal on the 8x8 R50 shapes (docs/models.md, CPU speed).
+  GPUs/TPUs have fast native kernel-gradient convs and keep plain autodiff.
+  """
+  if jax.default_backend() != 'cpu':
+    return False
+  if not video:
+    return True
+  ks = kernel_shape[:-2]
+  cin, cout = kernel_shape[-2:]
+  one_axis = sum(k > 1 for k in ks) <= 1
+  return cin * cout >= (2048 if one_axis else 128 * 128)
+
+
+# Budget (elements) of one im2col chunk in the kernel gradient: big enough that
+# each dot has a long contraction and many output rows, small enough that
+# the patches of the stems (Cin = 3, 49 taps) do not need gigabytes.
+_PATCH_BUDGET = 1 << 24
+
+
+def _tap_slices(xp, tap, out_spatial, strides):
+  """The input window of kernel tap ``tap``: ``xp[:, tap + s * o, :]`` for all o."""
+  idx = [slice(None)]
+  for t, o, s in zip(tap, out_spatial, strides):
+    idx.append(slice(t, t + (o - 1) * s + 1, s))
+  idx.append(slice(None))
+  return xp[tuple(idx)]
+
+
+def conv_kernel_grad(x, dy, kernel_shape, strides, padding):
+  """Gradient of ``_conv_plain(x, k, strides, padding)`` w.r.t. ``k``, given ``dy``.
+
+  ``dk[tap] = sum_{n, o} xpad[n, tap + s * o] (x) dy[n, o]``: for each kernel tap
+  a matmul ``[M, Cin]^T @ [M, Cout]`` over all ``M`` output positions. Taps are
+  concatenated along channels (im2col) in chunks of at most ``_PATCH_BUDGET``
+  elements, so each chunk is one large matmul, which XLA CPU runs at full speed.
+  """
+  ks = tuple(kernel_shape[:-2])
+  cin, cout = kernel_shape[-2:]
+  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  out_spatial = dy.shape[1:-1]
+  m = math.prod(dy.shape[:-1])
+  dy2 = dy.reshape(m, cout)
+  taps = list(itertools.product(*(range(k) for k in ks)))
+  # Wide inputs: one matmul per tap; narrow ones: enough taps per matmul for
+  # a contraction of ~256 channels (cheaper than many skinny matmuls).
+  per_chunk = max(1, min(256 // cin, _PATCH_BUDGET // max(1, m * cin)))
+  parts = []
+  for i in range(0, len(taps), per_chunk):
+    chunk = [_tap_slices(xp, t, out_spatial, strides) for t in taps[i:i + per_chunk]]
+    patches = chunk[0] if len(chunk) == 1 else jnp.concatenate(chunk, axis=-1)
+    parts.append(jax.lax.dot_general(patches.reshape(m, -1), dy2, (((0,), (0,)), ((), ())),
+                                     preferred_element_type=jnp.float32))
+  dk = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+  return dk.reshape(kernel_shape).astype(dy.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_cpu(x, kernel, strides, padding):
+  return _conv_plain(x, kernel, strides, padding)
+
+
+def _conv_cpu_fwd(x, kernel, strides, padding):
+  return _conv_plain(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_cpu_bwd(strides, padding, res, dy):
+  x, kernel = res
+  # Input gradient: XLA's own transposed convolution (as fast as the forward).
+  _, vjp_x = jax.vjp(lambda x_: _conv_plain(x_, kernel, strides, padding), x)
+  (dx,) = vjp_x(dy)
+  return dx, conv_kernel_grad(x, dy, kernel.shape, strides, padding).astype(kernel.dtype)
+
+
+_conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
+
+
+def _conv(x, kernel, strides, padding, video=True):
+  """Channels-last convolution; on CPU, maybe with matmul kernel gradients."""
+  strides = tuple(int(s) for s in strides)
+  padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+  if _matmul_kernel_grad(kernel.shape, video):
+    return _conv_cpu(x, kernel, strides, padding)
+  return _conv_plain(x, kernel, strides, padding)
+
+
+@jax.custom_vjp
+def _pointwise_cpu(x, k):
+  """``x @ k`` over the channel axis (a 1x1 conv), with a CPU-friendly VJP."""
+  return jnp.einsum('...c,cd->...d', x, k)
+
+
+def _pointwise_cpu_fwd(x, k):
+  return _pointwise_cpu(x, k), (x, k)
+
+
+def _pointwise_cpu_bwd(res, dy):
+  x, k = res
+  cin, cout = k.shape
+  x2 = x.reshape(-1, cin)
+  # Materialise dy: otherwise XLA fuses the transposed copy the kernel-gradient
+  # matmul needs into the (many-input) BatchNorm-backward fusion, which then
+  # reads all its inputs in transposed order: ~10x slower than this copy.
+  dy2 = jax.lax.optimization_barrier(dy.reshape(-1, cout))
+  dx = (dy2 @ k.T).reshape(x.shape)
+  # The contraction runs over all positions M, so XLA CPU transposes the
+  # operand on the left to [C, M]: make it the one with fewer channels.
+  if cin <= cout:
+    dk = jax.lax.dot_general(x2, dy2, (((0,), (0,)), ((), ())))
+  else:
+    dk = jax.lax.dot_general(dy2, x2, (((0,), (0,)), ((), ()))).T
+  return dx, dk
+
+
+_pointwise_cpu.defvjp(_pointwise_cpu_fwd, _pointwise_cpu_bwd)
 
 
 def conv_nd(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
@@ -58,6 +188,8 @@ def conv_nd(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
     # Pointwise: stride by slicing, then a matmul over channels.
     for axis, s in enumerate(strides):
       x = _strided(x, axis + 1, s)
+    if jax.default_backend() == 'cpu':
+      return _pointwise_cpu(x, kernel.reshape(kernel.shape[-2:]))
     return jnp.einsum('...c,cd->...d', x, kernel.reshape(kernel.shape[-2:]))
   if lower and nd == 3:
     n, t, h, w, c = x.shape
@@ -87,7 +219,7 @@ def conv_nd(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
         y = _conv(xs, kernel[dt], (sh, sw), padding[1:])
         out = y if out is None else out + y
       return out.reshape(n, t_out, *out.shape[1:])
-  return _conv(x, kernel, strides, padding)
+  return _conv(x, kernel, strides, padding, video=nd == 3)
 
 
 class Conv(nn.Module):

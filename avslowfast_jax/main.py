@@ -1,0 +1,68 @@
+r"""Entry point: train, evaluate or export one experiment config.
+
+  python -m avslowfast_jax.main --config configs/kinetics.py:avslowfast_4x16_r50 \
+      --workdir /tmp/k400 [--mode train|eval|export] [--config.train.batch_size=128 ...]
+
+The config is locked: an override of a field that does not exist is an error
+naming it. Multi-process runs pass ``--coordinator_address``,
+``--num_processes`` and ``--process_id`` (or run on a Cloud TPU pod slice or
+under SLURM, where they are detected); every process runs the same command.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file, optionally with :variant.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'export'], 'What to do.')
+_EXPORT_DIR = flags.DEFINE_string('export_dir', None,
+                                  'Where --mode export writes (default WORKDIR/export).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 for multi-process runs.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Index of this process.')
+_CACHE = flags.DEFINE_string('compilation_cache_dir', os.environ.get('JAX_COMPILATION_CACHE_DIR'),
+                             'Persistent XLA compilation cache (speeds up restarts).')
+
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Before any device is touched: the runtime must be up before jax.devices().
+  from avslowfast_jax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  import jax  # pylint: disable=g-import-not-at-top
+  if _CACHE.value:
+    jax.config.update('jax_compilation_cache_dir', _CACHE.value)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  # tf.data must not grab an accelerator.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)
+
+  config = _CONFIG.value
+  workdir = _WORKDIR.value
+  logging.info('mode=%s workdir=%s\n%s', _MODE.value, workdir, config)
+  if _MODE.value == 'train':
+    from avslowfast_jax.train import trainer  # pylint: disable=g-import-not-at-top
+    trainer.train_and_evaluate(config, workdir)
+  elif _MODE.value == 'eval':
+    from avslowfast_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+    evaluator.run_eval_mode(config, workdir)
+  else:
+    from avslowfast_jax import export  # pylint: disable=g-import-not-at-top
+    export.run_export_mode(config, workdir, _EXPORT_DIR.value or os.path.join(workdir, 'export'))
+
+
+if __name__ == '__main__':
+  app.run(main)

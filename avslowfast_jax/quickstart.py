@@ -1,0 +1,268 @@
+r"""The main job: the whole system, end to end, on a small built-in dataset.
+
+  python -m avslowfast_jax.quickstart --workdir quickstart_out
+
+1. writes the synthetic audiovisual dataset (real H.264 + AAC mp4 files),
+2. prepares it into TFRecord shards,
+3. trains a tiny AVSlowFast and, the same way, its visual-only (SlowFast) and
+   audio-only counterparts,
+4. evaluates each with multi-view testing,
+5. exports the AVSlowFast model and runs ``predict`` on one video,
+6. plots training curves and per-class accuracy, and prints a summary.
+
+Each stage is the project's own command (run as a subprocess, so what you see
+here is exactly what you would type); a stage whose output already exists is
+skipped, so an interrupted quickstart picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Dict, List, Sequence
+
+VARIANTS = ('avslowfast', 'slowfast', 'audio')
+TITLES = {'avslowfast': 'AVSlowFast', 'slowfast': 'SlowFast (visual only)',
+          'audio': 'Audio only'}
+CONFIG = 'configs/quickstart.py'
+
+
+def _config_path() -> str:
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return os.path.join(here, CONFIG)
+
+
+def _run(cmd: Sequence[str], log_path: str, env=None) -> None:
+  """Runs ``cmd``, streaming its output to the console and to ``log_path``."""
+  print(f'\n$ {" ".join(shlex.quote(c) for c in cmd)}', flush=True)
+  with open(log_path, 'a') as log:
+    log.write(f'$ {" ".join(cmd)}\n')
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, bufsize=1)
+    in_config_dump = False
+    for line in proc.stdout:
+      log.write(line)
+      # main logs the whole config at start-up: keep it in the log file only.
+      if 'mode=' in line and 'workdir=' in line:
+        in_config_dump = True
+        continue
+      if in_config_dump and not line[:1].isalpha():
+        continue
+      if in_config_dump and ':' in line.split(' ')[0]:
+        continue
+      in_config_dump = False
+      if _worth_showing(line):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    code = proc.wait()
+  if code:
+    raise SystemExit(f'Command failed with exit code {code} (full log: {log_path}):\n  '
+                     + ' '.join(cmd))
+
+
+def _worth_showing(line: str) -> bool:
+  # TensorFlow and XLA print start-up banners before their logging is set up.
+  noisy = ('[Hyperparameters]', 'I0000 ', 'W0000 ', 'E0000 ', 'absl::InitializeLog', 'To enable the following',
+           'tf_record_iterator', 'Instructions for updating', 'eager execution and',
+           'tf.data.TFRecordDataset(path)')
+  return not any(n in line for n in noisy)
+
+
+def _env() -> Dict[str, str]:
+  env = dict(os.environ)
+  env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  env.setdefault('JAX_PLATFORMS', 'cpu')
+  env.setdefault('CUDA_VISIBLE_DEVICES', '')  # the quickstart is a CPU run
+  return env
+
+
+def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed: int,
+        overrides: Sequence[str] = ()) -> dict:
+  """Runs every stage; returns the summary written to ``WORKDIR/summary.json``."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  log = os.path.join(workdir, 'quickstart.log')
+  env = _env()
+  py = sys.executable
+  started = time.time()
+  data_dir = os.path.join(workdir, 'videos')
+  shards = os.path.join(workdir, 'shards')
+
+  # 1. The dataset.
+  manifest = os.path.join(data_dir, 'manifest.csv')
+  if not os.path.exists(manifest):
+    _run([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,
+          '--num_videos', str(num_videos), '--seed', str(seed)], log, env)
+  # 2. Shards.
+  if not os.path.exists(os.path.join(shards, 'label_map.json')):
+    _run([py, '-m', 'data_pipelines.prepare', '--manifest', manifest, '--output_dir', shards,
+          '--short_side', '72', '--num_workers', '2'], log, env)
+
+  common = [f'--config.data.data_dir={shards}', f'--config.train.total_steps={steps}',
+            f'--config.seed={seed}', *overrides]
+  results = {}
+  for variant in variants:
+    run_dir = os.path.join(workdir, 'runs', variant)
+    base = [py, '-m', 'avslowfast_jax.main', '--config', f'{_config_path()}:{variant}',
+            '--workdir', run_dir, *common]
+    # 3. Train (resumes if interrupted), 4. evaluate.
+    if not os.path.exists(os.path.join(run_dir, 'eval', 'eval_results.json')) and \
+        not os.path.exists(os.path.join(run_dir, 'eval_results.json')):
+      _run(base + ['--mode', 'train'], log, env)
+      _run(base + ['--mode', 'eval'], log, env)
+    results[variant] = _load_eval(run_dir)
+
+  # 5. Export and predict with the audiovisual model.
+  export_dir = None
+  prediction = None
+  if 'avslowfast' in variants:
+    run_dir = os.path.join(workdir, 'runs', 'avslowfast')
+    export_dir = os.path.join(run_dir, 'export')
+    if not os.path.exists(os.path.join(export_dir, 'config.json')):
+      _run([py, '-m', 'avslowfast_jax.main', '--config', f'{_config_path()}:avslowfast',
+            '--workdir', run_dir, *common, '--mode', 'export', '--export_dir', export_dir],
+           log, env)
+    video = _first_validation_video(manifest)
+    pred_log = os.path.join(workdir, 'predict.txt')
+    with open(pred_log, 'w'):
+      pass
+    _run([py, '-m', 'avslowfast_jax.predict', '--model', export_dir, video[0]], pred_log, env)
+    with open(pred_log) as f:
+      prediction = {'video': video[0], 'true_label': video[1], 'output': f.read()}
+
+  # 6. Plots and the summary.
+  plots = _plots(workdir, variants, results)
+  summary = {
+      'workdir': workdir,
+      'minutes': round((time.time() - started) / 60, 2),
+      'steps': steps,
+      'results': {v: {k: results[v].get(k) for k in ('top1', 'top5') if k in results[v]}
+                  for v in variants},
+      'per_class_top1': {v: results[v].get('per_class_accuracy') for v in variants},
+      'class_names': _class_names(shards),
+      'chance_top1': 1.0 / max(1, len(_class_names(shards))),
+      'plots': plots,
+      'export_dir': export_dir,
+      'prediction': prediction,
+      'tensorboard': f'tensorboard --logdir {os.path.join(workdir, "runs")}',
+  }
+  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  _print_summary(summary, variants)
+  return summary
+
+
+def _load_eval(run_dir: str) -> dict:
+  for path in (os.path.join(run_dir, 'eval', 'eval_results.json'),
+               os.path.join(run_dir, 'eval_results.json')):
+    if os.path.exists(path):
+      with open(path) as f:
+        out = json.load(f)
+      out['path'] = path
+      return out
+  raise SystemExit(f'No eval_results.json under {run_dir}')
+
+
+def _first_validation_video(manifest: str):
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(manifest) as f:
+    for row in csv.DictReader(f):
+      if row.get('split') == 'validation':
+        return os.path.join(os.path.dirname(manifest), row['path']), row['label']
+  raise SystemExit(f'{manifest}: no validation video')
+
+
+def _class_names(shards: str) -> List[str]:
+  with open(os.path.join(shards, 'label_map.json')) as f:
+    label_map = json.load(f)
+  if isinstance(label_map, dict):
+    label_map = label_map.get('labels', label_map.get('label', label_map))
+  if isinstance(label_map, dict):  # {name: index}
+    return [name for name, _ in sorted(label_map.items(), key=lambda kv: kv[1])]
+  return list(label_map)
+
+
+def _plots(workdir: str, variants, results) -> dict:
+  try:
+    from avslowfast_jax.tools import plots  # pylint: disable=g-import-not-at-top
+    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    print('matplotlib is not installed (pip install -e .[plots]): no plots.')
+    return {}
+  out = {}
+  runs = {TITLES[v]: plots.read_scalars(os.path.join(workdir, 'runs', v)) for v in variants}
+  out['training_curves'] = plots.plot_training_curves(
+      runs, os.path.join(workdir, 'training_curves.png'))
+  per_class = {TITLES[v]: results[v]['per_class_accuracy'] for v in variants
+               if results[v].get('per_class_accuracy') is not None}
+  if per_class:
+    out['per_class_accuracy'] = plots.plot_per_class_accuracy(
+        per_class, _class_names(os.path.join(workdir, 'shards')),
+        os.path.join(workdir, 'per_class_accuracy.png'),
+        title='Per-class top-1 on the synthetic validation set')
+  return out
+
+
+def _print_summary(summary: dict, variants) -> None:
+  line = '-' * 64
+  print(f'\n{line}\nQuickstart finished in {summary["minutes"]:.1f} min '
+        f'({summary["steps"]} training steps per model).')
+  print(f'\n  {"model":<26}{"top-1":>8}{"top-5":>8}')
+  for v in variants:
+    r = summary['results'][v]
+    top1 = r.get('top1')
+    top5 = r.get('top5')
+    print(f'  {TITLES[v]:<26}{_pct(top1):>8}{_pct(top5):>8}')
+  print(f'  {"(chance)":<26}{_pct(summary["chance_top1"]):>8}')
+  names = summary['class_names']
+  pcs = summary['per_class_top1']
+  if names and all(pcs.get(v) for v in variants):
+    print(f'\n  per-class top-1 (%)       ' + ''.join(f'{TITLES[v].split()[0]:>12}' for v in variants))
+    for i, name in enumerate(names):
+      print(f'  {name:<26}' + ''.join(f'{100 * pcs[v][i]:>12.0f}' for v in variants))
+  if summary['prediction']:
+    p = summary['prediction']
+    print(f'\n  predict on {os.path.relpath(p["video"], summary["workdir"])} '
+          f'(true label: {p["true_label"]}):')
+    for out_line in p['output'].strip().splitlines():
+      if _worth_showing(out_line) and not out_line.startswith('$'):
+        print(f'    {out_line}')
+  print(f'\n  {"workdir:":<20}{summary["workdir"]}')
+  for name, path in summary['plots'].items():
+    print(f'  {name + ":":<20}{path}')
+  if summary['export_dir']:
+    print(f'  {"export:":<20}{summary["export_dir"]}')
+  print(f'  {"tensorboard:":<20}{summary["tensorboard"]}\n{line}')
+
+
+def _pct(x):
+  return '-' if x is None else f'{100 * x:.1f}'
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--workdir', default='quickstart_out')
+  parser.add_argument('--num_videos', type=int, default=20,
+                      help='videos per class (80%% train, 20%% validation)')
+  parser.add_argument('--steps', type=int, default=300, help='training steps per model')
+  parser.add_argument('--variants', default=','.join(VARIANTS),
+                      help='comma list of avslowfast,slowfast,audio')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--override', action='append', default=[],
+                      help='extra --config.x=y for every training run (repeatable)')
+  args = parser.parse_args(argv)
+  variants = [v for v in args.variants.split(',') if v]
+  unknown = set(variants) - set(VARIANTS)
+  if unknown:
+    parser.error(f'unknown variants {sorted(unknown)}; choose from {VARIANTS}')
+  run(args.workdir, args.num_videos, args.steps, variants, args.seed, args.override)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,95 @@
+"""PNG plots of training runs: curves from the TensorBoard event files, and
+per-class accuracy of several models side by side (the paper's per-class
+analysis, appendix A.3). Needs matplotlib (the ``plots`` extra).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+Series = List[Tuple[int, float]]
+
+
+def read_scalars(workdir: str) -> Dict[str, Series]:
+  """Reads every scalar written by clu's TensorBoard writer under ``workdir``.
+
+  Returns ``{tag: [(step, value), ...]}`` sorted by step; a later write of the
+  same step (a resumed run) replaces the earlier one.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  values: Dict[str, Dict[int, float]] = {}
+  for path in sorted(glob.glob(os.path.join(workdir, '**', 'events.out.tfevents.*'),
+                               recursive=True)):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.HasField('simple_value'):
+          number = float(value.simple_value)
+        elif value.HasField('tensor') and value.metadata.plugin_data.plugin_name == 'scalars':
+          number = float(tf.make_ndarray(value.tensor))
+        else:
+          continue
+        values.setdefault(value.tag, {})[int(event.step)] = number
+  return {tag: sorted(points.items()) for tag, points in values.items()}
+
+
+def _plt():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def plot_training_curves(runs: Mapping[str, Mapping[str, Series]], path: str) -> str:
+  """Loss, top-1 and learning rate against step, one line per run and split."""
+  plt = _plt()
+  panels = (('loss', ('train/loss', 'eval/loss')), ('top-1', ('train/top1', 'eval/top1')),
+            ('learning rate', ('train/lr',)))
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
+  colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+  for ax, (title, tags) in zip(axes, panels):
+    for index, (name, scalars) in enumerate(runs.items()):
+      for tag in tags:
+        if tag not in scalars:
+          continue
+        steps, vals = zip(*scalars[tag])
+        style = '-' if tag.startswith('train') else 'o--'
+        ax.plot(steps, vals, style, color=colours[index % len(colours)],
+                label=f'{name} ({tag.split("/")[0]})', markersize=4)
+    ax.set_title(title)
+    ax.set_xlabel('step')
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_per_class_accuracy(per_class: Mapping[str, Sequence[float]], class_names: Sequence[str],
+                            path: str, title: str = 'Per-class top-1') -> str:
+  """Grouped bars: one group per class, one bar per model."""
+  plt = _plt()
+  names = list(per_class)
+  x = np.arange(len(class_names))
+  width = 0.8 / max(1, len(names))
+  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(class_names)), 4))
+  for i, name in enumerate(names):
+    acc = np.asarray(per_class[name], dtype=float) * 100
+    ax.bar(x + (i - (len(names) - 1) / 2) * width, acc, width, label=name)
+  ax.set_xticks(x)
+  ax.set_xticklabels(class_names, rotation=30, ha='right', fontsize=8)
+  ax.set_ylabel('accuracy (%)')
+  ax.set_ylim(0, 105)
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  ax.grid(axis='y', alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

@@ -1,0 +1,198 @@
+"""Checkpoints with orbax: the last K steps (async) plus the best by an eval metric.
+
+Layout under the workdir::
+
+  checkpoints/<step>/   the last ``train.keep_checkpoints`` saves (resume from here)
+  best/<step>/          the single best save by ``train.best_metric``
+
+Restores take the *target* shardings, so a checkpoint written on N devices
+loads on M devices (orbax reshards on read).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Mapping, Optional
+
+from absl import logging
+import flax
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointIO:
+  """The two managers of one workdir. Every process must call ``save`` (collective)."""
+
+  def __init__(self, workdir: str, keep: int = 3, best_metric: str = 'top1',
+               async_save: bool = True):
+    self.workdir = os.path.abspath(workdir)
+    self.best_metric = best_metric
+    self.latest = ocp.CheckpointManager(
+        os.path.join(self.workdir, 'checkpoints'),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
+                                             enable_async_checkpointing=async_save))
+    self.best = ocp.CheckpointManager(
+        os.path.join(self.workdir, 'best'),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                             best_fn=lambda m: float(m[best_metric]),
+                                             best_mode='max',
+                                             keep_checkpoints_without_metrics=False,
+                                             # Rare (once per eval) and must not overlap
+                                             # an async save of the other manager:
+                                             # two concurrent orbax saves in one
+                                             # process raced at shutdown here.
+                                             enable_async_checkpointing=False))
+
+  def latest_step(self) -> Optional[int]:
+    return self.latest.latest_step()
+
+  def save(self, state, force: bool = False) -> None:
+    step = int(jax.device_get(state.step))
+    if step in self.latest.all_steps():
+      return
+    saved = self.latest.save(step, args=ocp.args.StandardSave(state), force=force)
+    if not saved:
+      logging.warning('orbax did not save step %d (force=%s)', step, force)
+
+  def save_best(self, state, metrics: Mapping[str, float]) -> None:
+    if self.best_metric not in metrics:
+      logging.warning('best_metric %r not among eval metrics %s; no best checkpoint kept',
+                      self.best_metric, sorted(metrics))
+      return
+    step = int(jax.device_get(state.step))
+    if step in self.best.all_steps():
+      return
+    self.latest.wait_until_finished()
+    self.best.save(step, args=ocp.args.StandardSave(state),
+                   metrics={k: float(v) for k, v in metrics.items() if np.isscalar(v)})
+
+  def restore(self, abstract_state, step: Optional[int] = None):
+    """The full train state at ``step`` (default latest), in the abstract state's shardings."""
+    step = self.latest.latest_step() if step is None else step
+    return self.latest.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()
+
+
+def resolve_checkpoint(workdir: str, which: str) -> str:
+  """Path of the item dir of a checkpoint: ``latest``, ``best``, a step number, or a path."""
+  which = str(which)
+  if which in ('latest', 'best'):
+    root = os.path.join(workdir, 'checkpoints' if which == 'latest' else 'best')
+    steps = _steps_in(root)
+    if not steps:
+      raise FileNotFoundError(f'No {which} checkpoint under {root}')
+    return _item_dir(os.path.join(root, str(max(steps))))
+  if which.isdigit():
+    path = os.path.join(workdir, 'checkpoints', which)
+    if not os.path.isdir(path):
+      raise FileNotFoundError(f'No checkpoint for step {which} in {workdir}/checkpoints '
+                              f'(have {sorted(_steps_in(os.path.join(workdir, "checkpoints")))})')
+    return _item_dir(path)
+  if not os.path.exists(which):
+    raise FileNotFoundError(f'Checkpoint path {which} does not exist')
+  if os.path.isdir(os.path.join(which, 'checkpoints')):  # another run's workdir
+    return resolve_checkpoint(which, 'latest')
+  return _item_dir(which)
+
+
+def _steps_in(root: str) -> list:
+  if not os.path.isdir(root):
+    return []
+  # Unfinished async saves live in temporary dirs whose names are not digits.
+  return [int(d) for d in os.listdir(root) if d.isdigit()]
+
+
+def _item_dir(step_dir: str) -> str:
+  default = os.path.join(step_dir, 'default')
+  return default if os.path.isdir(default) else step_dir
+
+
+def checkpoint_step(item_dir: str) -> Optional[int]:
+  name = os.path.basename(os.path.dirname(item_dir.rstrip('/')))
+  return int(name) if name.isdigit() else None
+
+
+def restore_subtree(item_dir: str, abstract: Mapping[str, Any]) -> dict:
+  """Restores only the top-level entries of ``abstract`` (e.g. params, batch_stats).
+
+  ``abstract`` holds ``ShapeDtypeStruct``s with target shardings; the rest of
+  the checkpoint (optimizer state, step) is not read.
+  """
+  return ocp.PyTreeCheckpointer().restore(
+      item_dir, args=ocp.args.PyTreeRestore(
+          dict(abstract), restore_args=ocp.checkpoint_utils.construct_restore_args(dict(abstract)),
+          partial_restore=True))
+
+
+def checkpoint_shapes(item_dir: str) -> dict:
+  """Nested dict of the (shape, dtype) metadata of every array in a checkpoint."""
+  meta = ocp.StandardCheckpointer().metadata(item_dir).item_metadata
+  tree = dict(meta.tree) if hasattr(meta, 'tree') else dict(meta)
+  return tree
+
+
+def load_pretrained(path: str, params, batch_stats, skip_prefixes: Iterable[str] = ()):
+  """Partial restore for fine-tuning: takes every parameter/statistic of ``path`` whose
+  name and shape match, except names starting with one of ``skip_prefixes``.
+
+  ``path`` is a checkpoint (step dir or workdir) or an export dir
+  (``weights.npz``). Returns ``(params, batch_stats, report)`` as host arrays;
+  the report lists what was taken, skipped and missing.
+  """
+  source = _read_weights(path)
+  report = {'loaded': [], 'skipped': [], 'missing': [], 'shape_mismatch': []}
+  out = []
+  for collection, tree in (('params', params), ('batch_stats', batch_stats)):
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep='/')
+    src = source.get(collection, {})
+    new = {}
+    for name, value in flat.items():
+      full = f'{collection}/{name}'
+      if any(name.startswith(p) or full.startswith(p) for p in skip_prefixes):
+        report['skipped'].append(full)
+        new[name] = value
+      elif name not in src:
+        report['missing'].append(full)
+        new[name] = value
+      elif tuple(src[name].shape) != tuple(value.shape):
+        report['shape_mismatch'].append(f'{full}: {src[name].shape} vs {value.shape}')
+        new[name] = value
+      else:
+        report['loaded'].append(full)
+        new[name] = np.asarray(src[name], dtype=value.dtype)
+    out.append(flax.traverse_util.unflatten_dict(new, sep='/'))
+  logging.info('init_from %s: loaded %d, skipped %d, missing %d, shape mismatch %d', path,
+               len(report['loaded']), len(report['skipped']), len(report['missing']),
+               len(report['shape_mismatch']))
+  return out[0], out[1], report
+
+
+def _read_weights(path: str) -> dict:
+  """``{'params': {name: array}, 'batch_stats': {...}}`` of a checkpoint or an export dir."""
+  npz = os.path.join(path, 'weights.npz')
+  if os.path.exists(npz):
+    flat = dict(np.load(npz))
+    out = {'params': {}, 'batch_stats': {}}
+    for key, value in flat.items():
+      collection, _, name = key.partition('/')
+      out.setdefault(collection, {})[name] = value
+    return out
+  item = resolve_checkpoint(path, 'latest') if os.path.isdir(os.path.join(path, 'checkpoints')) \
+      else _item_dir(path)
+  shapes = checkpoint_shapes(item)
+  device = jax.local_devices()[0]
+  wanted = {k: shapes[k] for k in ('params', 'batch_stats') if k in shapes}
+  abstract = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                     sharding=jax.sharding.SingleDeviceSharding(device)), wanted)
+  restored = restore_subtree(item, abstract)
+  return {k: flax.traverse_util.flatten_dict(v, sep='/') for k, v in
+          jax.device_get(restored).items()}

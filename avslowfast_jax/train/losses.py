@@ -1,0 +1,114 @@
+"""Classification losses and the hierarchical audiovisual synchronisation (AVS) loss.
+
+All losses are means over the global batch, so the same batch gives the same
+loss however it is split over devices.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def softmax_cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
+  """Mean softmax cross-entropy against integer labels."""
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  if label_smoothing > 0:
+    onehot = optax.smooth_labels(onehot, label_smoothing)
+  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), onehot))
+
+
+def sigmoid_cross_entropy(logits, multi_hot):
+  """Mean over clips and classes of per-class binary cross-entropy (multi-label)."""
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
+                                                     multi_hot.astype(jnp.float32)))
+
+
+def classification_loss(head: str, logits: Any, batch: Mapping[str, Any],
+                        label_smoothing: float = 0.0):
+  """Loss of the configured head; returns ``(loss, terms)`` with named terms for logging."""
+  if head == 'softmax':
+    loss = softmax_cross_entropy(logits, batch['label'], logits.shape[-1], label_smoothing)
+    return loss, {'loss_cls': loss}
+  if head == 'sigmoid':
+    loss = sigmoid_cross_entropy(logits, batch['label'])
+    return loss, {'loss_cls': loss}
+  if head == 'verb_noun':
+    verb = softmax_cross_entropy(logits['verb'], batch['label'], logits['verb'].shape[-1],
+                                 label_smoothing)
+    noun = softmax_cross_entropy(logits['noun'], batch['noun_label'], logits['noun'].shape[-1],
+                                 label_smoothing)
+    return verb + noun, {'loss_verb': verb, 'loss_noun': noun}
+  raise ValueError(f"Unknown head {head!r}: expected 'softmax', 'sigmoid' or 'verb_noun'")
+
+
+def contrastive_sync_loss(visual, audio, audio_negative, pair_mask, negative_mask,
+                          margin: float = 0.99):
+  """Contrastive loss of one junction (Korbar et al. 2018, arXiv 1807.00230).
+
+  In-sync pairs ``(visual, audio)`` are pulled together by their squared
+  distance; out-of-sync pairs ``(visual, audio_negative)`` are pushed apart by
+  a squared hinge on the distance at ``margin``. Embeddings are L2-normalised
+  and scaled by 0.5 (the model does it), so distances lie in [0, 1] and a
+  margin just under 1 asks for nearly antipodal negatives. Masked pairs do not
+  count; the sum is halved and divided by the number of counted clips.
+  """
+  visual = visual.astype(jnp.float32)
+  pos_d2 = jnp.sum(jnp.square(visual - audio.astype(jnp.float32)), axis=-1)
+  neg_d2 = jnp.sum(jnp.square(visual - audio_negative.astype(jnp.float32)), axis=-1)
+  # sqrt has an infinite gradient at 0; the floor keeps it finite when a
+  # negative happens to coincide with the visual embedding.
+  neg_d = jnp.sqrt(jnp.maximum(neg_d2, 1e-12))
+  neg = jnp.square(jnp.maximum(margin - neg_d, 0.0))
+  pair_mask = pair_mask.astype(jnp.float32)
+  negative_mask = negative_mask.astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(pair_mask), 1.0)
+  return (jnp.sum(pair_mask * pos_d2) + jnp.sum(negative_mask * neg)) / (2.0 * count)
+
+
+def avs_loss(aux_avs: Mapping[str, Mapping[str, Any]], junctions, pair_mask, negative_mask,
+             margin: float):
+  """Sum over the configured junctions present in the model; returns ``(total, per_junction)``."""
+  terms = {}
+  for name in junctions:
+    if name not in aux_avs:
+      continue
+    feats = aux_avs[name]
+    if 'audio_negative' not in feats:
+      raise ValueError(f'aux["avs"][{name!r}] has no "audio_negative": the model was not given '
+                       'an audio_negative input')
+    terms[name] = contrastive_sync_loss(feats['visual'], feats['audio'], feats['audio_negative'],
+                                        pair_mask, negative_mask, margin)
+  total = sum(terms.values()) if terms else jnp.float32(0.0)
+  return total, terms
+
+
+def choose_audio_negatives(rng, audio, audio_shifted: Optional[Any], use_hard, hard_fraction: float):
+  """Negatives for AVS: easy = audio of another clip of the global batch, hard = shifted audio.
+
+  Easy negatives roll the global batch by one, so clip i is paired with the
+  audio of clip i-1 (always another clip when the batch has more than one).
+  When ``use_hard`` (a traced bool, true after the curriculum switch) a random
+  ``hard_fraction`` of the clips, exactly ``round(hard_fraction * B)`` of them,
+  take their own video's shifted audio instead. Returns ``(negatives,
+  is_hard)`` with ``is_hard`` a ``[B]`` float32 indicator.
+  """
+  batch = audio.shape[0]
+  easy = jnp.roll(audio, 1, axis=0)
+  if audio_shifted is None or hard_fraction <= 0:
+    return easy, jnp.zeros((batch,), jnp.float32)
+  num_hard = int(round(hard_fraction * batch))
+  ranks = jnp.argsort(jnp.argsort(jax.random.uniform(rng, (batch,))))
+  is_hard = jnp.logical_and(ranks < num_hard, use_hard)
+  select = is_hard.reshape((batch,) + (1,) * (audio.ndim - 1))
+  return jnp.where(select, audio_shifted, easy), is_hard.astype(jnp.float32)
+
+
+def topk_correct(logits, labels, k: int):
+  """Per-clip 1.0 where the label is among the k highest logits."""
+  k = min(k, logits.shape[-1])
+  _, top = jax.lax.top_k(logits, k)
+  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)

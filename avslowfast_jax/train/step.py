@@ -1,0 +1,139 @@
+"""The training step and the inference step, pure functions closed over the model and config."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from avslowfast_jax.train import losses
+from avslowfast_jax.train.state import TrainState, model_inputs
+
+
+def _per_clip_variance(x):
+  return jnp.var(x.reshape(x.shape[0], -1).astype(jnp.float32), axis=-1)
+
+
+def step_keys(rng, step):
+  """The step's keys for (DropPathway, dropout, AVS negatives), from ``fold_in(rng, step)``."""
+  return jax.random.split(jax.random.fold_in(rng, step), 3)
+
+
+def draw_drop_pathway(key, prob: float):
+  """One Bernoulli(prob) draw for the whole global batch: True = drop the audio pathway.
+
+  With ``prob == 0`` it is a static Python ``False``, so the model traces no
+  conditional at all.
+  """
+  if prob <= 0:
+    return False
+  return jax.random.bernoulli(key, prob)
+
+
+def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
+                    lr_fn: Callable, total_steps: int) -> Callable:
+  """Returns ``train_step(state, batch, rng) -> (state, metrics)``.
+
+  ``rng`` is the run's base key; the step's key is ``fold_in(rng, state.step)``
+  and DropPathway, dropout and the choice of AVS negatives all derive from it,
+  so a resumed run repeats the draws of an uninterrupted one. ``batch`` is the
+  global batch: every reduction (BN groups, losses, the negatives' roll) is
+  over it, so the result does not depend on how it is split over devices.
+  """
+  arch = config.model.arch
+  head = config.model.head
+  uses_audio = arch == 'avslowfast'
+  drop_prob = float(config.train.drop_pathway_prob) if uses_audio else 0.0
+  avs_on = bool(uses_audio and config.avs.enabled and config.avs.junctions)
+  hard_start_step = int(round(config.avs.hard_start * total_steps))
+  min_var = config.avs.min_audio_var
+
+  def train_step(state: TrainState, batch: Mapping[str, Any], rng):
+    k_drop, k_dropout, k_negative = step_keys(rng, state.step)
+    dropped = draw_drop_pathway(k_drop, drop_prob)
+    inputs = model_inputs(config, batch)
+
+    negatives, is_hard = None, None
+    if avs_on:
+      use_hard = state.step >= hard_start_step
+      negatives, is_hard = losses.choose_audio_negatives(
+          k_negative, batch['audio'], batch.get('audio_shifted'), use_hard,
+          config.avs.hard_fraction)
+
+    def loss_fn(params):
+      (logits, aux), new_vars = model.apply(
+          {'params': params, 'batch_stats': state.batch_stats}, inputs, train=True,
+          drop_audio=dropped, audio_negative=negatives, rngs={'dropout': k_dropout},
+          mutable=['batch_stats'])
+      loss, terms = losses.classification_loss(head, logits, batch, config.train.label_smoothing)
+      if avs_on:
+        audio_var = aux.get('audio_var', None)
+        if audio_var is None:
+          audio_var = _per_clip_variance(batch['audio'])
+        real = batch.get('audio_mask', jnp.ones_like(audio_var))
+        pair_mask = (audio_var >= min_var).astype(jnp.float32) * real
+        # A negative is informative only if it carries sound: a silent
+        # negative can be told apart without looking at synchronisation.
+        neg_real = jnp.where(is_hard > 0, real, jnp.roll(real, 1))
+        negative_mask = pair_mask * neg_real * (_per_clip_variance(negatives) >= min_var)
+        avs_total, avs_terms = losses.avs_loss(aux['avs'], config.avs.junctions, pair_mask,
+                                               negative_mask, config.avs.margin)
+        # No audio pathway on a dropped step, hence nothing to synchronise.
+        keep = 1.0 - jnp.asarray(dropped, jnp.float32)
+        avs_total = avs_total * keep * config.avs.weight
+        terms['loss_avs'] = avs_total
+        for name, value in avs_terms.items():
+          terms[f'loss_avs_{name}'] = value * keep
+        loss = loss + avs_total
+      return loss, (logits, new_vars, terms)
+
+    (loss, (logits, new_vars, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              batch_stats=new_vars.get('batch_stats', state.batch_stats),
+                              opt_state=opt_state)
+
+    metrics = dict(terms)
+    metrics['loss'] = loss
+    metrics['lr'] = lr_fn(state.step)
+    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics['drop_pathway'] = jnp.asarray(dropped, jnp.float32)
+    if avs_on:
+      metrics['hard_negative_fraction'] = jnp.mean(is_hard)
+    metrics.update(accuracy_metrics(head, logits, batch))
+    return new_state, metrics
+
+  return train_step
+
+
+def accuracy_metrics(head: str, logits, batch) -> dict:
+  """Top-1/top-5 of the global batch (verb and noun separately for ``verb_noun``)."""
+  if head == 'softmax':
+    return {'top1': jnp.mean(losses.topk_correct(logits, batch['label'], 1)),
+            'top5': jnp.mean(losses.topk_correct(logits, batch['label'], 5))}
+  if head == 'verb_noun':
+    return {'verb_top1': jnp.mean(losses.topk_correct(logits['verb'], batch['label'], 1)),
+            'noun_top1': jnp.mean(losses.topk_correct(logits['noun'], batch['noun_label'], 1))}
+  return {}  # multi-label: mAP needs the whole split, see evaluation
+
+
+def make_predict_fn(config: ml_collections.ConfigDict, model) -> Callable:
+  """``predict(variables, inputs) -> logits`` in inference mode (running BN statistics)."""
+
+  def predict(variables, inputs):
+    logits, _ = model.apply(variables, inputs, train=False, drop_audio=False)
+    return logits
+
+  return predict
+
+
+def scores_from_logits(head: str, logits):
+  """Per-view class scores: softmax, or sigmoid for multi-label."""
+  if head == 'sigmoid':
+    return jax.nn.sigmoid(logits.astype(jnp.float32))
+  return jax.tree.map(lambda l: jax.nn.softmax(l.astype(jnp.float32), axis=-1), logits)

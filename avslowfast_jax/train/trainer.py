@@ -1,0 +1,255 @@
+"""The training loop: resume, train, log, evaluate, checkpoint, stop cleanly.
+
+Resume order (style.md): the workdir's latest checkpoint, then
+``train.init_from``, then scratch. The data iterator is started at the
+resumed step and the step keys are ``fold_in(base_key, step)``, so a killed and
+resumed run sees the same batches and makes the same random draws as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+
+from absl import logging
+from clu import metric_writers
+import jax
+import ml_collections
+import numpy as np
+
+from avslowfast_jax import parallel
+from avslowfast_jax.train import checkpoints as ckpt_lib
+from avslowfast_jax.train import optimizer as optimizer_lib
+from avslowfast_jax.train import schedules
+from avslowfast_jax.train import state as state_lib
+from avslowfast_jax.train import step as step_lib
+
+
+class NonFiniteLossError(RuntimeError):
+  """Raised when the loss becomes NaN or inf; the last good checkpoint is kept."""
+
+
+def _input_pipeline():
+  # Imported lazily: tf.data is heavy and export/predict users never need it.
+  from data_pipelines import input_pipeline  # pylint: disable=g-import-not-at-top
+  return input_pipeline
+
+
+def build_model(config: ml_collections.ConfigDict):
+  from avslowfast_jax.models import build_model as build  # pylint: disable=g-import-not-at-top
+  return build(config.model)
+
+
+def num_train_examples(config: ml_collections.ConfigDict) -> int:
+  if config.train.num_train_examples > 0:
+    return config.train.num_train_examples
+  info = _input_pipeline().dataset_info(config.data.data_dir)
+  try:
+    return int(info['num_examples'][config.data.train_split])
+  except KeyError as e:
+    raise ValueError(f'Dataset {config.data.data_dir} has no split '
+                     f'{config.data.train_split!r}: {info.get("num_examples")}') from e
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. in some test runners)
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint and stopping after this step')
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def setup(config: ml_collections.ConfigDict, mesh):
+  """Model, step plan, lr schedule and optimizer; shared by training and tests."""
+  del mesh  # the same on every topology: that is the point
+  model = build_model(config)
+  n_train = config.train.num_train_examples
+  if n_train <= 0 and (config.data.data_dir or config.train.total_steps <= 0):
+    n_train = num_train_examples(config)
+  plan = schedules.make_plan(config.train, n_train)
+  lr_fn = schedules.create_learning_rate_fn(config.train.schedule, plan)
+  tx = optimizer_lib.create_optimizer(config.train, lr_fn)
+  return model, plan, lr_fn, tx
+
+
+def jit_train_step(config, model, tx, lr_fn, plan, mesh, state_shardings):
+  train_step = step_lib.make_train_step(config, model, tx, lr_fn, plan.total_steps)
+  return jax.jit(train_step,
+                 in_shardings=(state_shardings, parallel.batch_sharding(mesh),
+                               parallel.replicated(mesh)),
+                 out_shardings=(state_shardings, parallel.replicated(mesh)),
+                 donate_argnums=0)
+
+
+def initial_state(config, model, tx, mesh, ckpts: ckpt_lib.CheckpointIO):
+  """Latest checkpoint of the workdir, else ``train.init_from``, else scratch."""
+  rng = jax.random.PRNGKey(config.seed)
+  abstract, shardings = state_lib.abstract_train_state(config, model, tx, mesh, rng)
+  latest = ckpts.latest_step()
+  if latest is not None:
+    logging.info('Resuming from %s/checkpoints/%d', ckpts.workdir, latest)
+    return ckpts.restore(abstract, latest), shardings
+  state, shardings = state_lib.create_train_state(config, model, tx, mesh, rng)
+  if config.train.init_from:
+    params, stats, report = ckpt_lib.load_pretrained(
+        config.train.init_from, jax.device_get(state.params), jax.device_get(state.batch_stats),
+        config.train.init_skip)
+    if not report['loaded']:
+      raise ValueError(f'train.init_from={config.train.init_from!r} matched no parameter of '
+                       'this model (check the path and train.init_skip)')
+    params = jax.device_put(params, shardings.params)
+    stats = jax.device_put(stats, shardings.batch_stats)
+    # Fresh optimizer state for the new parameters.
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    state = state.replace(params=params, batch_stats=stats, opt_state=opt_state)
+  return state, shardings
+
+
+def _eval_every(config, plan) -> int:
+  if config.train.eval_every_steps:
+    return config.train.eval_every_steps
+  return max(1, int(round(config.train.eval_every_epochs * plan.steps_per_epoch)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains ``config`` in ``workdir`` until ``total_steps`` or SIGTERM; returns the last metrics."""
+  from avslowfast_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+
+  mesh = parallel.create_mesh()
+  parallel.log_topology(mesh)
+  is_main = jax.process_index() == 0
+  per_host = parallel.per_process_batch(config.train.batch_size)
+  model, plan, lr_fn, tx = setup(config, mesh)
+  logging.info('Plan: %s', plan)
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  ckpts = ckpt_lib.CheckpointIO(workdir, config.train.keep_checkpoints, config.train.best_metric,
+                                async_save=config.train.async_checkpoints)
+  state, shardings = initial_state(config, model, tx, mesh, ckpts)
+  start = int(jax.device_get(state.step))
+  train_step = jit_train_step(config, model, tx, lr_fn, plan, mesh, shardings)
+  base_key = jax.random.PRNGKey(config.seed)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  if start == 0 and is_main:
+    writer.write_hparams({k: v for k, v in _flat_config(config).items()})
+  eval_every = _eval_every(config, plan)
+  total = plan.total_steps
+  if start >= total:
+    logging.info('Already trained %d/%d steps', start, total)
+    ckpts.close()
+    return {}
+
+  data = _input_pipeline().create_train_iterator(
+      config, config.data.data_dir, config.data.train_split, per_host, seed=config.seed,
+      start_step=start, process_index=jax.process_index(), process_count=jax.process_count())
+
+  window, window_start, window_steps = {}, time.time(), 0
+  last = {}
+  with _Preemption() as preemption:
+    for step in range(start, total):
+      batch = parallel.host_to_global(next(data), mesh)
+      t0 = time.time()
+      state, metrics = train_step(state, batch, base_key)
+      metrics = jax.device_get(metrics)
+      done = step + 1
+      if not math.isfinite(float(metrics['loss'])):
+        ckpts.wait()
+        ckpts.close()
+        good = ckpts.latest_step()
+        raise NonFiniteLossError(
+            f'Loss became {float(metrics["loss"])} at step {done} (terms: '
+            f'{ {k: float(v) for k, v in metrics.items() if k.startswith("loss")} }). '
+            f'Stopped; the last good checkpoint is step {good} in {workdir}/checkpoints. '
+            'Lower train.base_lr, raise train.warmup_epochs or set train.grad_clip_norm.')
+      for k, v in metrics.items():
+        window[k] = window.get(k, 0.0) + float(v)
+      window_steps += 1
+      last = metrics
+
+      if schedules.itstime(done, config.train.log_every_steps, total):
+        elapsed = time.time() - window_start
+        summary = {f'train/{k}': v / window_steps for k, v in window.items()}
+        summary['train/drop_pathway_rate'] = summary.pop('train/drop_pathway', 0.0)
+        summary['train/step_time'] = elapsed / window_steps
+        summary['train/clips_per_sec'] = config.train.batch_size * window_steps / elapsed
+        summary['train/last_step_dispatch_time'] = time.time() - t0
+        writer.write_scalars(done, summary)
+        if is_main:
+          # Plain-text copy of the logged scalars: easy to compare across runs.
+          with open(os.path.join(workdir, 'train_metrics.jsonl'), 'a') as f:
+            f.write(json.dumps({'step': done, **{k: float(v) for k, v in summary.items()}}) + '\n')
+        eta = (total - done) * elapsed / window_steps
+        if is_main:
+          logging.info('step %d/%d  loss %.4f  %s lr %.5f  %.1f clips/s  ETA %s', done, total,
+                       summary['train/loss'],
+                       ''.join(f'{k[6:]} {summary[k]:.3f}  ' for k in ('train/top1', 'train/top5')
+                               if k in summary),
+                       summary['train/lr'], summary['train/clips_per_sec'],
+                       time.strftime('%H:%M:%S', time.gmtime(eta)))
+        window, window_start, window_steps = {}, time.time(), 0
+
+      # Read the flag once: a signal landing between two reads would stop
+      # the run without the checkpoint.
+      stop = preemption.requested
+      if schedules.itstime(done, config.train.checkpoint_every_steps, total) or stop:
+        ckpts.save(state, force=stop)
+
+      if eval_every > 0 and config.train.eval_every_steps >= 0 and \
+          schedules.itstime(done, eval_every, total):
+        # An async save overlapping the evaluation failed inside orbax now and
+        # then ("cannot schedule new futures after shutdown"): let it finish.
+        ckpts.wait()
+        eval_metrics = evaluator.evaluate_during_training(config, model, state.variables, mesh)
+        if eval_metrics:
+          writer.write_scalars(done, {f'eval/{k}': v for k, v in eval_metrics.items()
+                                      if np.isscalar(v)})
+          ckpts.save_best(state, eval_metrics)
+      writer.flush()
+
+      if stop:
+        logging.warning('Stopped at step %d on SIGTERM; checkpoint saved', done)
+        break
+  ckpts.wait()
+  ckpts.close()
+  writer.close()
+  return {k: float(v) for k, v in last.items()}
+
+
+def _flat_config(config) -> dict:
+  flat = {}
+
+  def visit(prefix, node):
+    for k, v in node.items():
+      if isinstance(v, ml_collections.ConfigDict):
+        visit(f'{prefix}{k}.', v)
+      elif isinstance(v, (int, float, str, bool)):
+        flat[f'{prefix}{k}'] = v
+      else:
+        flat[f'{prefix}{k}'] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+
+  visit('', config)
+  return flat

@@ -1,0 +1,108 @@
+"""The CPU-only gradients of ``models/conv.py`` against plain autodiff.
+
+On CPU, convolutions and 1x1 convs carry ``custom_vjp`` rules (matmul kernel
+gradients; see ``conv.py``). They must give the gradients of the plain
+formulation: same values within fp32 tolerance, for every kind of conv the
+model uses (strided, padded, temporal-only, 1-D, chunked im2col).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avslowfast_jax.models import conv as conv_lib
+
+
+def _random(shape, seed):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+# (input shape, kernel shape, strides): a video 3x1 temporal conv (stride 1 and
+# the Fast->Slow stride), a strided 3x3, the audio 1x3 / 3x1 with a stride on
+# one axis, a 7x7 stem on 3 channels, and a 1-D audio-lateral conv.
+_CASES = [
+    ((2, 6, 5, 8), (3, 1, 8, 4), (1, 1)),
+    ((2, 9, 5, 8), (5, 1, 8, 6), (4, 1)),
+    ((3, 9, 10, 6), (3, 3, 6, 5), (2, 2)),
+    ((2, 8, 7, 4), (1, 3, 4, 4), (1, 2)),
+    ((2, 8, 7, 4), (3, 1, 4, 4), (2, 1)),
+    ((2, 13, 11, 3), (7, 7, 3, 4), (2, 2)),
+    ((2, 16, 5), (5, 5, 7), (4,)),
+]
+
+
+def _padding(kernel_shape):
+  return tuple((k // 2, k // 2) for k in kernel_shape[:-2])
+
+
+@pytest.mark.parametrize('x_shape,k_shape,strides', _CASES)
+def test_conv_cpu_vjp_matches_autodiff(x_shape, k_shape, strides):
+  x, k = _random(x_shape, 0), _random(k_shape, 1)
+  pad = _padding(k_shape)
+  y, vjp_plain = jax.vjp(lambda a, b: conv_lib._conv_plain(a, b, strides, pad), x, k)
+  y_cpu, vjp_cpu = jax.vjp(lambda a, b: conv_lib._conv_cpu(a, b, strides, pad), x, k)
+  dy = _random(y.shape, 2)
+  np.testing.assert_allclose(y_cpu, y, rtol=1e-5, atol=1e-5)
+  for got, want in zip(vjp_cpu(dy), vjp_plain(dy)):
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_grad_chunked_im2col(monkeypatch):
+  """With a tiny patch budget every tap is its own matmul (the chunking path)."""
+  x_shape, k_shape, strides = _CASES[2]
+  x, dy = _random(x_shape, 3), _random((3, 5, 5, 5), 4)
+  pad = _padding(k_shape)
+  whole = conv_lib.conv_kernel_grad(x, dy, k_shape, strides, pad)
+  monkeypatch.setattr(conv_lib, '_PATCH_BUDGET', 1)
+  chunked = conv_lib.conv_kernel_grad(x, dy, k_shape, strides, pad)
+  _, vjp = jax.vjp(lambda k: conv_lib._conv_plain(x, k, strides, pad), _random(k_shape, 5))
+  np.testing.assert_allclose(chunked, vjp(dy)[0], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('cin,cout', [(3, 8), (8, 3)])
+def test_pointwise_cpu_vjp_matches_autodiff(cin, cout):
+  """Both operand orders of the 1x1 kernel gradient (fewer channels on the left)."""
+  x, k = _random((2, 3, 4, 5, cin), 6), _random((cin, cout), 7)
+  plain = lambda a, b: jnp.einsum('...c,cd->...d', a, b)
+  y, vjp_plain = jax.vjp(plain, x, k)
+  y_cpu, vjp_cpu = jax.vjp(conv_lib._pointwise_cpu, x, k)
+  dy = _random(y.shape, 8)
+  np.testing.assert_allclose(y_cpu, y, rtol=1e-5, atol=1e-5)
+  for got, want in zip(vjp_cpu(dy), vjp_plain(dy)):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_module_grads_under_cond_match_native():
+  """Gradients of the lowered, custom-VJP video and spectrogram convs inside
+  ``lax.cond`` (how the audio pathway runs) equal those of one native conv."""
+  cases = [((2, 4, 6, 6, 8), (3, 1, 1, 8, 256), (1, 1, 1)),    # matmul kernel grad
+           ((2, 4, 6, 6, 3), (1, 3, 3, 3, 4), (1, 2, 2)),      # native kernel grad
+           ((2, 4, 6, 6, 8), (1, 1, 1, 8, 4), (1, 2, 2)),      # pointwise
+           ((2, 8, 6, 4), (3, 3, 4, 4), (2, 2))]               # spectrogram
+  for x_shape, k_shape, strides in cases:
+    x, k = _random(x_shape, 9), _random(k_shape, 10)
+    pad = _padding(k_shape)
+
+    def loss(a, b, lower):
+      run = lambda a, b: jnp.sum(jnp.sin(conv_lib.conv_nd(a, b, strides, pad, lower=lower)))
+      return jax.lax.cond(jnp.asarray(False), lambda a, b: 0.0, run, a, b)
+
+    got = jax.grad(loss, (0, 1))(x, k, True)
+    want = jax.grad(lambda a, b: jnp.sum(jnp.sin(
+        conv_lib._conv_plain(a, b, strides, pad))), (0, 1))(x, k)
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_kernel_grad_choice():
+  """On CPU, spectrogram convs always take matmul kernel gradients (XLA's own
+  is a naive loop inside ``lax.cond``); video ones only when wide enough."""
+  assert jax.default_backend() == 'cpu'
+  assert conv_lib._matmul_kernel_grad((3, 1, 1, 32), video=False)
+  assert conv_lib._matmul_kernel_grad((3, 1, 640, 256), video=True)
+  assert not conv_lib._matmul_kernel_grad((3, 1, 32, 8), video=True)
+  assert not conv_lib._matmul_kernel_grad((7, 7, 3, 64), video=True)

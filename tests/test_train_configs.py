@@ -1,0 +1,61 @@
+"""Every config loads; recipes match spec.md; a mistyped override is an error naming the key."""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAMILIES = ('kinetics', 'kinetics_sounds', 'epic_kitchens', 'charades', 'quickstart')
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_every_variant_loads_and_has_a_command(family):
+  module = importlib.import_module(f'configs.{family}')
+  assert module.VARIANTS
+  assert 'python -m avslowfast_jax.main' in module.__doc__
+  for variant in module.VARIANTS:
+    c = module.get_config(variant)
+    assert c.train.batch_size % c.model.bn_group_size == 0 or c.model.bn_group_size > \
+        c.train.batch_size, variant
+    assert c.model.num_classes > 0
+
+
+def test_recipes():
+  from configs import charades, epic_kitchens, kinetics  # pylint: disable=g-import-not-at-top
+  k = kinetics.get_config('avslowfast_4x16_r50')
+  assert (k.train.base_lr, k.train.reference_batch_size, k.train.warmup_start_lr) == (0.1, 64, 0.01)
+  assert k.train.num_epochs == 256 and k.avs.enabled and k.train.drop_pathway_prob == 0.8
+  assert kinetics.get_config('avslowfast_8x8_r50').train.num_epochs == 196
+  assert kinetics.get_config('slowfast_4x16_r50').train.drop_pathway_prob == 0.0
+  e = epic_kitchens.get_config('avslowfast_8x8_r50')
+  assert e.model.head == 'verb_noun' and e.model.freeze_bn and e.train.batch_size == 32
+  assert e.train.base_lr == 0.01 and e.train.schedule == 'steps'
+  assert [x / e.train.num_epochs for x in e.train.lr_decay_epochs] == pytest.approx([2 / 3, 5 / 6])
+  assert epic_kitchens.get_config('avslowfast_8x8_r50_noun').train.base_lr == 0.0006
+  ch = charades.get_config('avslowfast_16x8_r101_nl')
+  assert (ch.model.head, ch.eval.aggregate, ch.model.dropout_rate) == ('sigmoid', 'max', 0.7)
+  assert (ch.train.batch_size, ch.train.base_lr, ch.train.total_steps) == (8, 0.07, 40000)
+  assert tuple(ch.train.lr_decay_steps) == (32000,) and ch.model.nonlocal_stages == ('res4',)
+  assert ch.data.num_frames == 64 and ch.model.depth == 101
+
+
+def _main(*args):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'avslowfast_jax.main', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_mistyped_override_is_an_error_naming_the_key(tmp_path):
+  result = _main('--config', 'configs/quickstart.py:avslowfast', '--workdir', str(tmp_path),
+                 '--config.train.batch_szie=32')
+  assert result.returncode != 0
+  assert 'batch_szie' in result.stderr
+  assert not os.listdir(tmp_path)  # nothing ran
+
+
+def test_bad_variant_is_an_error():
+  result = _main('--config', 'configs/quickstart.py:no_such_model', '--workdir', '/tmp/unused')
+  assert result.returncode != 0 and 'no_such_model' in result.stderr
