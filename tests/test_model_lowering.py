@@ -36,12 +36,14 @@ def _padding(kernel_shape):
   return tuple((k // 2, k // 2) for k in kernel_shape[:-2])
 
 
+@pytest.mark.parametrize('matmul_grad', [True, False])
 @pytest.mark.parametrize('x_shape,k_shape,strides', _CASES)
-def test_conv_cpu_vjp_matches_autodiff(x_shape, k_shape, strides):
+def test_conv_cpu_vjp_matches_autodiff(x_shape, k_shape, strides, matmul_grad):
   x, k = _random(x_shape, 0), _random(k_shape, 1)
   pad = _padding(k_shape)
   y, vjp_plain = jax.vjp(lambda a, b: conv_lib._conv_plain(a, b, strides, pad), x, k)
-  y_cpu, vjp_cpu = jax.vjp(lambda a, b: conv_lib._conv_cpu(a, b, strides, pad), x, k)
+  y_cpu, vjp_cpu = jax.vjp(lambda a, b: conv_lib._conv_cpu(a, b, strides, pad, matmul_grad),
+                           x, k)
   dy = _random(y.shape, 2)
   np.testing.assert_allclose(y_cpu, y, rtol=1e-5, atol=1e-5)
   for got, want in zip(vjp_cpu(dy), vjp_plain(dy)):

@@ -9,6 +9,11 @@ lowered to 2-D convolutions or matmuls over reshaped activations. These are the
 same multiply-adds in a layout every backend handles well, so the lowering is
 used on GPU/TPU as well. Only on CPU, a full ``kt x kh x kw`` kernel (the Fast
 stem) becomes a sum of ``kt`` 2-D convolutions.
+
+Also only on CPU, convolutions and 1x1 convs carry ``custom_vjp`` rules whose
+kernel gradients are matmuls (XLA CPU's own kernel-gradient convolutions were
+most of the train step's time; see :func:`_matmul_kernel_grad`). The values
+are those of plain autodiff (tests/test_model_lowering.py).
 """
 
 from __future__ import annotations
@@ -115,32 +120,43 @@ def conv_kernel_grad(x, dy, kernel_shape, strides, padding):
   return dk.reshape(kernel_shape).astype(dy.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_cpu(x, kernel, strides, padding):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_cpu(x, kernel, strides, padding, matmul_grad=True):
   return _conv_plain(x, kernel, strides, padding)
 
 
-def _conv_cpu_fwd(x, kernel, strides, padding):
+def _conv_cpu_fwd(x, kernel, strides, padding, matmul_grad):
   return _conv_plain(x, kernel, strides, padding), (x, kernel)
 
 
-def _conv_cpu_bwd(strides, padding, res, dy):
+def _conv_cpu_bwd(strides, padding, matmul_grad, res, dy):
   x, kernel = res
+  # Materialise x and dy, so that the transposed copies both kernel-gradient
+  # forms need are plain copies rather than fused into the many-input
+  # BatchNorm fusions that produce x and dy (which then read every input in
+  # transposed order, several times slower). This works for dy; XLA's layout
+  # assignment can still hand the transposed layout of x back to its producer.
+  x, dy = jax.lax.optimization_barrier((x, dy))
   # Input gradient: XLA's own transposed convolution (as fast as the forward).
   _, vjp_x = jax.vjp(lambda x_: _conv_plain(x_, kernel, strides, padding), x)
   (dx,) = vjp_x(dy)
-  return dx, conv_kernel_grad(x, dy, kernel.shape, strides, padding).astype(kernel.dtype)
+  if matmul_grad:
+    dk = conv_kernel_grad(x, dy, kernel.shape, strides, padding)
+  else:
+    _, vjp_k = jax.vjp(lambda k_: _conv_plain(x, k_, strides, padding), kernel)
+    (dk,) = vjp_k(dy)
+  return dx, dk.astype(kernel.dtype)
 
 
 _conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
 
 
 def _conv(x, kernel, strides, padding, video=True):
-  """Channels-last convolution; on CPU, maybe with matmul kernel gradients."""
+  """Channels-last convolution; on CPU with the custom VJP above."""
   strides = tuple(int(s) for s in strides)
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-  if _matmul_kernel_grad(kernel.shape, video):
-    return _conv_cpu(x, kernel, strides, padding)
+  if jax.default_backend() == 'cpu':
+    return _conv_cpu(x, kernel, strides, padding, _matmul_kernel_grad(kernel.shape, video))
   return _conv_plain(x, kernel, strides, padding)
 
 
@@ -157,11 +173,11 @@ def _pointwise_cpu_fwd(x, k):
 def _pointwise_cpu_bwd(res, dy):
   x, k = res
   cin, cout = k.shape
-  x2 = x.reshape(-1, cin)
-  # Materialise dy: otherwise XLA fuses the transposed copy the kernel-gradient
-  # matmul needs into the (many-input) BatchNorm-backward fusion, which then
-  # reads all its inputs in transposed order: ~10x slower than this copy.
-  dy2 = jax.lax.optimization_barrier(dy.reshape(-1, cout))
+  # Materialise x and dy: otherwise XLA fuses the transposed copy the
+  # kernel-gradient matmul needs into the (many-input) BatchNorm fusion that
+  # produces it, which then reads all its inputs in transposed order: up to
+  # ~10x slower than a plain copy.
+  x2, dy2 = jax.lax.optimization_barrier((x.reshape(-1, cin), dy.reshape(-1, cout)))
   dx = (dy2 @ k.T).reshape(x.shape)
   # The contraction runs over all positions M, so XLA CPU transposes the
   # operand on the left to [C, M]: make it the one with fewer channels.

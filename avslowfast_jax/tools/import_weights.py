@@ -705,6 +705,12 @@ def main(argv: list[str] | None = None) -> int:
   # sys_argv: the overrides (--config.x=y) are read from these arguments.
   config_flags.DEFINE_config_file('config', None, 'Config file[:variant].', flag_values=fv,
                                   lock_config=True, sys_argv=argv)
+  if any(a in ('-h', '--help', '--helpshort', '--helpfull') for a in argv[1:]):
+    print(f'usage: python -m avslowfast_jax.tools.import_weights --source pyslowfast|pytorchvideo '
+          f'--checkpoint FILE --config FILE[:VARIANT] --output DIR [--new_head] [--overwrite] '
+          f'[--config.x=y ...]\n')
+    print(fv.get_help())
+    return 0
   fv(argv)
   for name in ('source', 'checkpoint', 'output', 'config'):
     if fv[name].value is None:
