@@ -16,9 +16,7 @@ VARIANTS = ('avslowfast_16x8_r101_nl', 'slowfast_16x8_r101_nl', 'tiny_avslowfast
 
 def get_config(variant: str = 'avslowfast_16x8_r101_nl'):
   c = common.base_config()
-  tiny = variant.startswith('tiny_')
-  if tiny:
-    variant = variant[len('tiny_'):]
+  tiny, variant = common.split_tiny(variant)
   common.set_instantiation(c, variant)
   c.data.name = 'charades'
   c.model.head = 'sigmoid'

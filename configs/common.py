@@ -180,6 +180,16 @@ def set_instantiation(c: ml_collections.ConfigDict, variant: str) -> ml_collecti
   return c
 
 
+def split_tiny(variant: str):
+  """``'tiny_avslowfast_4x16_r50'`` -> ``(True, 'avslowfast_4x16_r50')``.
+
+  Every family accepts a ``tiny_`` prefix that shrinks the model (tests, CPU).
+  """
+  if variant.startswith('tiny_'):
+    return True, variant[len('tiny_'):]
+  return False, variant
+
+
 def tiny_model(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks the model to a few thousand parameters for tests and the quickstart."""
   c.model.width = 8

@@ -22,9 +22,7 @@ VARIANTS = ('avslowfast_8x8_r50', 'slowfast_8x8_r50', 'avslowfast_8x8_r50_noun',
 
 def get_config(variant: str = 'avslowfast_8x8_r50'):
   c = common.base_config()
-  tiny = variant.startswith('tiny_')
-  if tiny:
-    variant = variant[len('tiny_'):]
+  tiny, variant = common.split_tiny(variant)
   noun = variant.endswith('_noun')
   if noun:
     variant = variant[:-len('_noun')]

@@ -33,9 +33,7 @@ VARIANTS = tuple(f'{prefix}{arch}_{inst}' for prefix in ('', 'tiny_')
 
 def get_config(variant: str = 'avslowfast_4x16_r50'):
   c = common.base_config()
-  tiny = variant.startswith('tiny_')
-  if tiny:
-    variant = variant[len('tiny_'):]
+  tiny, variant = common.split_tiny(variant)
   common.set_instantiation(c, variant)
   c.data.name = 'kinetics'
   c.model.num_classes = 400

@@ -17,9 +17,7 @@ VARIANTS = ('avslowfast_4x16_r50', 'slowfast_4x16_r50', 'audio_4x16_r50',
 
 def get_config(variant: str = 'avslowfast_4x16_r50'):
   c = common.base_config()
-  tiny = variant.startswith('tiny_')
-  if tiny:
-    variant = variant[len('tiny_'):]
+  tiny, variant = common.split_tiny(variant)
   common.set_instantiation(c, variant)
   c.data.name = 'kinetics_sounds'
   c.model.num_classes = 32
