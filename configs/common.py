@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
   d.hard_negative_min_shift_sec = 0.5
   d.num_parallel_calls = -1  # tf.data map parallelism; -1 = AUTOTUNE
   d.prefetch_batches = 2
+  # Heap-serve allocations below this many bytes (glibc; 0 = leave malloc alone):
+  # each clip reads a whole ~10 MB record (data_pipelines.input_pipeline.tune_malloc).
+  d.malloc_mmap_threshold = 32 << 20
   a = d.audio = ml_collections.ConfigDict()
   a.sample_rate = 16000
   a.n_fft = 512  # 32 ms window

@@ -34,6 +34,38 @@ except RuntimeError:  # TF already initialised its devices (then by the caller's
 
 _MAX_INT32 = 2**31 - 1
 
+# glibc's malloc (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD in <malloc.h>).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_malloc_tuned = False
+
+
+def tune_malloc(mmap_threshold: int = 32 << 20) -> bool:
+  """Serves allocations below ``mmap_threshold`` bytes from the heap (glibc only).
+
+  Each training clip reads its video's record (~10 MB for 10 s at short side
+  320) into a fresh buffer. By default glibc ``mmap``s every allocation above
+  its adaptive threshold and returns the pages on ``free``, so each read
+  page-faults ~2,500 zeroed pages: ~25% of the time spent reading
+  (benchmarks/input_pipeline.py: 40 -> 37 CPU ms per 4x16 clip). Raising the
+  mmap and trim thresholds keeps those pages in the process and reuses them.
+  The cost is memory the process keeps after a peak (bounded by what the
+  pipeline has in flight). No-op, returning False, where glibc is absent;
+  ``mmap_threshold <= 0`` disables it (``config.data.malloc_mmap_threshold``).
+  """
+  global _malloc_tuned
+  if _malloc_tuned or mmap_threshold <= 0:
+    return _malloc_tuned
+  try:
+    import ctypes
+    libc = ctypes.CDLL('libc.so.6')
+    # glibc caps the mmap threshold at 32 MiB on 64-bit; mallopt returns 1 on success.
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, min(int(mmap_threshold), 32 << 20)) == 1
+    ok = ok and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+  except (OSError, AttributeError):
+    ok = False
+  _malloc_tuned = ok
+  return ok
+
 
 def dataset_info(data_dir: str) -> dict:
   """``{'num_examples': {split: n}, 'label_map': [...], 'noun_map': [...], 'name', 'fps', ...}``."""
@@ -221,6 +253,7 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
   access without Python in the loop and without reading skipped records.
   """
   _check_config(config, data_dir)
+  tune_malloc(config.data.get('malloc_mmap_threshold', 32 << 20))
   process_index, process_count = _host(process_index, process_count)
   files, lengths, offsets = _host_files(data_dir, split, process_index, process_count)
   file_of, header_of, size_of, footer_of, video_of = [], [], [], [], []
@@ -251,7 +284,7 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
     record = tf.data.FixedLengthRecordDataset(
         tf.gather(names, tables['file'][example]), record_bytes=tables['size'][example],
         header_bytes=tables['header'][example], footer_bytes=tables['footer'][example],
-        buffer_size=1 << 20)
+        buffer_size=1 << 16)  # a 64 KiB buffer read 10% faster than 1 MiB here
     video = tables['video'][example]
     return record.map(lambda r: (r, position, video))
 
@@ -333,6 +366,7 @@ def make_eval_dataset(config, data_dir, split, per_host_batch, *, process_index=
                       process_count=None, with_metadata=False):
   """The ``tf.data.Dataset`` behind :func:`create_eval_iterator`."""
   _check_config(config, data_dir)
+  tune_malloc(config.data.get('malloc_mmap_threshold', 32 << 20))
   process_index, process_count = _host(process_index, process_count)
   files, _, offsets = _host_files(data_dir, split, process_index, process_count)
   num_batches = eval_num_batches(config, data_dir, split, per_host_batch, process_count)

@@ -152,3 +152,12 @@ def test_inspect_writes_arrays_and_contact_sheet(data_dir, tmp_path, monkeypatch
   assert clips['fast'].shape[0] == 3 and clips['video_id'][0].startswith('v')
   np.testing.assert_allclose(clips['clip_end_sec'] - clips['clip_start_sec'], 32 / 30, rtol=1e-5)
   assert os.path.getsize(png) > 1000
+
+
+def test_tune_malloc_on_glibc():
+  import platform
+  from data_pipelines import input_pipeline
+  assert input_pipeline.tune_malloc(0) is input_pipeline._malloc_tuned  # 0: leaves malloc alone
+  if platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc':
+    assert input_pipeline.tune_malloc(32 << 20) is True
+    assert input_pipeline._malloc_tuned
