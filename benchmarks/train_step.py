@@ -79,19 +79,24 @@ def main(argv):
                                               jax.random.key(1), drop)
   jax.block_until_ready(loss)
   compile_s = time.perf_counter() - t0
-  times = []
+  times, cpu_times = [], []
   for i in range(_STEPS.value):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, inputs, labels,
                                                 jax.random.key(2 + i), drop)
     jax.block_until_ready(loss)
     times.append(time.perf_counter() - t0)
+    cpu_times.append(time.process_time() - c0)
   median = statistics.median(times)
   stats = model_stats(config)
   print(json.dumps({
       'clips_per_sec': round(b / median, 3),
       'step_seconds': round(median, 3),
       'step_seconds_all': [round(t, 3) for t in times],
+      # CPU time of the whole process per step (all threads): on a shared
+      # machine it moves far less with other load than the wall-clock time.
+      'cpu_seconds_per_step': round(statistics.median(cpu_times), 3),
+      'load_average_1min': round(os.getloadavg()[0], 2),
       'compile_seconds': round(compile_s, 1),
       'batch_size': b,
       'image_size': _IMAGE.value,

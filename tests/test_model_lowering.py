@@ -101,10 +101,33 @@ def test_conv_module_grads_under_cond_match_native():
 
 
 def test_cpu_kernel_grad_choice():
-  """On CPU, spectrogram convs always take matmul kernel gradients (XLA's own
-  is a naive loop inside ``lax.cond``); video ones only when wide enough."""
+  """On CPU, spectrogram and temporal video convs always take matmul kernel
+  gradients (XLA's own is a naive loop inside ``lax.cond``, and needs a
+  transposed input); kxk video convs only when wide enough."""
   assert jax.default_backend() == 'cpu'
   assert conv_lib._matmul_kernel_grad((3, 1, 1, 32), video=False)
   assert conv_lib._matmul_kernel_grad((3, 1, 640, 256), video=True)
-  assert not conv_lib._matmul_kernel_grad((3, 1, 32, 8), video=True)
+  assert conv_lib._matmul_kernel_grad((3, 1, 32, 8), video=True)
+  assert not conv_lib._matmul_kernel_grad((3, 3, 8, 8), video=True)
+  assert conv_lib._matmul_kernel_grad((3, 3, 128, 128), video=True)
   assert not conv_lib._matmul_kernel_grad((7, 7, 3, 64), video=True)
+
+
+@pytest.mark.parametrize('shape', [(2, 3, 4, 5, 6), (1, 4, 7, 3)])
+def test_batchnorm_cpu_vjp_matches_autodiff(shape):
+  """The hand-written group-BatchNorm gradient (``norm._normalize_cpu``) equals
+  autodiff of the plain formula, for the input, scale, bias, and the returned
+  statistics' cotangents, with a ReLU after it as in the blocks."""
+  from avslowfast_jax.models import norm
+  x = _random(shape, 0) * 3 + 1
+  scale, bias = _random(shape[-1:], 1), _random(shape[-1:], 2)
+  w = _random(shape, 3)
+
+  def loss(fn, x, s, b):
+    y, mean, var = fn(x, s, b, 1e-5)
+    return jnp.sum(jax.nn.relu(y) * w) + 0.3 * jnp.sum(mean) + 0.7 * jnp.sum(var)
+
+  want = jax.grad(lambda *a: loss(norm._normalize_plain, *a), argnums=(0, 1, 2))(x, scale, bias)
+  got = jax.grad(lambda *a: loss(norm._normalize_cpu, *a), argnums=(0, 1, 2))(x, scale, bias)
+  for g, ref in zip(got, want):
+    np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-5 * float(jnp.abs(ref).max()))

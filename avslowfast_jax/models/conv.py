@@ -63,8 +63,9 @@ def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
   convs: in the 8x8 R50 train step the Slow res4/res5 ``3x1x1`` conv_a alone
   took ~4 s. Inside ``lax.cond`` (the audio pathway under DropPathway) every
   such kernel gradient falls back to a naive loop, ~50x slower still, so
-  spectrogram (non-video) convs always use matmuls. The thresholds are where
-  the two measured equal on the 8x8 R50 shapes (docs/models.md, CPU speed).
+  spectrogram (non-video) convs always use matmuls, and so do temporal video
+  convs (below). For ``kxk`` convs the threshold is where the two measured
+  equal on the 8x8 R50 shapes (docs/models.md, CPU speed).
   GPUs/TPUs have fast native kernel-gradient convs and keep plain autodiff.
   """
   if jax.default_backend() != 'cpu':
@@ -73,8 +74,13 @@ def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
     return True
   ks = kernel_shape[:-2]
   cin, cout = kernel_shape[-2:]
-  one_axis = sum(k > 1 for k in ks) <= 1
-  return cin * cout >= (2048 if one_axis else 128 * 128)
+  if sum(k > 1 for k in ks) <= 1:
+    # Temporal (kx1x1) convs: XLA's form needs the input transposed to
+    # [C, T, HW, N], and XLA fuses that transpose with the BN/ReLU/residual
+    # chain that produced the input, recomputing it in transposed order
+    # (~0.4 s for one Fast res2 conv_a input); the matmuls read it as it is.
+    return True
+  return cin * cout >= 128 * 128
 
 
 # Budget (elements) of one im2col chunk in the kernel gradient: big enough that

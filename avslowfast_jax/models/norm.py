@@ -10,6 +10,7 @@ split; XLA inserts whatever communication a group spanning devices needs.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -27,6 +28,61 @@ def group_size_for(batch: int, group_size: int) -> int:
   while batch % g:
     g -= 1
   return g
+
+
+def _group_stats(xg, epsilon):
+  axes = tuple(range(1, xg.ndim - 1))
+  # Two-pass statistics in fp32: exact enough in bf16 training too.
+  mean = jnp.mean(xg, axis=axes, keepdims=True)
+  var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
+  return mean, var, jax.lax.rsqrt(var + epsilon)
+
+
+def _normalize_plain(xg, scale, bias, epsilon):
+  """``(y, mean, var)`` of group BatchNorm on fp32 ``xg`` ``[G, g, ..., C]``."""
+  mean, var, inv = _group_stats(xg, epsilon)
+  return (xg - mean) * (inv * scale) + bias, mean, var
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _normalize_cpu(xg, scale, bias, epsilon):
+  return _normalize_plain(xg, scale, bias, epsilon)
+
+
+def _normalize_cpu_fwd(xg, scale, bias, epsilon):
+  mean, var, inv = _group_stats(xg, epsilon)
+  y = (xg - mean) * (inv * scale) + bias
+  return (y, mean, var), (xg, mean, inv, scale)
+
+
+def _normalize_cpu_bwd(epsilon, res, cotangents):
+  """The textbook BatchNorm gradient: two passes over the activations.
+
+  Autodiff of the forward differentiates through ``mean`` and ``var`` as
+  separate reductions, which XLA CPU runs as several more elementwise passes
+  over every activation of the network (BN was ~20% of the 8x8 R50 train step).
+  Here: one pass for the two per-group sums, one for ``dx``.
+  """
+  del epsilon
+  xg, mean, inv, scale = res
+  dy, dmean, dvar = cotangents
+  axes = tuple(range(1, xg.ndim - 1))
+  count = math.prod(xg.shape[1:-1])
+  xhat = (xg - mean) * inv
+  sum_dy = jnp.sum(dy, axis=axes, keepdims=True)
+  sum_dy_xhat = jnp.sum(dy * xhat, axis=axes, keepdims=True)
+  channels = tuple(range(xg.ndim - 1))
+  dbias = jnp.sum(sum_dy, axis=channels)
+  dscale = jnp.sum(sum_dy_xhat, axis=channels)
+  # d/dx of y through xhat (with mean and var depending on x), plus the
+  # direct cotangents of the returned statistics (zero unless a caller
+  # differentiates them).
+  dx = (scale * inv) * (dy - sum_dy / count - xhat * (sum_dy_xhat / count))
+  dx = dx + (dmean + 2.0 * dvar * (xg - mean)) / count
+  return dx, dscale, dbias
+
+
+_normalize_cpu.defvjp(_normalize_cpu_fwd, _normalize_cpu_bwd)
 
 
 class GroupBatchNorm(nn.Module):
@@ -70,12 +126,10 @@ class GroupBatchNorm(nn.Module):
     n = x.shape[0]
     g = group_size_for(n, self.group_size)
     xg = x.reshape(n // g, g, *x.shape[1:]).astype(jnp.float32)
-    axes = tuple(range(1, xg.ndim - 1))
-    # Two-pass statistics in fp32: exact enough in bf16 training too.
-    mean = jnp.mean(xg, axis=axes, keepdims=True)
-    var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
-    inv = jax.lax.rsqrt(var + self.epsilon) * scale
-    y = (xg - mean) * inv + bias
+    # On CPU with a hand-written gradient (same values as autodiff's).
+    normalize = _normalize_cpu if jax.default_backend() == 'cpu' else _normalize_plain
+    y, mean, var = normalize(xg, scale, bias, self.epsilon)
+    mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
 
     if not self.is_initializing():
       count = math.prod(xg.shape[1:-1])

@@ -1,0 +1,51 @@
+"""The benchmark scripts run and print the JSON the README and the notes quote.
+
+Small settings only: these check that the scripts work, not how fast anything
+is (the figures come from running the scripts as the README says).
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, timeout=600, **env_extra):
+  env = dict(os.environ, **env_extra)
+  env.pop('XLA_FLAGS', None)  # one CPU device, as a user runs them
+  result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_train_step_benchmark_tiny():
+  out = _run(['benchmarks/train_step.py', '--config', 'configs/quickstart.py:avslowfast',
+              '--batch_size', '4', '--steps', '2', '--image_size', '64'])
+  assert out['batch_size'] == 4 and out['image_size'] == 64 and out['platform'] == 'cpu'
+  assert out['step_seconds'] > 0 and len(out['step_seconds_all']) == 2
+  assert math.isclose(out['clips_per_sec'], 4 / out['step_seconds'], rel_tol=0.02)
+  assert math.isfinite(out['loss']) and out['params'] > 0
+
+
+def test_input_pipeline_benchmark_small(tmp_path):
+  out = _run(['benchmarks/input_pipeline.py', '--num_videos', '2', '--num_clips', '16',
+              '--batch_size', '4', '--baseline_clips', '2', '--num_workers', '1'],
+             TMPDIR=str(tmp_path))  # its videos and shards go to a temporary folder
+  for key in ('clips_per_sec', 'clips_per_sec_per_core', 'baseline_pyav_clips_per_sec',
+              'speedup_per_core', 'mean_jpeg_kb'):
+    assert out[key] > 0, key
+  assert out['cores'] >= 1
+
+
+def test_pytorchvideo_baseline_runs():
+  pytest.importorskip('torch')
+  pytest.importorskip('pytorchvideo')
+  out = _run(['benchmarks/pytorchvideo_train_step.py', '--batch_size', '1', '--steps', '1'])
+  assert out['params'] > 30_000_000  # AVSlowFast 8x8 R50, Kinetics-400 head
+  assert out['step_seconds'] > 0 and math.isfinite(out['loss'])
