@@ -30,13 +30,44 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processe
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Index of this process.')
 _CACHE = flags.DEFINE_string('compilation_cache_dir', os.environ.get('JAX_COMPILATION_CACHE_DIR'),
                              'Persistent XLA compilation cache (speeds up restarts).')
+_LIBRARY_LOGS = flags.DEFINE_bool(
+    'library_logs', False,
+    'Also log the INFO messages of libraries (orbax writes dozens per checkpoint, clu repeats '
+    'every logged metric). By default only their warnings and errors are logged; this '
+    "project's own INFO messages (progress, evaluation, checkpoints restored) always are.")
 
 flags.mark_flags_as_required(['config', 'workdir'])
+
+# Where this project's code lives: INFO records from anywhere else are library chatter.
+_OWN_CODE = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package, '')
+    for package in ('avslowfast_jax', 'data_pipelines', 'configs'))
+
+
+def _own_or_important(record) -> bool:
+  """A ``logging`` filter: warnings and errors from anywhere, INFO only from this project."""
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  return (record.levelno >= std_logging.WARNING
+          or os.path.abspath(record.pathname).startswith(_OWN_CODE))
+
+
+def quiet_library_logs() -> None:
+  """Drops the INFO (and DEBUG) records of libraries from the absl log handler.
+
+  orbax, clu, jax and tensorflow all log through absl (or the root logger, which
+  absl's handler serves), so one filter on that handler covers them. absl's
+  per-module verbosity cannot do this: every absl call shares the 'absl' logger.
+  """
+  handler = logging.get_absl_handler()
+  if _own_or_important not in handler.filters:
+    handler.addFilter(_own_or_important)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not _LIBRARY_LOGS.value:
+    quiet_library_logs()
   # Before any device is touched: the runtime must be up before jax.devices().
   from avslowfast_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

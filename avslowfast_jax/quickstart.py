@@ -18,9 +18,14 @@ skipped, so an interrupted quickstart picks up where it stopped.
 from __future__ import annotations
 
 import argparse
+import ast
+import codecs
+import contextlib
 import json
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -37,29 +42,164 @@ def _config_path() -> str:
   return os.path.join(here, CONFIG)
 
 
-def _run(cmd: Sequence[str], log_path: str, env=None) -> None:
-  """Runs ``cmd``, streaming its output to the console and to ``log_path``."""
+# An absl log line: "I1126 07:48:31.020838 140173109459840 trainer.py:207] message".
+_ABSL_LINE = re.compile(r'^([IWEF])\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ?(.*)$')
+# The trainer's progress message (avslowfast_jax/train/trainer.py).
+_STEP_LINE = re.compile(r'^step (\d+)/(\d+)\s+(.*?)\s*ETA (\S+)\s*$')
+_LEVELS = {'W': 'warning: ', 'E': 'error: ', 'F': 'fatal: '}
+
+
+class _Console:
+  """Shows a stage's output: whole lines as lines; progress bars in place on a terminal.
+
+  On a terminal, progress updates (tqdm's carriage returns, the trainer's
+  step lines drawn as a bar) rewrite one line; elsewhere (a log, CI) only
+  finished bars and every tenth of training are printed.
+  """
+
+  def __init__(self, stream=None):
+    self.stream = stream or sys.stdout
+    self.tty = self.stream.isatty()
+    self.live = False  # a progress line is on screen, not yet ended
+
+  def update(self, text: str) -> None:
+    if not self.tty:
+      return
+    width = max(20, shutil.get_terminal_size().columns - 1)
+    self.stream.write('\r' + text[:width] + '\x1b[K')
+    self.stream.flush()
+    self.live = True
+
+  def line(self, text: str) -> None:
+    if self.live:
+      self.stream.write('\r\x1b[K')
+      self.live = False
+    self.stream.write(text + '\n')
+    self.stream.flush()
+
+
+def _pretty_metrics(message: str) -> str:
+  """``eval: {'top1': 0.5, ...}`` (and ``Wrote PATH: {...}``) -> percentages, briefly."""
+  head, sep, tail = message.partition(': {')
+  if not sep or not (head == 'eval' or head.startswith('Wrote ')):
+    return message
+  try:
+    metrics = ast.literal_eval('{' + tail)
+  except (ValueError, SyntaxError):
+    return message
+  parts = [f'{name} {100 * metrics[key]:.1f}%' for key, name in (('top1', 'top-1'),
+                                                                  ('top5', 'top-5'))
+           if isinstance(metrics.get(key), (int, float))]
+  if 'num_videos' in metrics:
+    parts.append(f'({metrics["num_videos"]} videos, {metrics.get("num_views", "?")} views)')
+  where = 'validation' if head == 'eval' else head
+  return f'{where}: ' + '  '.join(parts)
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+  filled = int(round(width * done / max(total, 1)))
+  return '[' + '#' * filled + '-' * (width - filled) + ']'
+
+
+class _StageOutput:
+  """Turns one subprocess's output into console text (the log file gets it all)."""
+
+  def __init__(self, console: _Console, label: str = ''):
+    self.console = console
+    self.label = label
+    self.in_config_dump = False
+    self.shown_tenth = -1
+
+  def progress(self, segment: str) -> None:
+    """A segment ended by a carriage return: a progress bar redrawing itself."""
+    if segment.strip():
+      self.console.update(segment.rstrip())
+
+  def line(self, line: str) -> None:
+    """A whole line."""
+    line = line.rstrip()
+    # main logs the whole config at start-up: keep it in the log file only.
+    if 'mode=' in line and 'workdir=' in line:
+      self.in_config_dump = True
+      return
+    if self.in_config_dump:
+      # The YAML lines of the dump: indented, or a top-level 'section:' key.
+      if not line[:1].isalpha() or ':' in line.split(' ')[0]:
+        return
+      self.in_config_dump = False
+    if not _worth_showing(line):
+      return
+    match = _ABSL_LINE.match(line)
+    if match:
+      level, message = match.groups()
+      step = _STEP_LINE.match(message)
+      if step and level == 'I':
+        self._step(int(step.group(1)), int(step.group(2)), step.group(3), step.group(4))
+        return
+      if level == 'I' and message.startswith(_HIDDEN_INFO):
+        return
+      if level == 'I':
+        message = _pretty_metrics(message)
+      line = '  ' + _LEVELS.get(level, '') + message
+    self.console.line(line)
+
+  def _step(self, done: int, total: int, metrics: str, eta: str) -> None:
+    words = metrics.split()
+    values = dict(zip(words[::2], words[1::2]))
+    shown = f'loss {values.get("loss", "?")}'
+    if 'top1' in values:
+      shown += f'  top-1 {100 * float(values["top1"]):4.1f}%'
+    text = f'  {self.label:<10} {_bar(done, total)} {done:>4}/{total}  {shown}  ETA {eta}'
+    tenth = 10 * done // max(total, 1)
+    if done >= total or (not self.console.tty and tenth > self.shown_tenth):
+      self.console.line(text)
+    else:
+      self.console.update(text)
+    self.shown_tenth = tenth
+
+
+# Start-up INFO messages of the project's own commands that a newcomer need not read
+# (they stay in the log file).
+_HIDDEN_INFO = ('Plan: ', 'process 0/', 'Already trained')
+
+
+def _run(cmd: Sequence[str], log_path: str, env=None, label: str = '') -> None:
+  """Runs ``cmd``, logging its output to ``log_path`` and showing the gist of it.
+
+  The log file gets every line (progress bars only in their final state); the
+  console gets what :class:`_StageOutput` keeps, with bars redrawn in place.
+  """
   print(f'\n$ {" ".join(shlex.quote(c) for c in cmd)}', flush=True)
+  out = _StageOutput(_Console(), label)
   with open(log_path, 'a') as log:
     log.write(f'$ {" ".join(cmd)}\n')
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, bufsize=1)
-    in_config_dump = False
-    for line in proc.stdout:
-      log.write(line)
-      # main logs the whole config at start-up: keep it in the log file only.
-      if 'mode=' in line and 'workdir=' in line:
-        in_config_dump = True
-        continue
-      if in_config_dump and not line[:1].isalpha():
-        continue
-      if in_config_dump and ':' in line.split(' ')[0]:
-        continue
-      in_config_dump = False
-      if _worth_showing(line):
-        sys.stdout.write(line)
-        sys.stdout.flush()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    decoder = codecs.getincrementaldecoder('utf-8')(errors='replace')
+    pending = ''
+    while True:
+      chunk = os.read(proc.stdout.fileno(), 1 << 16)
+      pending += decoder.decode(chunk, final=not chunk)
+      # Segments end at '\n' (a line) or '\r' (a progress redraw); a trailing
+      # '\r' may be the first half of '\r\n', so it waits for the next chunk.
+      while True:
+        match = re.search(r'\r\n|\n|\r(?!$)', pending) or (
+            re.search(r'\r$', pending) if not chunk else None)
+        if not match:
+          break
+        segment, pending = pending[:match.start()], pending[match.end():]
+        if match.group() == '\r':
+          out.progress(segment)
+        else:
+          log.write(segment + '\n')
+          out.line(segment)
+      if not chunk:
+        break
+    if pending:
+      log.write(pending + '\n')
+      out.line(pending)
     code = proc.wait()
+  if out.console.live:
+    out.console.line('')
   if code:
     raise SystemExit(f'Command failed with exit code {code} (full log: {log_path}):\n  '
                      + ' '.join(cmd))
@@ -67,10 +207,12 @@ def _run(cmd: Sequence[str], log_path: str, env=None) -> None:
 
 def _worth_showing(line: str) -> bool:
   # TensorFlow and XLA print start-up banners before their logging is set up.
-  noisy = ('[Hyperparameters]', 'I0000 ', 'W0000 ', 'E0000 ', 'absl::InitializeLog', 'To enable the following',
-           'tf_record_iterator', 'Instructions for updating', 'eager execution and',
-           'tf.data.TFRecordDataset(path)')
-  return not any(n in line for n in noisy)
+  noisy = ('[Hyperparameters]', 'I0000 ', 'W0000 ', 'E0000 ', 'absl::InitializeLog',
+           'To enable the following', 'tf_record_iterator', 'Instructions for updating',
+           'eager execution and', 'tf.data.TFRecordDataset(path)', 'oneDNN custom operations',
+           # orbax, when a checkpoint is still being written as the next is due.
+           'Waiting for previous save to complete')
+  return bool(line.strip()) and not any(n in line for n in noisy)
 
 
 def _env() -> Dict[str, str]:
@@ -93,13 +235,21 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
   data_dir = os.path.join(workdir, 'videos')
   shards = os.path.join(workdir, 'shards')
 
+  stage = _Stages(started, 3 + len(variants) + ('avslowfast' in variants))
+  print(f'Quickstart in {workdir} (full log: {log})', flush=True)
   # 1. The dataset.
   manifest = os.path.join(data_dir, 'manifest.csv')
-  if not os.path.exists(manifest):
+  stage('The synthetic audiovisual dataset')
+  if os.path.exists(manifest):
+    print(f'  {manifest} exists: skipped')
+  else:
     _run([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,
           '--num_videos', str(num_videos), '--seed', str(seed)], log, env)
   # 2. Shards.
-  if not os.path.exists(os.path.join(shards, 'label_map.json')):
+  stage('TFRecord shards')
+  if os.path.exists(os.path.join(shards, 'label_map.json')):
+    print(f'  {shards} exists: skipped')
+  else:
     _run([py, '-m', 'data_pipelines.prepare', '--manifest', manifest, '--output_dir', shards,
           '--short_side', '72', '--num_workers', '2'], log, env)
 
@@ -111,9 +261,12 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
     base = [py, '-m', 'avslowfast_jax.main', '--config', f'{_config_path()}:{variant}',
             '--workdir', run_dir, *common]
     # 3. Train (resumes if interrupted), 4. evaluate.
-    if not os.path.exists(os.path.join(run_dir, 'eval', 'eval_results.json')) and \
-        not os.path.exists(os.path.join(run_dir, 'eval_results.json')):
-      _run(base + ['--mode', 'train'], log, env)
+    stage(f'{TITLES[variant]}: train {steps} steps, then evaluate')
+    if os.path.exists(os.path.join(run_dir, 'eval', 'eval_results.json')) or \
+        os.path.exists(os.path.join(run_dir, 'eval_results.json')):
+      print(f'  {run_dir} is evaluated: skipped')
+    else:
+      _run(base + ['--mode', 'train'], log, env, label=variant)
       _run(base + ['--mode', 'eval'], log, env)
     results[variant] = _load_eval(run_dir)
 
@@ -121,6 +274,7 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
   export_dir = None
   prediction = None
   if 'avslowfast' in variants:
+    stage('Export AVSlowFast, predict one video')
     run_dir = os.path.join(workdir, 'runs', 'avslowfast')
     export_dir = os.path.join(run_dir, 'export')
     if not os.path.exists(os.path.join(export_dir, 'config.json')):
@@ -136,7 +290,8 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
       prediction = {'video': video[0], 'true_label': video[1], 'output': f.read()}
 
   # 6. Plots and the summary.
-  plots = _plots(workdir, variants, results)
+  stage('Plots and summary')
+  plots = _plots(workdir, variants, results, log)
   summary = {
       'workdir': workdir,
       'minutes': round((time.time() - started) / 60, 2),
@@ -155,6 +310,19 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
     json.dump(summary, f, indent=2)
   _print_summary(summary, variants)
   return summary
+
+
+class _Stages:
+  """Prints numbered stage headings with the time elapsed so far."""
+
+  def __init__(self, started: float, total: int):
+    self.started, self.total, self.count = started, total, 0
+
+  def __call__(self, title: str) -> None:
+    self.count += 1
+    elapsed = time.strftime('%M:%S', time.gmtime(time.time() - self.started))
+    heading = f'[{self.count}/{self.total}] {title}'
+    print(f'\n{heading} {"-" * max(3, 66 - len(heading))} {elapsed}', flush=True)
 
 
 def _load_eval(run_dir: str) -> dict:
@@ -187,7 +355,22 @@ def _class_names(shards: str) -> List[str]:
   return list(label_map)
 
 
-def _plots(workdir: str, variants, results) -> dict:
+@contextlib.contextmanager
+def _stderr_to(path: str):
+  """Sends this process's file descriptor 2 (C++ and Python logging alike) to ``path``."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with open(path, 'a') as f:
+    os.dup2(f.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+def _plots(workdir: str, variants, results, log: str) -> dict:
   try:
     from avslowfast_jax.tools import plots  # pylint: disable=g-import-not-at-top
     import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
@@ -195,7 +378,10 @@ def _plots(workdir: str, variants, results) -> dict:
     print('matplotlib is not installed (pip install -e .[plots]): no plots.')
     return {}
   out = {}
-  runs = {TITLES[v]: plots.read_scalars(os.path.join(workdir, 'runs', v)) for v in variants}
+  # Reading the event files imports TensorFlow here, whose start-up banner and
+  # deprecation warnings belong in the log, not on the console.
+  with _stderr_to(log):
+    runs = {TITLES[v]: plots.read_scalars(os.path.join(workdir, 'runs', v)) for v in variants}
   out['training_curves'] = plots.plot_training_curves(
       runs, os.path.join(workdir, 'training_curves.png'))
   per_class = {TITLES[v]: results[v]['per_class_accuracy'] for v in variants
@@ -248,8 +434,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--workdir', default='quickstart_out')
-  parser.add_argument('--num_videos', type=int, default=20,
-                      help='videos per class (80%% train, 20%% validation)')
+  parser.add_argument('--num_videos', type=int, default=40,
+                      help='videos per class (80%% train, 20%% validation; default 40)')
   parser.add_argument('--steps', type=int, default=300, help='training steps per model')
   parser.add_argument('--variants', default=','.join(VARIANTS),
                       help='comma list of avslowfast,slowfast,audio')

@@ -108,8 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
   t.schedule = 'cosine'  # 'cosine' | 'steps'
   t.lr_decay_epochs = ()  # for 'steps': epochs at which lr is divided by 10
   t.lr_decay_steps = ()  # for 'steps': the same in steps (overrides lr_decay_epochs)
-  t.momentum = 0.9
-  t.nesterov = True
+  t.optimizer = 'sgd'  # 'sgd' (the paper's) | 'adamw' (short schedules from scratch)
+  t.momentum = 0.9  # sgd only
+  t.nesterov = True  # sgd only
   t.weight_decay = 1e-4
   t.grad_clip_norm = 0.0  # 0 = off
   t.label_smoothing = 0.0

@@ -14,7 +14,14 @@ Make the data (a few minutes on a laptop CPU), then train, evaluate, export:
 
 Variants: ``avslowfast`` (default), ``slowfast`` (visual only), ``audio``
 (audio only). The synthetic classes include audio-only and sync-only ones,
-so only the audiovisual model can separate all of them.
+so only the audiovisual model can separate all of them: a visual-only model
+can expect at most 62.5% top-1 (the 3 visual classes right, then a guess
+among the 3 audio classes and one between the 2 sync ones), an audio-only
+model likewise.
+
+The schedule is 300 steps of 16 clips from scratch, for a CPU. That is far
+too short for the paper's SGD recipe, so these models use AdamW (lr 2e-3)
+and BatchNorm over the whole batch; the comments below give the measurements.
 """
 
 from configs import common
@@ -42,14 +49,17 @@ def get_config(variant: str = 'avslowfast'):
   c.data.test_crop_size = 64
   c.data.num_test_clips = 2
   c.data.num_test_crops = 1
-  c.model.bn_group_size = 4
+  # BatchNorm over the whole batch of 16 clips: with groups of 4 the visual
+  # pathways learned far more slowly (measured, SlowFast top-1 after 300 steps:
+  # 28% with groups of 4 vs 42% with 16, both at SGD lr 0.02).
+  c.model.bn_group_size = 16
   c.model.dropout_rate = 0.2
   # Twice the tests' tiny width: at width 8 the Fast pathway has one channel
   # and cannot tell the motion classes apart in a few hundred steps.
   c.model.width = 16
   c.model.a_fs_hidden_channels = 16
   # The paper drops audio 80% of the time over ~200 epochs; in 300 steps that
-  # starves the audio pathway (measured: top-1 34% at 0.8 vs 62% at 0.3).
+  # starves the audio pathway (measured with SGD: top-1 34% at 0.8 vs 62% at 0.3).
   if variant == 'avslowfast':
     c.train.drop_pathway_prob = 0.3
 
@@ -57,9 +67,14 @@ def get_config(variant: str = 'avslowfast'):
   t.batch_size = 16
   t.reference_batch_size = 16
   t.total_steps = 300
-  t.base_lr = 0.1
+  # 300 steps from scratch is far too short for the paper's SGD recipe: at
+  # lr 0.1 the visual pathways did not learn at all (SlowFast at chance,
+  # training loss above ln 8), at 0.01-0.02 slowly (top-1 ~41%). AdamW at
+  # 2e-3 reached 56% (of the 62.5% a visual-only model can reach here).
+  t.optimizer = 'adamw'
+  t.base_lr = 2e-3
   t.warmup_steps = 30
-  t.warmup_start_lr = 0.01
+  t.warmup_start_lr = 2e-4
   t.log_every_steps = 10
   t.eval_every_steps = 100
   t.checkpoint_every_steps = 100

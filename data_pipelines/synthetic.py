@@ -9,21 +9,30 @@ The classes come in three groups. Inside a group, every class draws the
 modality it does *not* need from one shared generator that never sees the
 label, so that modality carries no information about the class:
 
-* visual (``left_right``, ``up_down``, ``rotating``): the same bar moves in a
-  different way; the soundtrack is ambient noise drawn independently of the
-  class. An audio-only model can only guess among them.
-* audio (``whistle``, ``hum``, ``noise_bursts``): the same drifting disk; only
-  the sound differs (an upward pure-tone sweep, a low harmonic hum, noise
-  bursts). A visual-only model can only guess among them.
-* audiovisual (``click_in_sync``, ``click_out_of_sync``): a square flashes
-  periodically and a click sounds periodically; the click coincides with the
-  flash or falls exactly half a period (at least 0.5 s) away from it. Each
-  modality alone has the same distribution in both classes; only their
+* visual (``left_right``, ``up_down``, ``rotating``): a field of bars at
+  random angles slides along x, slides along y, or spins in place; the
+  soundtrack is ambient noise drawn independently of the class. An audio-only
+  model can only guess among them.
+* audio (``whistle``, ``hum``, ``noise_bursts``): the same still field of
+  disks; only the sound differs (an upward pure-tone sweep, a low harmonic
+  hum, noise bursts). A visual-only model can only guess among them.
+* audiovisual (``click_in_sync``, ``click_out_of_sync``): a field of squares
+  flashes periodically and a click sounds periodically; the click coincides
+  with the flash or falls exactly half a period (at least 0.5 s) away from it.
+  Each modality alone has the same distribution in both classes; only their
   alignment tells them apart.
 
-Nuisance factors (colours, background gradient and pixel noise, positions,
-sizes, speeds, periods and phases, loudness, pitch, noise colour and level) are
-random per video, so no simple statistic of the blind modality leaks the label.
+The pictures are fields of many small shapes filling the frame rather than
+one object, so that every crop of a clip shows the class and the motion of
+the visual classes is everywhere in it. A tiny CNN trained for a few hundred
+steps on a CPU learns that far sooner: with one bar (which a crop often cut
+off) the quickstart's visual-only model reached 27% top-1 after 300 steps,
+with the fields 42% (SGD at lr 0.02, 56 training videos per class).
+
+Nuisance factors (colours, background gradient and pixel noise, layout,
+spacing and sizes of the shapes, their angles, speeds and directions, periods
+and phases, loudness, pitch, noise colour and level) are random per video, so
+no simple statistic of the blind modality leaks the label.
 """
 
 from __future__ import annotations
@@ -54,22 +63,22 @@ class ClassSpec:
 
 CLASSES: Tuple[ClassSpec, ...] = (
   ClassSpec('left_right', 'visual',
-            'A bar slides left and right, bouncing off the frame edges; ambient noise.'),
+            'A field of bars slides left or right; ambient noise.'),
   ClassSpec('up_down', 'visual',
-            'A bar slides up and down, bouncing off the frame edges; ambient noise.'),
+            'A field of bars slides up or down; ambient noise.'),
   ClassSpec('rotating', 'visual',
-            'A bar spins in place; ambient noise.'),
+            'A field of bars spins in place; ambient noise.'),
   ClassSpec('whistle', 'audio',
-            'A slowly drifting disk; repeated upward pure-tone sweeps (a whistle).'),
+            'A still field of disks; repeated upward pure-tone sweeps (a whistle).'),
   ClassSpec('hum', 'audio',
-            'A slowly drifting disk; a steady low harmonic hum.'),
+            'A still field of disks; a steady low harmonic hum.'),
   ClassSpec('noise_bursts', 'audio',
-            'A slowly drifting disk; short bursts of noise.'),
+            'A still field of disks; short bursts of noise.'),
   ClassSpec('click_in_sync', 'audiovisual',
-            'A square flashes periodically; a click sounds at each flash.'),
+            'A field of squares flashes periodically; a click sounds at each flash.'),
   ClassSpec('click_out_of_sync', 'audiovisual',
-            'A square flashes periodically; a click sounds half a period (>= 0.5 s) '
-            'after each flash.'),
+            'A field of squares flashes periodically; a click sounds half a period '
+            '(>= 0.5 s) after each flash.'),
 )
 CLASS_NAMES: Tuple[str, ...] = tuple(c.name for c in CLASSES)
 _BY_NAME = {c.name: c for c in CLASSES}
@@ -115,87 +124,136 @@ def _scene(rng: np.random.Generator, num_frames: int, height: int, width: int):
   return frames, colour
 
 
-def _coords(height: int, width: int):
-  yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-  return yy[None], xx[None]  # [1, H, W] so they broadcast against per-frame values
+def _field(rng, height: int, width: int, spacing: float, margin: float):
+  """Element centres on a jittered grid that tiles a torus a little larger than the frame.
+
+  Returns ``(x0, y0, period_x, period_y)``: element ``k`` sits at
+  ``(x0[k] mod period_x - margin, y0[k] mod period_y - margin)``, so a field
+  shifted by any amount (wrapping around) still covers the frame evenly, and
+  an element wraps only while it is out of sight (``margin`` > its radius).
+  """
+  cols = int(np.ceil((width + 2 * margin) / spacing))
+  rows = int(np.ceil((height + 2 * margin) / spacing))
+  gx, gy = np.meshgrid((np.arange(cols) + 0.5) * spacing, (np.arange(rows) + 0.5) * spacing)
+  jitter = rng.uniform(-0.15, 0.15, (2, rows, cols)) * spacing
+  return (gx + jitter[0]).ravel(), (gy + jitter[1]).ravel(), cols * spacing, rows * spacing
 
 
-def _bar_mask(height, width, cx, cy, angle, length, thickness):
-  """Anti-aliased coverage ``[T, H, W]`` of a bar per frame (cx, cy, angle: ``[T]``)."""
-  yy, xx = _coords(height, width)
-  cx, cy, angle = (np.asarray(a, np.float32)[:, None, None] for a in (cx, cy, angle))
-  u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
-  v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
-  dist = np.maximum(np.abs(u) - length / 2, np.abs(v) - thickness / 2)
-  return np.clip(0.5 - dist, 0.0, 1.0)
+def _stamp(height: int, width: int, cx, cy, radius: float, coverage):
+  """Union (max) of the coverage ``[T, H, W]`` of ``K`` small elements.
+
+  ``cx``, ``cy``: ``[K, T]`` centres; ``coverage(k, dx, dy)`` gives element
+  ``k``'s anti-aliased coverage ``[T, P, P]`` at pixel offsets ``dx`` ``[T, 1, P]``,
+  ``dy`` ``[T, P, 1]`` from its centre. Each element is drawn in a
+  ``P x P`` window around its centre only, so a frame full of elements costs
+  about as much as one frame-sized mask.
+  """
+  cx, cy = np.asarray(cx, np.float64), np.asarray(cy, np.float64)
+  num, frames = cx.shape
+  half = int(np.ceil(radius)) + 1
+  offsets = np.arange(-half, half + 1)
+  size = len(offsets)
+  # A canvas with a border of one window, so windows never need clipping.
+  canvas = np.zeros((frames, height + 2 * size, width + 2 * size), np.float32)
+  ix, iy = np.round(cx).astype(np.int64), np.round(cy).astype(np.int64)
+  for k in range(num):
+    # Frames where the window overlaps the picture.
+    visible = ((ix[k] >= -half) & (ix[k] < width + half)
+               & (iy[k] >= -half) & (iy[k] < height + half))
+    if not visible.any():
+      continue
+    dx = (ix[k][:, None, None] + offsets[None, None, :]) - cx[k][:, None, None]
+    dy = (iy[k][:, None, None] + offsets[None, :, None]) - cy[k][:, None, None]
+    cover = coverage(k, dx, dy).astype(np.float32)
+    for t in np.flatnonzero(visible):
+      x, y = ix[k, t] + size - half, iy[k, t] + size - half
+      window = canvas[t, y:y + size, x:x + size]
+      np.maximum(window, cover[t], out=window)
+  return canvas[:, size:size + height, size:size + width]
 
 
-def _disk_mask(height, width, cx, cy, radius):
-  yy, xx = _coords(height, width)
-  cx, cy = (np.asarray(a, np.float32)[:, None, None] for a in (cx, cy))
-  dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) - radius
-  return np.clip(0.5 - dist, 0.0, 1.0)
+def _bar_coverage(angle, length, thickness):
+  """``coverage(k, dx, dy)`` of bars with per-element, per-frame ``angle`` ``[K, T]``."""
+  def coverage(k, dx, dy):
+    a = angle[k][:, None, None]
+    u = dx * np.cos(a) + dy * np.sin(a)
+    v = -dx * np.sin(a) + dy * np.cos(a)
+    return np.clip(0.5 - np.maximum(np.abs(u) - length / 2, np.abs(v) - thickness / 2), 0.0, 1.0)
+  return coverage
 
 
-def _square_mask(height, width, cx, cy, half):
-  yy, xx = _coords(height, width)
-  cx, cy = (np.asarray(a, np.float32)[:, None, None] for a in (cx, cy))
-  half = np.asarray(half, np.float32).reshape(-1, 1, 1)
-  dist = np.maximum(np.abs(xx - cx), np.abs(yy - cy)) - half
-  return np.clip(0.5 - dist, 0.0, 1.0)
-
-
-def _bounce(start, velocity, lo, hi, times):
-  """Positions of a point moving at ``velocity`` that reflects off [lo, hi]."""
-  span = max(hi - lo, 1e-6)
-  raw = (start - lo) + velocity * times
-  folded = np.mod(raw, 2 * span)
-  return lo + np.where(folded > span, 2 * span - folded, folded)
-
-
-def _drift(rng, times, lo_x, hi_x, lo_y, hi_y, max_speed):
-  """A slow random drift in a random direction, kept inside the frame."""
-  direction = rng.uniform(0, 2 * np.pi)
-  speed = rng.uniform(0, max_speed)
-  cx = _bounce(rng.uniform(lo_x, hi_x), speed * np.cos(direction), lo_x, hi_x, times)
-  cy = _bounce(rng.uniform(lo_y, hi_y), speed * np.sin(direction), lo_y, hi_y, times)
+def _field_positions(x0, y0, period_x, period_y, margin, shift_x, shift_y):
+  """Centres ``[K, T]`` of a field shifted by ``(shift_x, shift_y)`` ``[T]`` (wrapping)."""
+  cx = np.mod(x0[:, None] + shift_x[None, :], period_x) - margin
+  cy = np.mod(y0[:, None] + shift_y[None, :], period_y) - margin
   return cx, cy
 
 
-def _moving_bar(rng, motion, times, height, width):
-  """Coverage of the visual-group bar; ``motion`` is the class name."""
+def _bar_field(rng, motion, times, height, width):
+  """Coverage of the visual group: a field of bars that all move the same way.
+
+  ``left_right`` / ``up_down``: the field slides along x / y (either way) at
+  1-2 grid spacings per second; ``rotating``: the bars stay put and spin.
+  Bars start at random angles, so only their motion tells the classes apart;
+  motion fills the frame, so every crop of it shows the class.
+  """
   short = min(height, width)
-  length = rng.uniform(0.45, 0.6) * short
-  thickness = rng.uniform(0.12, 0.17) * short
-  radius = length / 2 + 1  # bounding radius, whatever the orientation
-  lo_x, hi_x, lo_y, hi_y = radius, width - radius, radius, height - radius
-  # Speeds are in bar lengths per second so that they scale with --size.
-  speed = rng.uniform(1.0, 2.0) * length * rng.choice([-1.0, 1.0])
-  t = len(times)
+  spacing = rng.uniform(0.3, 0.38) * short
+  length = rng.uniform(0.6, 0.8) * spacing
+  thickness = rng.uniform(0.2, 0.28) * spacing
+  margin = length / 2 + 2
+  x0, y0, px, py = _field(rng, height, width, spacing, margin)
+  num, t = len(x0), len(times)
+  angle0 = rng.uniform(0, np.pi, num)
+  direction = rng.choice([-1.0, 1.0])
+  speed = rng.uniform(1.0, 2.0) * spacing
+  still = np.zeros(t)
   if motion == 'rotating':
-    cx = np.full(t, rng.uniform(lo_x, hi_x))
-    cy = np.full(t, rng.uniform(lo_y, hi_y))
-    angle = rng.uniform(0, np.pi) + rng.choice([-1.0, 1.0]) * rng.uniform(1.5, 3.0) * times
-  else:
-    angle = np.full(t, rng.uniform(0, np.pi))
+    spin = direction * rng.uniform(1.5, 3.0)
+    angle = angle0[:, None] + spin * times[None, :]
+    cx, cy = _field_positions(x0, y0, px, py, margin, still, still)
+  elif motion in ('left_right', 'up_down'):
+    angle = np.repeat(angle0[:, None], t, axis=1)
+    shift = direction * speed * times
     if motion == 'left_right':
-      cx = _bounce(rng.uniform(lo_x, hi_x), speed, lo_x, hi_x, times)
-      cy = np.full(t, rng.uniform(lo_y, hi_y))
-    elif motion == 'up_down':
-      cx = np.full(t, rng.uniform(lo_x, hi_x))
-      cy = _bounce(rng.uniform(lo_y, hi_y), speed, lo_y, hi_y, times)
+      cx, cy = _field_positions(x0, y0, px, py, margin, shift, still)
     else:
-      raise ValueError(f'unknown motion {motion!r}')
-  return _bar_mask(height, width, cx, cy, angle, length, thickness)
+      cx, cy = _field_positions(x0, y0, px, py, margin, still, shift)
+  else:
+    raise ValueError(f'unknown motion {motion!r}')
+  return _stamp(height, width, cx, cy, margin, _bar_coverage(angle, length, thickness))
 
 
-def _drifting_disk(rng, times, height, width):
-  """Coverage of the audio-group disk: the same scene for every audio class."""
+def _disk_field(rng, times, height, width):
+  """Coverage of the audio group: a still field of disks, the same for every audio class."""
   short = min(height, width)
-  radius = rng.uniform(0.15, 0.22) * short
-  cx, cy = _drift(rng, times, radius + 1, width - radius - 1, radius + 1, height - radius - 1,
-                  max_speed=0.3 * radius)
-  return _disk_mask(height, width, cx, cy, radius)
+  spacing = rng.uniform(0.3, 0.38) * short
+  radius = rng.uniform(0.25, 0.32) * spacing
+  margin = radius + 2
+  x0, y0, px, py = _field(rng, height, width, spacing, margin)
+  still = np.zeros(len(times))
+  cx, cy = _field_positions(x0, y0, px, py, margin, still, still)
+
+  def coverage(k, dx, dy):
+    return np.clip(0.5 - (np.sqrt(dx ** 2 + dy ** 2) - radius), 0.0, 1.0)
+  return _stamp(height, width, cx, cy, margin, coverage)
+
+
+def _square_field(rng, times, height, width, flash):
+  """Coverage of the audiovisual group: a still field of squares that all swell by
+  25% with ``flash`` ``[T]`` (in [0, 1])."""
+  short = min(height, width)
+  spacing = rng.uniform(0.3, 0.38) * short
+  half = rng.uniform(0.2, 0.26) * spacing
+  margin = 1.25 * half + 2
+  x0, y0, px, py = _field(rng, height, width, spacing, margin)
+  still = np.zeros(len(times))
+  cx, cy = _field_positions(x0, y0, px, py, margin, still, still)
+  grow = (half * (1.0 + 0.25 * np.asarray(flash)))[:, None, None]
+
+  def coverage(k, dx, dy):
+    return np.clip(0.5 - (np.maximum(np.abs(dx), np.abs(dy)) - grow), 0.0, 1.0)
+  return _stamp(height, width, cx, cy, margin, coverage)
 
 
 def _flash_envelope(times, onsets):
@@ -328,11 +386,11 @@ def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int
 
   frames, colour = _scene(rng, num_frames, height, width)
   if spec.modality == 'visual':
-    mask = _moving_bar(rng, class_name, times, height, width)
+    mask = _bar_field(rng, class_name, times, height, width)
     colours = np.broadcast_to(colour, (num_frames, 3))
     sound = _ambient(rng, t, sample_rate)
   elif spec.modality == 'audio':
-    mask = _drifting_disk(rng, times, height, width)
+    mask = _disk_field(rng, times, height, width)
     colours = np.broadcast_to(colour, (num_frames, 3))
     sound = {'whistle': _whistle, 'hum': _hum, 'noise_bursts': _noise_bursts}[class_name](
         rng, t, sample_rate)
@@ -344,13 +402,8 @@ def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int
     phase = rng.uniform(0.0, period)
     onsets = phase + period * np.arange(-2, int(duration_sec / period) + 2)
     offset = 0.0 if class_name == 'click_in_sync' else period / 2
-    short = min(height, width)
-    half = rng.uniform(0.14, 0.19) * short
     flash = _flash_envelope(times, onsets)
-    grow = half * (1.0 + 0.25 * flash)
-    cx, cy = _drift(rng, times, 1.25 * half + 1, width - 1.25 * half - 1,
-                    1.25 * half + 1, height - 1.25 * half - 1, max_speed=0.3 * half)
-    mask = _square_mask(height, width, cx, cy, grow)
+    mask = _square_field(rng, times, height, width, flash)
     colours = colour + (1.0 - colour) * 0.85 * flash[:, None]
     sound = _clicks(rng, t, sample_rate, onsets + offset)
 

@@ -68,6 +68,21 @@ def test_weight_decay_skips_bn_and_bias():
     np.testing.assert_allclose(leaf, 0.0)
 
 
+def test_adamw_option_decays_only_kernels():
+  params = {'conv': {'kernel': jnp.ones((3, 3, 2, 4))}, 'bn': {'scale': jnp.ones(4)}}
+  c = common.base_config()
+  c.train.optimizer, c.train.weight_decay = 'adamw', 0.1
+  tx = optimizer.create_optimizer(c.train, lambda s: 1.0)
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  # Zero gradients: Adam's step is 0, decoupled weight decay gives -lr * wd * p.
+  np.testing.assert_allclose(updates['conv']['kernel'], -0.1)
+  np.testing.assert_allclose(updates['bn']['scale'], 0.0)
+  c.train.optimizer = 'lamb'
+  with pytest.raises(ValueError, match='sgd.*adamw'):
+    optimizer.create_optimizer(c.train, lambda s: 1.0)
+
+
 def test_gradient_clipping():
   c = common.base_config()
   c.train.weight_decay, c.train.momentum, c.train.grad_clip_norm = 0.0, 0.0, 1.0
@@ -142,3 +157,20 @@ def test_drop_pathway_rate_over_many_steps():
   assert not bool(step.draw_drop_pathway(base, 0.0))
   # Same step, same draw: what a resumed run relies on.
   assert bool(drawn(17, 0.5)) == bool(drawn(17, 0.5))
+
+
+def test_library_info_logs_are_filtered_but_not_ours_or_warnings():
+  import logging as std_logging
+  import os
+  from avslowfast_jax import main as main_lib
+
+  def record(path, level):
+    return std_logging.LogRecord('absl', level, path, 1, 'msg', None, None)
+
+  ours = os.path.join(os.path.dirname(main_lib.__file__), 'train', 'trainer.py')
+  orbax = os.path.join(os.path.dirname(optax.__file__), '..', 'orbax', 'checkpoint', 'x.py')
+  keep = main_lib._own_or_important  # pylint: disable=protected-access
+  assert keep(record(ours, std_logging.INFO))
+  assert not keep(record(orbax, std_logging.INFO))
+  assert keep(record(orbax, std_logging.WARNING))
+  assert keep(record(orbax, std_logging.ERROR))

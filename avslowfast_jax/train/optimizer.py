@@ -1,4 +1,8 @@
-"""optax optimizer of the paper's recipes: SGD with momentum and masked weight decay."""
+"""optax optimizers: the paper's SGD with momentum and masked weight decay, or AdamW.
+
+AdamW (``train.optimizer = 'adamw'``) is for short schedules from scratch, such
+as the quickstart's few hundred CPU steps, where SGD has not yet got going.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +23,23 @@ def weight_decay_mask(params):
 
 
 def create_optimizer(train: ml_collections.ConfigDict, lr_fn: Callable) -> optax.GradientTransformation:
-  """Clip (optional) -> decoupled-in-gradient weight decay (masked) -> SGD momentum.
+  """Clip (optional) -> the optimizer of ``train.optimizer``.
 
-  Weight decay is added to the gradient before momentum, as in PyTorch's SGD
-  that the paper used.
+  ``'sgd'``: weight decay (masked) added to the gradient before momentum, as in
+  PyTorch's SGD that the paper used. ``'adamw'``: Adam with decoupled weight
+  decay (masked the same way, scaled by the learning rate as in optax).
   """
   parts = []
   if train.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(train.grad_clip_norm))
-  if train.weight_decay > 0:
-    parts.append(optax.add_decayed_weights(train.weight_decay, mask=weight_decay_mask))
-  parts.append(optax.sgd(lr_fn, momentum=train.momentum or None, nesterov=train.nesterov))
+  name = train.get('optimizer', 'sgd')
+  if name == 'sgd':
+    if train.weight_decay > 0:
+      parts.append(optax.add_decayed_weights(train.weight_decay, mask=weight_decay_mask))
+    parts.append(optax.sgd(lr_fn, momentum=train.momentum or None, nesterov=train.nesterov))
+  elif name == 'adamw':
+    parts.append(optax.adamw(lr_fn, b1=0.9, b2=0.999, weight_decay=train.weight_decay,
+                             mask=weight_decay_mask))
+  else:
+    raise ValueError(f"train.optimizer must be 'sgd' or 'adamw', got {name!r}")
   return optax.chain(*parts)
