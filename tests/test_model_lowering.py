@@ -29,6 +29,10 @@ _CASES = [
     ((2, 8, 7, 4), (3, 1, 4, 4), (2, 1)),
     ((2, 13, 11, 3), (7, 7, 3, 4), (2, 2)),
     ((2, 16, 5), (5, 5, 7), (4,)),
+    # Strides that do not divide the input, and one larger than the kernel
+    # (a phase no tap reaches: its input gradient is zero).
+    ((2, 9, 7, 4), (1, 3, 4, 4), (2, 2)),
+    ((1, 10, 8, 3), (3, 3, 3, 2), (3, 2)),
 ]
 
 
@@ -62,6 +66,17 @@ def test_kernel_grad_chunked_im2col(monkeypatch):
   _, vjp = jax.vjp(lambda k: conv_lib._conv_plain(x, k, strides, pad), _random(k_shape, 5))
   np.testing.assert_allclose(chunked, vjp(dy)[0], rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('padding', [((0, 2), (1, 0)), ((3, 1), (2, 2))])
+def test_strided_input_grad_any_padding(padding):
+  """The phase-split input gradient for padding the model does not use (asymmetric, wide)."""
+  x, k = _random((2, 11, 9, 3), 8), _random((3, 4, 3, 5), 9)
+  strides = (2, 3)
+  y, vjp = jax.vjp(lambda a: conv_lib._conv_plain(a, k, strides, padding), x)
+  dy = _random(y.shape, 10)
+  got = conv_lib.strided_conv_input_grad(dy, k, x.shape, strides, padding)
+  np.testing.assert_allclose(got, vjp(dy)[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('cin,cout', [(3, 8), (8, 3)])
@@ -110,7 +125,8 @@ def test_cpu_kernel_grad_choice():
   assert conv_lib._matmul_kernel_grad((3, 1, 32, 8), video=True)
   assert not conv_lib._matmul_kernel_grad((3, 3, 8, 8), video=True)
   assert conv_lib._matmul_kernel_grad((3, 3, 128, 128), video=True)
-  assert not conv_lib._matmul_kernel_grad((7, 7, 3, 64), video=True)
+  assert conv_lib._matmul_kernel_grad((7, 7, 3, 64), video=True)  # the Slow stem
+  assert not conv_lib._matmul_kernel_grad((7, 7, 3, 8), video=True)  # a Fast stem slice
 
 
 @pytest.mark.parametrize('shape', [(2, 3, 4, 5, 6), (1, 4, 7, 3)])

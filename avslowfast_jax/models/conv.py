@@ -59,7 +59,7 @@ def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
   Only on CPU. XLA CPU computes a conv's kernel gradient as another
   convolution whose "features" are the batch (N = 2) and whose window is the
   whole output map (e.g. 8 x 784). That is fast for a few-channel kxk conv
-  (stems, Fast res2) but 5-10x slower than matmuls for temporal (kx1) and wide
+  (the Fast stem, Fast res2) but 5-10x slower than matmuls for temporal (kx1) and wide
   convs: in the 8x8 R50 train step the Slow res4/res5 ``3x1x1`` conv_a alone
   took ~4 s. Inside ``lax.cond`` (the audio pathway under DropPathway) every
   such kernel gradient falls back to a naive loop, ~50x slower still, so
@@ -80,6 +80,11 @@ def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
     # chain that produced the input, recomputing it in transposed order
     # (~0.4 s for one Fast res2 conv_a input); the matmuls read it as it is.
     return True
+  if cin <= 4:
+    # The stems (RGB input). The Slow stem (7x7, 64 out) measured 120 ms with
+    # im2col against 176 ms for XLA's (267 ms inside the train step); the Fast
+    # stem's five 7x7 slices have 8 outputs each, where XLA's is faster.
+    return cout >= 64
   return cin * cout >= 128 * 128
 
 
@@ -126,6 +131,69 @@ def conv_kernel_grad(x, dy, kernel_shape, strides, padding):
   return dk.reshape(kernel_shape).astype(dy.dtype)
 
 
+def strided_conv_input_grad(dy, kernel, x_shape, strides, padding):
+  """Gradient of ``_conv_plain(x, kernel, strides, padding)`` w.r.t. ``x``, given ``dy``.
+
+  For a strided conv, XLA CPU computes the input gradient as one convolution
+  over ``dy`` dilated by the stride (``lhs_dilate``), which it does not hand to
+  its fast convolution library: Slow res3's stride-2 ``3x3`` took 187 ms of a
+  train step (56 ms alone) that this form does in 37 ms. Split ``x`` by
+  position modulo the stride (its *phases*): phase ``r`` of axis ``d`` only
+  receives kernel taps ``k`` with ``k = r + pad_lo (mod s)``, from ``dy`` at
+  offset ``(r + pad_lo - k) / s``. So each phase is a stride-1 convolution of
+  ``dy`` with those taps (a sub-kernel, channels transposed), and the phases
+  interleave back into ``dx``.
+  """
+  nd = len(strides)
+  ks = kernel.shape[:nd]
+  n_in = x_shape[1:1 + nd]
+  n_out = dy.shape[1:1 + nd]
+  cin = kernel.shape[-2]
+  # Per axis and phase: the taps (ascending dy offset) and the first offset.
+  phase_taps = []
+  for d in range(nd):
+    s, lo = strides[d], padding[d][0]
+    per_axis = []
+    for r in range(s):
+      taps = sorted((k for k in range(ks[d]) if (k - r - lo) % s == 0), reverse=True)
+      per_axis.append(taps)
+    phase_taps.append(per_axis)
+  sizes = [-(-n // s) for n, s in zip(n_in, strides)]  # positions per phase, rounded up
+  outs = {}
+  for phase in itertools.product(*(range(s) for s in strides)):
+    taps = [phase_taps[d][phase[d]] for d in range(nd)]
+    if any(not t for t in taps):
+      outs[phase] = None
+      continue
+    sub = kernel
+    for d, t in enumerate(taps):
+      sub = jnp.take(sub, jnp.asarray(t), axis=d)
+    sub = jnp.swapaxes(sub, -1, -2)  # [*k', Cout, Cin]
+    pads, starts = [], []
+    for d in range(nd):
+      r, s, lo = phase[d], strides[d], padding[d][0]
+      first = (r + lo - taps[d][0]) // s  # offset of the first tap (the smallest)
+      low = max(0, -first)
+      start = first + low
+      high = max(0, start + sizes[d] + len(taps[d]) - 1 - n_out[d] - low)
+      pads.append((low, high))
+      starts.append(start)
+    src = jnp.pad(dy, ((0, 0), *pads, (0, 0)))
+    index = (slice(None),) + tuple(slice(st, st + sz + len(t) - 1)
+                                    for st, sz, t in zip(starts, sizes, taps)) + (slice(None),)
+    outs[phase] = _conv_plain(src[index], sub, (1,) * nd, ((0, 0),) * nd)
+  # Interleave: dx[n, s*p + r] = outs[r][n, p], then crop to the input size.
+  zeros = jnp.zeros((dy.shape[0], *sizes, cin), dy.dtype)
+  stacked = jnp.stack([zeros if outs[ph] is None else outs[ph]
+                       for ph in itertools.product(*(range(s) for s in strides))], axis=1)
+  stacked = stacked.reshape(dy.shape[0], *strides, *sizes, cin)
+  # [N, r_1..r_nd, p_1..p_nd, C] -> [N, p_1, r_1, ..., p_nd, r_nd, C]
+  order = [0] + [i for d in range(nd) for i in (1 + nd + d, 1 + d)] + [1 + 2 * nd]
+  dx = stacked.transpose(order).reshape(dy.shape[0], *(s * z for s, z in zip(strides, sizes)),
+                                        cin)
+  return dx[(slice(None),) + tuple(slice(0, n) for n in n_in) + (slice(None),)]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv_cpu(x, kernel, strides, padding, matmul_grad=True):
   return _conv_plain(x, kernel, strides, padding)
@@ -143,9 +211,12 @@ def _conv_cpu_bwd(strides, padding, matmul_grad, res, dy):
   # transposed order, several times slower). This works for dy; XLA's layout
   # assignment can still hand the transposed layout of x back to its producer.
   x, dy = jax.lax.optimization_barrier((x, dy))
-  # Input gradient: XLA's own transposed convolution (as fast as the forward).
-  _, vjp_x = jax.vjp(lambda x_: _conv_plain(x_, kernel, strides, padding), x)
-  (dx,) = vjp_x(dy)
+  if any(s > 1 for s in strides):
+    dx = strided_conv_input_grad(dy, kernel, x.shape, strides, padding)
+  else:
+    # Input gradient: XLA's own transposed convolution (as fast as the forward).
+    _, vjp_x = jax.vjp(lambda x_: _conv_plain(x_, kernel, strides, padding), x)
+    (dx,) = vjp_x(dy)
   if matmul_grad:
     dk = conv_kernel_grad(x, dy, kernel.shape, strides, padding)
   else:
