@@ -15,44 +15,14 @@ every core it is given, as XLA does.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import json
+import os
 import statistics
 import sys
 import time
-import types
 
-
-@contextlib.contextmanager
-def _torchvision_stand_in():
-  """``pytorchvideo.models`` imports ``torchvision.ops.RoIAlign`` (only its
-  detection head uses it); where torchvision is absent or built for another
-  torch, a module whose RoIAlign cannot be built stands in during the import."""
-  try:
-    importlib.import_module('torchvision.ops')
-    yield
-    return
-  except Exception:  # pylint: disable=broad-except
-    pass
-
-  class RoIAlign:
-    def __init__(self, *args, **kwargs):
-      raise RuntimeError('torchvision is not installed (RoIAlign stand-in)')
-
-  saved = {k: sys.modules.get(k) for k in ('torchvision', 'torchvision.ops')}
-  package, ops = types.ModuleType('torchvision'), types.ModuleType('torchvision.ops')
-  ops.RoIAlign = RoIAlign
-  package.ops = ops
-  sys.modules.update({'torchvision': package, 'torchvision.ops': ops})
-  try:
-    yield
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        sys.modules.pop(k, None)
-      else:
-        sys.modules[k] = v
+# This checkout's package, not whichever one is installed (as train_step.py).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None):
@@ -63,7 +33,8 @@ def main(argv=None):
   args = parser.parse_args(argv)
   try:
     import torch
-    with _torchvision_stand_in():
+    from avslowfast_jax.tools.import_weights import torchvision_stand_in
+    with torchvision_stand_in():
       from pytorchvideo.models.audio_visual_slowfast import create_audio_visual_slowfast
   except ImportError as e:
     raise SystemExit(f'needs the import extra (pip install -e .[import]): {e}')

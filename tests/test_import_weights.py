@@ -6,13 +6,9 @@ weight random and non-trivial BatchNorm statistics; our model, filled by the
 importer, must give the same eval-mode logits (max abs difference < 1e-4, fp32).
 """
 
-import contextlib
 import copy
-import importlib
 import os
 import re
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -27,47 +23,9 @@ SIZE = 64  # frame size: small keeps the two R50 forwards cheap on 2 CPU cores
 TOL = 1e-4
 
 
-@contextlib.contextmanager
-def _torchvision_placeholder():
-  """Lets ``pytorchvideo.models`` import where torchvision is absent.
-
-  PyTorchVideo's model package imports ``torchvision.ops.RoIAlign`` at import
-  time, only for its detection head (``create_res_roi_pooling_head``), which
-  ``create_slowfast`` never builds. torchvision wheels are pinned to one torch
-  release, so it often cannot be installed next to the torch we have; a
-  placeholder module with a ``RoIAlign`` that cannot be instantiated is enough
-  and is removed from ``sys.modules`` again afterwards.
-  """
-  try:
-    importlib.import_module('torchvision.ops')
-    yield
-    return
-  except Exception:  # absent, or present but built for another torch
-    pass
-  saved = {k: sys.modules.get(k) for k in ('torchvision', 'torchvision.ops')}
-
-  class RoIAlign:  # noqa: D401 - placeholder
-    def __init__(self, *args, **kwargs):
-      raise RuntimeError('placeholder RoIAlign: torchvision is not installed')
-
-  tv = types.ModuleType('torchvision')
-  ops = types.ModuleType('torchvision.ops')
-  ops.RoIAlign = RoIAlign
-  tv.ops = ops
-  sys.modules.update({'torchvision': tv, 'torchvision.ops': ops})
-  try:
-    yield
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        sys.modules.pop(k, None)
-      else:
-        sys.modules[k] = v
-
-
 def _create_slowfast():
   pytest.importorskip('pytorchvideo')
-  with _torchvision_placeholder():
+  with iw.torchvision_stand_in():
     from pytorchvideo.models.slowfast import create_slowfast
   return create_slowfast
 

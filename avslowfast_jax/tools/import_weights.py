@@ -65,11 +65,14 @@ class count or the wider AVSlowFast head that also takes the audio features).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import re
 import sys
+import types
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -80,6 +83,46 @@ _LATERAL_STAGE = {1: 'pool1', 2: 'res2', 3: 'res3', 4: 'res4'}
 _STAGE = {2: 'res2', 3: 'res3', 4: 'res4', 5: 'res5'}
 _PATHWAY = {0: 'slow', 1: 'fast'}
 _BN_LEAF = {'weight': 'scale', 'bias': 'bias', 'running_mean': 'mean', 'running_var': 'var'}
+
+
+@contextlib.contextmanager
+def torchvision_stand_in():
+  """Lets ``pytorchvideo.models`` be imported where torchvision is not usable.
+
+  PyTorchVideo's model package imports ``torchvision.ops.RoIAlign`` at import
+  time, only for its detection head, which the SlowFast and AVSlowFast
+  builders never build. torchvision wheels are pinned to one torch release, so
+  it often cannot be installed next to the torch we have (or is installed but
+  fails to load). Then, during the ``with`` body, a stand-in module whose
+  ``RoIAlign`` cannot be constructed takes its place in ``sys.modules``; it is
+  removed again afterwards.
+  """
+  try:
+    importlib.import_module('torchvision.ops')
+    usable = True
+  except Exception:  # pylint: disable=broad-except  # absent, or built for another torch
+    usable = False
+  if usable:
+    yield
+    return
+
+  class RoIAlign:
+    def __init__(self, *args, **kwargs):
+      raise RuntimeError('torchvision is not installed (RoIAlign stand-in)')
+
+  saved = {k: sys.modules.get(k) for k in ('torchvision', 'torchvision.ops')}
+  package, ops = types.ModuleType('torchvision'), types.ModuleType('torchvision.ops')
+  ops.RoIAlign = RoIAlign
+  package.ops = ops
+  sys.modules.update({'torchvision': package, 'torchvision.ops': ops})
+  try:
+    yield
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        sys.modules.pop(k, None)
+      else:
+        sys.modules[k] = v
 
 
 class WeightImportError(ValueError):
