@@ -36,6 +36,12 @@ _LIBRARY_LOGS = flags.DEFINE_bool(
     'every logged metric). By default only their warnings and errors are logged; this '
     "project's own INFO messages (progress, evaluation, checkpoints restored) always are.")
 
+_KEEP_HOST_MEMORY = flags.DEFINE_bool(
+    'keep_host_memory', True,
+    'CPU runs: run each step on the calling thread and keep freed heap pages in the process '
+    '(avslowfast_jax.host_memory), so XLA\'s per-step temporaries are not page-faulted anew '
+    'every step (~18% of an 8x8 R50 CPU train step). No effect on accelerator computations.')
+
 flags.mark_flags_as_required(['config', 'workdir'])
 
 # Where this project's code lives: INFO records from anywhere else are library chatter.
@@ -68,10 +74,15 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not _LIBRARY_LOGS.value:
     quiet_library_logs()
+  from avslowfast_jax import host_memory  # pylint: disable=g-import-not-at-top
+  if _KEEP_HOST_MEMORY.value:
+    host_memory.run_cpu_computations_on_calling_thread()  # before the CPU backend exists
   # Before any device is touched: the runtime must be up before jax.devices().
   from avslowfast_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   import jax  # pylint: disable=g-import-not-at-top
+  if _KEEP_HOST_MEMORY.value and jax.default_backend() == 'cpu':
+    host_memory.keep_freed_memory()
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)

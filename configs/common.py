@@ -52,6 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
   m.bn_group_size = 8  # BatchNorm statistics over groups of this many clips
   m.bn_momentum = 0.9  # flax convention (= PyTorch 0.1)
   m.bn_epsilon = 1e-5
+  # BN variance as E[x^2] - E[x]^2 (one pass; flax's default), else E[(x - mean)^2].
+  m.bn_fast_variance = True
   m.freeze_bn = False  # affine BN for fine-tuning
   m.drop_pathway_mode = 'pathway'  # 'pathway' (skip audio) | 'laterals' (zero laterals only)
   m.avs_embed_dim = 64  # projection of junction features for the AVS losses

@@ -34,37 +34,15 @@ except RuntimeError:  # TF already initialised its devices (then by the caller's
 
 _MAX_INT32 = 2**31 - 1
 
-# glibc's malloc (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD in <malloc.h>).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_malloc_tuned = False
-
-
 def tune_malloc(mmap_threshold: int = 32 << 20) -> bool:
-  """Serves allocations below ``mmap_threshold`` bytes from the heap (glibc only).
+  """Serves the ~10 MB record reads from the heap: ``host_memory.serve_from_heap``.
 
-  Each training clip reads its video's record (~10 MB for 10 s at short side
-  320) into a fresh buffer. By default glibc ``mmap``s every allocation above
-  its adaptive threshold and returns the pages on ``free``, so each read
-  page-faults ~2,500 zeroed pages: ~25% of the time spent reading
-  (benchmarks/input_pipeline.py: 40 -> 37 CPU ms per 4x16 clip). Raising the
-  mmap and trim thresholds keeps those pages in the process and reuses them.
-  The cost is memory the process keeps after a peak (bounded by what the
-  pipeline has in flight). No-op, returning False, where glibc is absent;
-  ``mmap_threshold <= 0`` disables it (``config.data.malloc_mmap_threshold``).
+  Each training clip reads its video's record into a fresh buffer; glibc's
+  default ``mmap``s and returns it every time (~25% of the time spent reading).
+  ``mmap_threshold <= 0`` leaves malloc alone (``config.data.malloc_mmap_threshold``).
   """
-  global _malloc_tuned
-  if _malloc_tuned or mmap_threshold <= 0:
-    return _malloc_tuned
-  try:
-    import ctypes
-    libc = ctypes.CDLL('libc.so.6')
-    # glibc caps the mmap threshold at 32 MiB on 64-bit; mallopt returns 1 on success.
-    ok = libc.mallopt(_M_MMAP_THRESHOLD, min(int(mmap_threshold), 32 << 20)) == 1
-    ok = ok and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
-  except (OSError, AttributeError):
-    ok = False
-  _malloc_tuned = ok
-  return ok
+  from avslowfast_jax import host_memory  # pylint: disable=g-import-not-at-top
+  return host_memory.serve_from_heap(mmap_threshold)
 
 
 def dataset_info(data_dir: str) -> dict:

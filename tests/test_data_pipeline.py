@@ -156,8 +156,12 @@ def test_inspect_writes_arrays_and_contact_sheet(data_dir, tmp_path, monkeypatch
 
 def test_tune_malloc_on_glibc():
   import platform
+  from avslowfast_jax import host_memory
   from data_pipelines import input_pipeline
-  assert input_pipeline.tune_malloc(0) is input_pipeline._malloc_tuned  # 0: leaves malloc alone
+  before = host_memory.state()
+  input_pipeline.tune_malloc(0)  # 0: leaves malloc alone
+  assert host_memory.state() == before
   if platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc':
     assert input_pipeline.tune_malloc(32 << 20) is True
-    assert input_pipeline._malloc_tuned
+    state = host_memory.state()
+    assert state['heap_served_below'] == 32 << 20 or state['mmap_disabled']

@@ -124,13 +124,16 @@ def test_cpu_kernel_grad_choice():
   assert conv_lib._matmul_kernel_grad((3, 1, 640, 256), video=True)
   assert conv_lib._matmul_kernel_grad((3, 1, 32, 8), video=True)
   assert not conv_lib._matmul_kernel_grad((3, 3, 8, 8), video=True)
-  assert conv_lib._matmul_kernel_grad((3, 3, 128, 128), video=True)
+  assert conv_lib._matmul_kernel_grad((3, 3, 128, 128), video=True, out_positions=28 * 28)
+  assert conv_lib._matmul_kernel_grad((3, 3, 64, 64), video=True, out_positions=56 * 56)
+  assert not conv_lib._matmul_kernel_grad((3, 3, 256, 256), video=True, out_positions=14 * 14)
   assert conv_lib._matmul_kernel_grad((7, 7, 3, 64), video=True)  # the Slow stem
   assert not conv_lib._matmul_kernel_grad((7, 7, 3, 8), video=True)  # a Fast stem slice
 
 
+@pytest.mark.parametrize('fast_variance', [True, False])
 @pytest.mark.parametrize('shape', [(2, 3, 4, 5, 6), (1, 4, 7, 3)])
-def test_batchnorm_cpu_vjp_matches_autodiff(shape):
+def test_batchnorm_cpu_vjp_matches_autodiff(shape, fast_variance):
   """The hand-written group-BatchNorm gradient (``norm._normalize_cpu``) equals
   autodiff of the plain formula, for the input, scale, bias, and the returned
   statistics' cotangents, with a ReLU after it as in the blocks."""
@@ -140,10 +143,52 @@ def test_batchnorm_cpu_vjp_matches_autodiff(shape):
   w = _random(shape, 3)
 
   def loss(fn, x, s, b):
-    y, mean, var = fn(x, s, b, 1e-5)
+    y, mean, var = fn(x, s, b, 1e-5, fast_variance)
     return jnp.sum(jax.nn.relu(y) * w) + 0.3 * jnp.sum(mean) + 0.7 * jnp.sum(var)
 
   want = jax.grad(lambda *a: loss(norm._normalize_plain, *a), argnums=(0, 1, 2))(x, scale, bias)
   got = jax.grad(lambda *a: loss(norm._normalize_cpu, *a), argnums=(0, 1, 2))(x, scale, bias)
   for g, ref in zip(got, want):
     np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-5 * float(jnp.abs(ref).max()))
+
+
+def test_batchnorm_fast_variance_agrees_with_two_pass():
+  """The one-pass variance matches the two-pass one on activations whose mean is
+  several times their spread, and a constant channel gets variance 0, not a
+  negative number (rsqrt would give NaN)."""
+  from avslowfast_jax.models import norm
+  x = _random((2, 4, 6, 6, 8), 0) * 2.0 + 5.0
+  x = x.at[..., 3].set(7.25)  # a constant channel
+  xg = x.reshape(1, 2, 4, 6, 6, 8)
+  mean_f, var_f, inv_f = norm._group_stats(xg, 1e-5, True)
+  mean_t, var_t, _ = norm._group_stats(xg, 1e-5, False)
+  np.testing.assert_allclose(mean_f, mean_t, rtol=1e-6)
+  np.testing.assert_allclose(var_f, var_t, rtol=1e-4, atol=1e-5)
+  assert float(var_f[..., 3].min()) >= 0.0 and bool(jnp.all(jnp.isfinite(inv_f)))
+
+
+@pytest.mark.parametrize('shape', [(2, 3, 8, 8, 4), (1, 2, 7, 9, 3), (2, 1, 5, 6, 2)])
+def test_max_pool_cpu_vjp_matches_autodiff(shape):
+  """The stem max-pool's hand-written gradient (``blocks._max_pool_cpu_bwd``)
+  routes each output's gradient to its window's maximum, as autodiff of the
+  maximum chain does (random inputs: no ties), for even and odd sizes."""
+  from avslowfast_jax.models import blocks
+  x = _random(shape, 0)
+  w = _random(blocks._max_pool_plain(x).shape, 1)
+  np.testing.assert_array_equal(blocks.max_pool_hw(x), blocks._max_pool_plain(x))
+  got = jax.jit(jax.grad(lambda a: jnp.sum(blocks.max_pool_hw(a) * w)))(x)
+  want = jax.grad(lambda a: jnp.sum(blocks._max_pool_plain(a) * w))(x)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_cpu_vjp_ties_go_to_the_first_maximum():
+  """With a window of equal values the whole gradient goes to its first tap
+  (PyTorch's choice), and every window's gradient is passed on exactly once."""
+  from avslowfast_jax.models import blocks
+  x = jnp.ones((1, 1, 4, 4, 1))
+  g = jax.grad(lambda a: jnp.sum(blocks.max_pool_hw(a)))(x)
+  # Outputs (2x2) take windows starting at padded rows/cols 0 and 2; the first
+  # real pixel of each window is (0,0), (0,1), (1,0), (1,1) ... in input terms.
+  assert float(jnp.sum(g)) == 4.0
+  np.testing.assert_array_equal(np.asarray(g)[0, 0, :, :, 0],
+                                [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])

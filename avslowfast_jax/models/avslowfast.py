@@ -51,6 +51,7 @@ class ModelConfig:
   bn_group_size: int = 8
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  bn_fast_variance: bool = True
   freeze_bn: bool = False
   drop_pathway_mode: str = 'pathway'
   avs_embed_dim: int = 64
@@ -107,6 +108,7 @@ class AVSlowFast(nn.Module):
     c = self.config
     return functools.partial(GroupBatchNorm, group_size=c.bn_group_size, momentum=c.bn_momentum,
                              epsilon=c.bn_epsilon, frozen=c.freeze_bn,
+                             fast_variance=c.bn_fast_variance,
                              dtype=_DTYPES[c.dtype])
 
   def _audio_laterals(self, slow_len: int, fast_len: int) -> tuple:

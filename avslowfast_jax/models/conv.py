@@ -53,7 +53,7 @@ def _conv_plain(x, kernel, strides, padding):
       dimension_numbers=dn)
 
 
-def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
+def _matmul_kernel_grad(kernel_shape, video: bool, out_positions: int = 0) -> bool:
   """Whether this conv's kernel gradient should be computed as matmuls.
 
   Only on CPU. XLA CPU computes a conv's kernel gradient as another
@@ -64,8 +64,9 @@ def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
   took ~4 s. Inside ``lax.cond`` (the audio pathway under DropPathway) every
   such kernel gradient falls back to a naive loop, ~50x slower still, so
   spectrogram (non-video) convs always use matmuls, and so do temporal video
-  convs (below). For ``kxk`` convs the threshold is where the two measured
-  equal on the 8x8 R50 shapes (docs/models.md, CPU speed).
+  convs (below). For ``kxk`` convs (``out_positions``: output positions per
+  frame) the thresholds follow what was measured on the 8x8 R50 shapes
+  (docs/models.md, CPU speed).
   GPUs/TPUs have fast native kernel-gradient convs and keep plain autodiff.
   """
   if jax.default_backend() != 'cpu':
@@ -85,7 +86,11 @@ def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
     # im2col against 176 ms for XLA's (267 ms inside the train step); the Fast
     # stem's five 7x7 slices have 8 outputs each, where XLA's is faster.
     return cout >= 64
-  return cin * cout >= 128 * 128
+  # Measured alone, with avslowfast_jax.host_memory's settings, XLA's form
+  # against im2col: Slow res2 (64 ch, 56x56) 99-120 vs 64 ms, Slow res3 (128 ch,
+  # 28x28) 64 vs 32 ms; Slow res4 (256 ch, 14x14) 17 vs 19 ms, Slow res5 equal;
+  # the Fast pathway's narrow convs (8-64 ch) are faster in XLA's form.
+  return cin * cout >= 64 * 64 and out_positions >= 28 * 28
 
 
 # Budget (elements) of one im2col chunk in the kernel gradient: big enough that
@@ -194,6 +199,25 @@ def strided_conv_input_grad(dy, kernel, x_shape, strides, padding):
   return dx[(slice(None),) + tuple(slice(0, n) for n in n_in) + (slice(None),)]
 
 
+def conv_input_grad(dy, kernel, padding):
+  """Gradient of a stride-1 ``_conv_plain(x, kernel, 1, padding)`` w.r.t. ``x``, given ``dy``.
+
+  The forward convolution of ``dy`` with the kernel flipped in space and its
+  channel axes swapped, padded by ``k - 1 - pad``. Autodiff emits the same
+  convolution with the flip and swap left to XLA, which rewrites it into this
+  form in the entry computation but not inside ``lax.cond`` branches (the
+  audio pathway under DropPathway), where the convolution then misses XLA
+  CPU's fast library (~17-20 ms for each audio res2 conv's input gradient;
+  with this form the audio pathway's backward went from 424 to 243 ms of op
+  time in a profiled 8x8 R50 train step).
+  """
+  nd = kernel.ndim - 2
+  ks = kernel.shape[:nd]
+  flipped = jnp.swapaxes(jnp.flip(kernel, axis=tuple(range(nd))), -1, -2)
+  pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(ks, padding))
+  return _conv_plain(dy, flipped, (1,) * nd, pads)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv_cpu(x, kernel, strides, padding, matmul_grad=True):
   return _conv_plain(x, kernel, strides, padding)
@@ -214,9 +238,7 @@ def _conv_cpu_bwd(strides, padding, matmul_grad, res, dy):
   if any(s > 1 for s in strides):
     dx = strided_conv_input_grad(dy, kernel, x.shape, strides, padding)
   else:
-    # Input gradient: XLA's own transposed convolution (as fast as the forward).
-    _, vjp_x = jax.vjp(lambda x_: _conv_plain(x_, kernel, strides, padding), x)
-    (dx,) = vjp_x(dy)
+    dx = conv_input_grad(dy, kernel, padding)
   if matmul_grad:
     dk = conv_kernel_grad(x, dy, kernel.shape, strides, padding)
   else:
@@ -233,7 +255,9 @@ def _conv(x, kernel, strides, padding, video=True):
   strides = tuple(int(s) for s in strides)
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
   if jax.default_backend() == 'cpu':
-    return _conv_cpu(x, kernel, strides, padding, _matmul_kernel_grad(kernel.shape, video))
+    out_positions = math.prod(-(-n // s) for n, s in zip(x.shape[1:-1], strides))
+    return _conv_cpu(x, kernel, strides, padding,
+                     _matmul_kernel_grad(kernel.shape, video, out_positions))
   return _conv_plain(x, kernel, strides, padding)
 
 

@@ -1,0 +1,82 @@
+"""avslowfast_jax.host_memory: CPU steps reuse their temporaries' pages."""
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from avslowfast_jax import host_memory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GLIBC = platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc'
+
+# A jitted function whose 128 MiB of XLA temporaries are allocated and freed on
+# every call; prints the minor page faults per call after two warm-up calls.
+_PROBE = textwrap.dedent('''
+    import resource, sys
+    from avslowfast_jax import host_memory
+    if sys.argv[1] == 'keep':
+      assert host_memory.keep_host_memory()
+    import jax, jax.numpy as jnp
+    x = jnp.ones((2048, 8192), jnp.float32)
+    w = jnp.ones((8192, 8), jnp.float32)
+    f = jax.jit(lambda x: (jnp.sin(x) @ w).sum() + jnp.cos(x).sum())
+    assert f.lower(x).compile().memory_analysis().temp_size_in_bytes >= 100 << 20
+    f(x).block_until_ready(); f(x).block_until_ready()
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+      f(x).block_until_ready()
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) // 3)
+    ''')
+
+
+def _faults_per_call(mode: str) -> int:
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  env.pop('XLA_FLAGS', None)
+  out = subprocess.run([sys.executable, '-c', _PROBE, mode], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, check=True)
+  return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not GLIBC, reason='glibc malloc only')
+def test_kept_memory_is_not_page_faulted_again():
+  """Without the settings every call faults its 128 MiB of temporaries in
+  again (~32k pages); with them the pages are reused."""
+  default, kept = _faults_per_call('default'), _faults_per_call('keep')
+  assert default > 20_000, default
+  assert kept < 2_000, kept
+
+
+def test_sync_dispatch_refuses_once_backends_exist():
+  """Asynchronous dispatch can only be turned off before the CPU backend
+  starts; afterwards the call changes nothing and says so."""
+  import jax
+  jax.devices()
+  assert host_memory.run_cpu_computations_on_calling_thread() is host_memory.state()[
+      'sync_cpu_dispatch']
+
+
+@pytest.mark.skipif(not GLIBC, reason='glibc malloc only')
+def test_input_pipeline_setting_never_undoes_kept_memory():
+  """The input pipeline's milder setting (1 GiB trim threshold) must not
+  re-enable trimming once ``keep_freed_memory`` disabled it. (In a child
+  process: the settings are process-wide.)"""
+  code = textwrap.dedent('''
+      from avslowfast_jax import host_memory
+      from data_pipelines import input_pipeline
+      assert input_pipeline.tune_malloc(32 << 20)
+      assert host_memory.state()['heap_served_below'] == 32 << 20
+      assert host_memory.keep_freed_memory()
+      assert input_pipeline.tune_malloc(16 << 20)
+      state = host_memory.state()
+      assert state['mmap_disabled'] and state['trim_disabled'], state
+      assert input_pipeline.tune_malloc(0)  # 0: leaves malloc alone, reports it tuned
+      print('ok')
+      ''')
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, '-c', code], env=env, cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0 and out.stdout.strip().endswith('ok'), out.stderr[-2000:]
