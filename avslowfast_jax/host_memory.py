@@ -98,10 +98,17 @@ def run_cpu_computations_on_calling_thread() -> bool:
   backends are not affected.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  if xla_bridge.backends_are_initialized():
+  try:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    started = xla_bridge.backends_are_initialized()
+  except (ImportError, AttributeError):  # another jax version: assume not started
+    started = False
+  if started:
     return _state['sync_cpu_dispatch']
-  jax.config.update('jax_cpu_enable_async_dispatch', False)
+  try:
+    jax.config.update('jax_cpu_enable_async_dispatch', False)
+  except (AttributeError, KeyError, ValueError):  # a jax without the option
+    return False
   _state['sync_cpu_dispatch'] = True
   return True
 
