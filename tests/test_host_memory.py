@@ -52,11 +52,22 @@ def test_kept_memory_is_not_page_faulted_again():
 
 def test_sync_dispatch_refuses_once_backends_exist():
   """Asynchronous dispatch can only be turned off before the CPU backend
-  starts; afterwards the call changes nothing and says so."""
-  import jax
-  jax.devices()
-  assert host_memory.run_cpu_computations_on_calling_thread() is host_memory.state()[
-      'sync_cpu_dispatch']
+  starts: in a fresh process, after ``jax.devices()`` the call returns False
+  and records nothing; before it, it returns True."""
+  code = textwrap.dedent('''
+      import sys
+      from avslowfast_jax import host_memory
+      import jax
+      if sys.argv[1] == 'late':
+        jax.devices()
+      print(host_memory.run_cpu_computations_on_calling_thread(),
+            host_memory.state()['sync_cpu_dispatch'])
+      ''')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  for mode, want in (('late', 'False False'), ('early', 'True True')):
+    out = subprocess.run([sys.executable, '-c', code, mode], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == want, (mode, out.stdout, out.stderr[-1000:])
 
 
 @pytest.mark.skipif(not GLIBC, reason='glibc malloc only')
