@@ -90,7 +90,9 @@ def max_pool_hw(x: jax.Array) -> jax.Array:
   reduce_window, but its gradient is elementwise selects instead of XLA's
   select-and-scatter, which is slow on CPU. On CPU the gradient is
   hand-written (:func:`_max_pool_cpu_bwd`): autodiff's nine input-sized pads
-  were ~2.3 GB of memory traffic in the 8x8 R50 train step.
+  were ~2.3 GB of memory traffic in the 8x8 R50 train step (estimated from the
+  compiled HLO); fwd+bwd alone at the Slow/Fast stem shapes went from 25.5/61.5
+  to 12.1/18.3 ms.
   """
   if jax.default_backend() == 'cpu':
     return _max_pool_cpu(x, (x.shape[2], x.shape[3]))

@@ -37,7 +37,9 @@ def _group_stats(xg, epsilon, fast_variance):
   sums read straight from ``x``, clamped at 0. Otherwise two passes,
   ``E[(x - mean)^2]``, for which XLA CPU first writes ``x - mean`` out in full
   (its reduction library takes no fused producer): one more write and read of
-  every BN input, ~5% of the 8x8 R50 CPU train step. In fp32 the one-pass form
+  every BN input (with the max-pool change, the 8x8 R50 CPU step's elementwise
+  traffic estimated from the compiled HLO fell from 34.7 to 28.3 GB; the
+  wall-clock gain was within this machine's noise). In fp32 the one-pass form
   loses digits only when a channel's mean is orders of magnitude above its
   spread.
   """
