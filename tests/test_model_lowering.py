@@ -124,11 +124,12 @@ def test_cpu_kernel_grad_choice():
   assert conv_lib._matmul_kernel_grad((3, 1, 640, 256), video=True)
   assert conv_lib._matmul_kernel_grad((3, 1, 32, 8), video=True)
   assert not conv_lib._matmul_kernel_grad((3, 3, 8, 8), video=True)
-  assert conv_lib._matmul_kernel_grad((3, 3, 128, 128), video=True, out_positions=28 * 28)
-  assert conv_lib._matmul_kernel_grad((3, 3, 64, 64), video=True, out_positions=56 * 56)
-  assert not conv_lib._matmul_kernel_grad((3, 3, 256, 256), video=True, out_positions=14 * 14)
+  assert conv_lib._matmul_kernel_grad((3, 3, 128, 128), video=True)
+  assert conv_lib._matmul_kernel_grad((3, 3, 64, 64), video=True)
+  assert not conv_lib._matmul_kernel_grad((3, 3, 32, 64), video=True)
   assert conv_lib._matmul_kernel_grad((7, 7, 3, 64), video=True)  # the Slow stem
   assert not conv_lib._matmul_kernel_grad((7, 7, 3, 8), video=True)  # a Fast stem slice
+  assert conv_lib._matmul_kernel_grad((7, 7, 3, 40), video=True)  # the Fast stem, taps as outputs
 
 
 @pytest.mark.parametrize('fast_variance', [True, False])
@@ -192,3 +193,38 @@ def test_max_pool_cpu_vjp_ties_go_to_the_first_maximum():
   assert float(jnp.sum(g)) == 4.0
   np.testing.assert_array_equal(np.asarray(g)[0, 0, :, :, 0],
                                 [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize('kernel,strides', [
+    ((5, 7, 7), (1, 2, 2)), ((3, 3, 3), (1, 1, 1)), ((3, 3, 3), (2, 2, 2)),
+    ((3, 1, 1), (1, 1, 1)), ((3, 1, 1), (1, 2, 2)), ((5, 1, 1), (4, 1, 1)), ((1, 1, 3), (1, 1, 1)),
+    ((3, 1), (1, 1)), ((1, 3), (2, 1)), ((3, 1), (2, 1))])
+def test_lowered_conv_grads_match_native(kernel, strides):
+  """The CPU lowerings against one native conv, values and both gradients:
+  the Fast stem (temporal taps as output channels, summed over shifted
+  frames; time-strided: a sum of 2-D convs), one-axis convs as one matmul with
+  the taps as outputs (stride 1 along the kernel; other strides by slicing),
+  strided one-axis convs as 2-D convs."""
+  cin, cout = 3, 4
+  shape = (2, 6, 13, 11, cin) if len(kernel) == 3 else (2, 9, 7, cin)
+  x, k = _random(shape, 11), _random((*kernel, cin, cout), 12)
+  pad = [(s // 2, s // 2) for s in kernel]
+  y, vjp = jax.vjp(lambda a, b: conv_lib.conv_nd(a, b, strides, pad, lower=True), x, k)
+  y_ref, vjp_ref = jax.vjp(lambda a, b: conv_lib.conv_nd(a, b, strides, pad, lower=False), x, k)
+  assert y.shape == y_ref.shape
+  np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+  dy = _random(y.shape, 13)
+  for got, want in zip(vjp(dy), vjp_ref(dy)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_shift_sum_with_taps_beyond_the_input():
+  """A kernel longer than the input: taps that only meet padding are skipped
+  (and a sum with no tap at all is zero)."""
+  x, k = _random((1, 2, 5, 3), 14), _random((7, 1, 3, 2), 15)
+  pad = [(3, 3), (0, 0)]
+  got = conv_lib.conv_nd(x, k, (1, 1), pad)
+  np.testing.assert_allclose(got, conv_lib._conv_plain(x, k, (1, 1), pad), rtol=1e-5, atol=1e-5)
+  y = jnp.ones((1, 2, 3, 6))
+  assert not conv_lib._shift_sum(y, 3, 2, (0, 0), 1).shape[1]  # no output frame at all
+  np.testing.assert_array_equal(conv_lib._shift_sum(y, 3, 2, (5, 5), 1)[:, :3], 0.0)

@@ -8,7 +8,8 @@ video kernels are degenerate (``1xkxk``, ``kx1x1``, ``1x1x1``), so those are
 lowered to 2-D convolutions or matmuls over reshaped activations. These are the
 same multiply-adds in a layout every backend handles well, so the lowering is
 used on GPU/TPU as well. Only on CPU, a full ``kt x kh x kw`` kernel (the Fast
-stem) becomes a sum of ``kt`` 2-D convolutions.
+stem) becomes one 2-D convolution with the ``kt`` temporal taps as extra
+output channels, summed over shifted frames.
 
 Also only on CPU, convolutions and 1x1 convs carry ``custom_vjp`` rules whose
 kernel gradients are matmuls (XLA CPU's own kernel-gradient convolutions were
@@ -53,7 +54,7 @@ def _conv_plain(x, kernel, strides, padding):
       dimension_numbers=dn)
 
 
-def _matmul_kernel_grad(kernel_shape, video: bool, out_positions: int = 0) -> bool:
+def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
   """Whether this conv's kernel gradient should be computed as matmuls.
 
   Only on CPU. XLA CPU computes a conv's kernel gradient as another
@@ -64,9 +65,8 @@ def _matmul_kernel_grad(kernel_shape, video: bool, out_positions: int = 0) -> bo
   took ~4 s. Inside ``lax.cond`` (the audio pathway under DropPathway) every
   such kernel gradient falls back to a naive loop, ~50x slower still, so
   spectrogram (non-video) convs always use matmuls, and so do temporal video
-  convs (below). For ``kxk`` convs (``out_positions``: output positions per
-  frame) the thresholds follow what was measured on the 8x8 R50 shapes
-  (docs/models.md, CPU speed).
+  convs (below). For ``kxk`` convs the thresholds follow what was measured on
+  the 8x8 R50 shapes (docs/models.md, CPU speed).
   GPUs/TPUs have fast native kernel-gradient convs and keep plain autodiff.
   """
   if jax.default_backend() != 'cpu':
@@ -83,14 +83,21 @@ def _matmul_kernel_grad(kernel_shape, video: bool, out_positions: int = 0) -> bo
     return True
   if cin <= 4:
     # The stems (RGB input). The Slow stem (7x7, 64 out) measured 120 ms with
-    # im2col against 176 ms for XLA's (267 ms inside the train step); the Fast
-    # stem's five 7x7 slices have 8 outputs each, where XLA's is faster.
-    return cout >= 64
+    # im2col against 176 ms for XLA's (267 ms inside the train step). A 7x7
+    # with 8 outputs (a slice of the Fast stem) is faster in XLA's form; the
+    # Fast stem as one conv with its 5 temporal taps as 40 outputs
+    # (_temporal_taps_as_outputs) took 339 ms forward plus kernel gradient with
+    # im2col against 906 ms with XLA's.
+    return cout >= 32
   # Measured alone, with avslowfast_jax.host_memory's settings, XLA's form
   # against im2col: Slow res2 (64 ch, 56x56) 99-120 vs 64 ms, Slow res3 (128 ch,
   # 28x28) 64 vs 32 ms; Slow res4 (256 ch, 14x14) 17 vs 19 ms, Slow res5 equal;
-  # the Fast pathway's narrow convs (8-64 ch) are faster in XLA's form.
-  return cin * cout >= 64 * 64 and out_positions >= 28 * 28
+  # the Fast pathway's narrow convs (8-64 ch) are faster in XLA's form. Inside
+  # the train step Slow res4/res5 are faster with im2col too (A/B in one
+  # process: 4.69 against 4.84 s per step): XLA's form needs the input
+  # transposed, and that copy is fused with the BN/ReLU of the temporal conv
+  # before it, recomputing its shifted sum (_shift_sum) in transposed order.
+  return cin * cout >= 64 * 64
 
 
 # Budget (elements) of one im2col chunk in the kernel gradient: big enough that
@@ -108,6 +115,51 @@ def _tap_slices(xp, tap, out_spatial, strides):
   return xp[tuple(idx)]
 
 
+# Strided convs with at most this many input channels take their kernel
+# gradient on the input split into stride phases (_phase_split_kernel_grad).
+_PHASE_SPLIT_MAX_CIN = 4
+
+
+def _phase_split_kernel_grad(x, dy, kernel_shape, strides, padding):
+  """:func:`conv_kernel_grad` of a strided conv, on the input split into phases.
+
+  ``x`` (padded) is rearranged space-to-depth: position ``s * b + r`` of each
+  axis becomes block ``b``, phase ``r``, and the phases join the channels. The
+  strided ``k``-tap conv is then a stride-1 conv with ``ceil(k / s)`` taps over
+  ``s^d * Cin`` channels (the kernel zero-padded to a multiple of ``s``), whose
+  im2col slices are contiguous in the input: for the RGB stems (stride 2,
+  3 channels) these copies, not the matmuls, were the kernel gradient's cost.
+  """
+  nd = len(strides)
+  ks = tuple(kernel_shape[:nd])
+  cin, cout = kernel_shape[-2:]
+  out = dy.shape[1:1 + nd]
+  blocks = [o + -(-k // s) - 1 for o, k, s in zip(out, ks, strides)]
+  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  # Pad (zeros meet the kernel's padding taps) or crop (never reached) each
+  # axis to exactly ``blocks * stride``.
+  for d, (b, s) in enumerate(zip(blocks, strides)):
+    size = xp.shape[1 + d]
+    if size < b * s:
+      widths = [(0, 0)] * xp.ndim
+      widths[1 + d] = (0, b * s - size)
+      xp = jnp.pad(xp, widths)
+    elif size > b * s:
+      xp = jax.lax.slice_in_dim(xp, 0, b * s, axis=1 + d)
+  n = x.shape[0]
+  split = xp.reshape(n, *itertools.chain.from_iterable(zip(blocks, strides)), cin)
+  order = [0] + [1 + 2 * d for d in range(nd)] + [2 + 2 * d for d in range(nd)] + [1 + 2 * nd]
+  xs = split.transpose(order).reshape(n, *blocks, math.prod(strides) * cin)
+  kb = [-(-k // s) for k, s in zip(ks, strides)]
+  dk = conv_kernel_grad(xs, dy, (*kb, math.prod(strides) * cin, cout), (1,) * nd,
+                        ((0, 0),) * nd)
+  # [*kb, *strides, Cin, Cout] -> [kb_1, s_1, ..., kb_d, s_d, Cin, Cout] -> crop.
+  dk = dk.reshape(*kb, *strides, cin, cout)
+  order = [i for d in range(nd) for i in (d, nd + d)] + [2 * nd, 2 * nd + 1]
+  dk = dk.transpose(order).reshape(*(b * s for b, s in zip(kb, strides)), cin, cout)
+  return dk[tuple(slice(0, k) for k in ks)]
+
+
 def conv_kernel_grad(x, dy, kernel_shape, strides, padding):
   """Gradient of ``_conv_plain(x, k, strides, padding)`` w.r.t. ``k``, given ``dy``.
 
@@ -118,6 +170,8 @@ def conv_kernel_grad(x, dy, kernel_shape, strides, padding):
   """
   ks = tuple(kernel_shape[:-2])
   cin, cout = kernel_shape[-2:]
+  if any(s > 1 for s in strides) and cin <= _PHASE_SPLIT_MAX_CIN:
+    return _phase_split_kernel_grad(x, dy, kernel_shape, strides, padding)
   xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
   out_spatial = dy.shape[1:-1]
   m = math.prod(dy.shape[:-1])
@@ -255,9 +309,7 @@ def _conv(x, kernel, strides, padding, video=True):
   strides = tuple(int(s) for s in strides)
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
   if jax.default_backend() == 'cpu':
-    out_positions = math.prod(-(-n // s) for n, s in zip(x.shape[1:-1], strides))
-    return _conv_cpu(x, kernel, strides, padding,
-                     _matmul_kernel_grad(kernel.shape, video, out_positions))
+    return _conv_cpu(x, kernel, strides, padding, _matmul_kernel_grad(kernel.shape, video))
   return _conv_plain(x, kernel, strides, padding)
 
 
@@ -292,6 +344,70 @@ def _pointwise_cpu_bwd(res, dy):
 _pointwise_cpu.defvjp(_pointwise_cpu_fwd, _pointwise_cpu_bwd)
 
 
+def _shift_sum(y, kt, d, padding, axis):
+  """``out[o] = sum_dt y[o + dt - lo][..., dt*d:(dt+1)*d]`` along ``axis``, zero outside.
+
+  The second half of a stride-1 conv computed with its ``kt`` taps as extra
+  output channels (``y``: every input position times every tap's kernel).
+  Only the narrow per-tap slices are padded, so XLA keeps the sum one fusion.
+  """
+  lo, hi = padding
+  t = y.shape[axis]
+  t_out = t + lo + hi - kt + 1
+  out = None
+  for dt in range(kt):
+    first = dt - lo
+    begin, end = max(first, 0), min(first + t_out, t)
+    if end <= begin:
+      continue  # this tap only ever meets padding
+    part = jax.lax.slice_in_dim(y, begin, end, axis=axis)[..., dt * d:(dt + 1) * d]
+    widths = [(0, 0)] * y.ndim
+    widths[axis] = (begin - first, first + t_out - end)
+    part = jnp.pad(part, widths)
+    out = part if out is None else out + part
+  if out is None:
+    shape = list(y.shape)
+    shape[axis], shape[-1] = t_out, d
+    return jnp.zeros(shape, y.dtype)
+  return out
+
+
+def _one_axis_taps_as_outputs(x, kernel, axis, padding):
+  """A stride-1 conv along one ``axis`` (kernel ``[k, C, D]``) as one matmul.
+
+  ``x @ [C, k * D]`` (every tap's kernel side by side) and a shifted sum of
+  the ``k`` slices. On CPU this replaces the ``kx1x1`` temporal convs (and the
+  spectrogram's ``3x1`` / ``1x3``): measured alone (docs/models.md, fifth
+  session), forward and backward of Slow res5's ``3x1x1`` conv_a took 42 ms
+  against 76 ms as a 2-D conv, Fast res3's 5.2 against 18.3 ms. The kernel
+  gradient is that of the pointwise matmul (:func:`_pointwise_cpu`); the
+  input gradient is one matmul with all taps instead of a convolution.
+  """
+  k, cin, cout = kernel.shape
+  wide = jnp.moveaxis(kernel, 0, 1).reshape(cin, k * cout)
+  y = _pointwise_cpu(x, wide)
+  return _shift_sum(y, k, cout, padding, axis)
+
+
+def _temporal_taps_as_outputs(x, kernel, spatial_strides, padding):
+  """A ``kt x kh x kw`` conv with time stride 1 as one 2-D conv with ``kt * D`` outputs.
+
+  Every frame goes through the 2-D conv with all ``kt`` temporal taps' kernels
+  side by side (``[kh, kw, C, kt * D]``); output frame ``t`` then sums slice
+  ``dt`` of frame ``t + dt - pad``. The same multiply-adds as ``kt`` 2-D convs
+  with ``D`` outputs over shifted frames, but one wide conv instead of several
+  narrow ones: for the Fast stem (``5x7x7``, 3 -> 8 channels) on the 8x8 R50's
+  64 frames at 224x224, measured alone (docs/models.md, fifth session): 123 ms
+  forward against 262 ms, and 339 ms forward plus kernel gradient against 543 ms.
+  """
+  n, t, h, w, c = x.shape
+  kt, kh, kw, _, d = kernel.shape
+  wide = jnp.moveaxis(kernel, 0, -2).reshape(kh, kw, c, kt * d)
+  z = _conv_cpu(x.reshape(n * t, h, w, c), wide, tuple(spatial_strides), tuple(padding[1:]),
+                _matmul_kernel_grad(wide.shape, True))
+  return _shift_sum(z.reshape(n, t, *z.shape[1:]), kt, d, padding[0], 1)
+
+
 def conv_nd(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
             padding: Sequence[tuple[int, int]], lower: bool = True) -> jax.Array:
   """Convolution of ``x`` ``[N, *spatial, C]`` with ``kernel`` ``[*k, C, D]``.
@@ -301,6 +417,16 @@ def conv_nd(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   """
   ks = kernel.shape[:-2]
   nd = len(ks)
+  long_axes = [a for a, k in enumerate(ks) if k > 1]
+  if (lower and jax.default_backend() == 'cpu' and len(long_axes) == 1
+      and strides[long_axes[0]] == 1):
+    # One kernel axis longer than 1, stride 1 along it (kx1x1 temporal convs,
+    # the spectrogram's 3x1 / 1x3): one matmul with the taps as outputs.
+    a = long_axes[0]
+    for axis, s in enumerate(strides):
+      x = _strided(x, axis + 1, s)
+    return _one_axis_taps_as_outputs(x, kernel.reshape(ks[a], *kernel.shape[-2:]), a + 1,
+                                     tuple(padding[a]))
   if lower and all(k == 1 for k in ks):
     # Pointwise: stride by slicing, then a matmul over channels.
     for axis, s in enumerate(strides):
@@ -324,10 +450,13 @@ def conv_nd(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
       h, w = x.shape[2:4]
       y = _conv(x.reshape(n, t, h * w, c), kernel[:, 0], (st, 1), (padding[0], (0, 0)))
       return y.reshape(n, y.shape[1], h, w, y.shape[-1])
-    if jax.default_backend() == 'cpu':
+    if jax.default_backend() == 'cpu' and st == 1:
       # kt x kh x kw (the Fast stem): XLA CPU's 3-D conv, and above all its
-      # kernel gradient, is orders of magnitude slower than kt 2-D convs over
-      # time-shifted slices, summed. GPUs/TPUs keep the native 3-D conv.
+      # kernel gradient, is orders of magnitude slower than 2-D convs. GPUs/TPUs
+      # keep the native 3-D conv.
+      return _temporal_taps_as_outputs(x, kernel, (sh, sw), padding)
+    if jax.default_backend() == 'cpu':
+      # The same with a time stride: kt 2-D convs over time-shifted slices, summed.
       xp = jnp.pad(x, ((0, 0), padding[0], (0, 0), (0, 0), (0, 0)))
       t_out = (xp.shape[1] - kt) // st + 1
       out = None
