@@ -33,6 +33,24 @@ def test_train_step_benchmark_tiny():
   assert math.isfinite(out['loss']) and out['params'] > 0
 
 
+def test_ab_train_step_with_the_previous_lowerings():
+  """The A/B harness compiles the current lowerings and all previous ones
+  (benchmarks/previous_lowerings.py) into the same model: same loss."""
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/ab_train_step.py', '--config',
+       'configs/quickstart.py:avslowfast', '--batch_size', '2', '--image_size', '64',
+       '--rounds', '2', '--variant', 'pass', '--variant',
+       'previous.one_axis_as_2d_conv(); previous.fast_stem_as_sum_of_2d_convs(); '
+       'previous.kxk_kernel_grad_needs_28x28(); previous.no_phase_split()'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  current, previous = [json.loads(l) for l in result.stdout.strip().splitlines()[-2:]]
+  assert current['variant'] == 'pass' and len(current['all']) == len(previous['all']) == 2
+  assert math.isfinite(current['loss'])
+  assert math.isclose(current['loss'], previous['loss'], rel_tol=1e-4, abs_tol=1e-5)
+
+
 def test_input_pipeline_benchmark_small(tmp_path):
   out = _run(['benchmarks/input_pipeline.py', '--num_videos', '2', '--num_clips', '16',
               '--batch_size', '4', '--baseline_clips', '2', '--num_workers', '1'],

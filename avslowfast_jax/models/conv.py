@@ -7,9 +7,10 @@ XLA's CPU backend runs 3-D convolutions far slower than 2-D ones, and most
 video kernels are degenerate (``1xkxk``, ``kx1x1``, ``1x1x1``), so those are
 lowered to 2-D convolutions or matmuls over reshaped activations. These are the
 same multiply-adds in a layout every backend handles well, so the lowering is
-used on GPU/TPU as well. Only on CPU, a full ``kt x kh x kw`` kernel (the Fast
-stem) becomes one 2-D convolution with the ``kt`` temporal taps as extra
-output channels, summed over shifted frames.
+used on GPU/TPU as well. Only on CPU, kernels are computed with their taps as
+extra output channels, then summed over shifted positions: a stride-1
+one-axis kernel (``kx1x1``, the spectrogram's ``3x1`` / ``1x3``) as one
+matmul, a full ``kt x kh x kw`` kernel (the Fast stem) as one 2-D convolution.
 
 Also only on CPU, convolutions and 1x1 convs carry ``custom_vjp`` rules whose
 kernel gradients are matmuls (XLA CPU's own kernel-gradient convolutions were
@@ -60,7 +61,7 @@ def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
   Only on CPU. XLA CPU computes a conv's kernel gradient as another
   convolution whose "features" are the batch (N = 2) and whose window is the
   whole output map (e.g. 8 x 784). That is fast for a few-channel kxk conv
-  (the Fast stem, Fast res2) but 5-10x slower than matmuls for temporal (kx1) and wide
+  (Fast res2-res4) but 5-10x slower than matmuls for temporal (kx1) and wide
   convs: in the 8x8 R50 train step the Slow res4/res5 ``3x1x1`` conv_a alone
   took ~4 s. Inside ``lax.cond`` (the audio pathway under DropPathway) every
   such kernel gradient falls back to a naive loop, ~50x slower still, so
@@ -76,7 +77,8 @@ def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
   ks = kernel_shape[:-2]
   cin, cout = kernel_shape[-2:]
   if sum(k > 1 for k in ks) <= 1:
-    # Temporal (kx1x1) convs: XLA's form needs the input transposed to
+    # Temporal (kx1x1) convs that are still convs (the strided Fast->Slow
+    # laterals; stride-1 ones are matmuls, _one_axis_taps_as_outputs): XLA's form needs the input transposed to
     # [C, T, HW, N], and XLA fuses that transpose with the BN/ReLU/residual
     # chain that produced the input, recomputing it in transposed order
     # (~0.4 s for one Fast res2 conv_a input); the matmuls read it as it is.
