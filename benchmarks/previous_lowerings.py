@@ -30,10 +30,8 @@ def one_axis_as_2d_conv():
     ks, pads = [1] * nd, [(0, 0)] * nd
     ks[axis - 1], pads[axis - 1] = k, tuple(padding)
     kern = kernel.reshape(*ks, cin, cout)
-    if nd == 3:  # video kx1x1: (H, W) merged, a (kt, 1) 2-D conv
-      n, t, h, w, c = x.shape
-      y = conv._conv(x.reshape(n, t, h * w, c), kern[:, 0], (1, 1), (pads[0], (0, 0)))
-      return y.reshape(n, y.shape[1], h, w, cout)
+    if nd == 3:  # video kx1x1 (a stride along the kernel never reaches here)
+      return conv._kx1x1_as_2d_conv(x, kern, (1, 1, 1), pads)
     return conv._conv(x, kern, (1,) * nd, tuple(pads), video=False)
 
   conv._one_axis_taps_as_outputs = lowered
@@ -41,18 +39,8 @@ def one_axis_as_2d_conv():
 
 def fast_stem_as_sum_of_2d_convs():
   """The Fast stem as kt 2-D convs over time-shifted frames, summed."""
-
-  def lowered(x, kernel, spatial_strides, padding):
-    n, t, h, w, c = x.shape
-    xp = conv.jnp.pad(x, ((0, 0), padding[0], (0, 0), (0, 0), (0, 0)))
-    out = None
-    for dt in range(kernel.shape[0]):
-      y = conv._conv(xp[:, dt:dt + t].reshape(n * t, h, w, c), kernel[dt],
-                     tuple(spatial_strides), tuple(padding[1:]))
-      out = y if out is None else out + y
-    return out.reshape(n, t, *out.shape[1:])
-
-  conv._temporal_taps_as_outputs = lowered
+  conv._temporal_taps_as_outputs = lambda x, kernel, spatial_strides, padding: (
+      conv._sum_of_2d_convs(x, kernel, (1, *spatial_strides), padding))
 
 
 def kxk_kernel_grad_needs_28x28():

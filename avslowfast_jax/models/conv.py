@@ -412,6 +412,31 @@ def _temporal_taps_as_outputs(x, kernel, spatial_strides, padding):
   return _shift_sum(z.reshape(n, t, *z.shape[1:]), kt, d, padding[0], 1)
 
 
+def _kx1x1_as_2d_conv(x, kernel, strides, padding):
+  """A ``kt x 1 x 1`` video conv: (H, W) merged into one axis, one 2-D ``(kt, 1)`` conv."""
+  n, t, _, _, c = x.shape
+  st, sh, sw = strides
+  x = _strided(_strided(x, 2, sh), 3, sw)
+  h, w = x.shape[2:4]
+  y = _conv(x.reshape(n, t, h * w, c), kernel[:, 0], (st, 1), (tuple(padding[0]), (0, 0)))
+  return y.reshape(n, y.shape[1], h, w, y.shape[-1])
+
+
+def _sum_of_2d_convs(x, kernel, strides, padding):
+  """A ``kt x kh x kw`` video conv as ``kt`` 2-D convs over time-shifted frames, summed."""
+  n, _, h, w, c = x.shape
+  kt = kernel.shape[0]
+  st, sh, sw = strides
+  xp = jnp.pad(x, ((0, 0), tuple(padding[0]), (0, 0), (0, 0), (0, 0)))
+  t_out = (xp.shape[1] - kt) // st + 1
+  out = None
+  for dt in range(kt):
+    xs = xp[:, dt:dt + (t_out - 1) * st + 1:st].reshape(n * t_out, h, w, c)
+    y = _conv(xs, kernel[dt], (sh, sw), tuple(padding[1:]))
+    out = y if out is None else out + y
+  return out.reshape(n, t_out, *out.shape[1:])
+
+
 def conv_nd(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
             padding: Sequence[tuple[int, int]], lower: bool = True) -> jax.Array:
   """Convolution of ``x`` ``[N, *spatial, C]`` with ``kernel`` ``[*k, C, D]``.
@@ -449,26 +474,14 @@ def conv_nd(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
       y = _conv(x.reshape(n * t, h, w, c), kernel[0], (sh, sw), padding[1:])
       return y.reshape(n, t, *y.shape[1:])
     if kh == 1 and kw == 1:
-      # kx1x1: merge (H, W) into one axis, one 2-D conv with a (kt, 1) kernel.
-      x = _strided(_strided(x, 2, sh), 3, sw)
-      h, w = x.shape[2:4]
-      y = _conv(x.reshape(n, t, h * w, c), kernel[:, 0], (st, 1), (padding[0], (0, 0)))
-      return y.reshape(n, y.shape[1], h, w, y.shape[-1])
+      return _kx1x1_as_2d_conv(x, kernel, strides, padding)
     if jax.default_backend() == 'cpu' and st == 1:
       # kt x kh x kw (the Fast stem): XLA CPU's 3-D conv, and above all its
       # kernel gradient, is orders of magnitude slower than 2-D convs. GPUs/TPUs
       # keep the native 3-D conv.
       return _temporal_taps_as_outputs(x, kernel, (sh, sw), padding)
     if jax.default_backend() == 'cpu':
-      # The same with a time stride: kt 2-D convs over time-shifted slices, summed.
-      xp = jnp.pad(x, ((0, 0), padding[0], (0, 0), (0, 0), (0, 0)))
-      t_out = (xp.shape[1] - kt) // st + 1
-      out = None
-      for dt in range(kt):
-        xs = xp[:, dt:dt + (t_out - 1) * st + 1:st].reshape(n * t_out, h, w, c)
-        y = _conv(xs, kernel[dt], (sh, sw), padding[1:])
-        out = y if out is None else out + y
-      return out.reshape(n, t_out, *out.shape[1:])
+      return _sum_of_2d_convs(x, kernel, strides, padding)
   return _conv(x, kernel, strides, padding, video=nd == 3)
 
 
