@@ -1,13 +1,17 @@
-"""Self-contained inference export, and its loader.
+"""Self-contained inference export, and its loader (``--mode export`` writes one).
 
 An export directory holds::
 
-  weights.npz          params and BN statistics ('params/...', 'batch_stats/...'), no optimizer state
-  inference.jaxexport  serialized ``jax.export`` of ``f(variables, inputs) -> logits`` with a
-                       symbolic batch dimension, lowered for CPU, GPU and TPU where possible
-  signature.json       input names/shapes/dtypes, head, output kind, platforms
-  config.json          the full experiment config
-  label_map.json       class names (verbs/nouns for EPIC)
+  weights.npz                params and BN statistics ('params/...', 'batch_stats/...')
+  inference_cpu.jaxexport    serialized ``jax.export`` of ``f(variables, inputs) ->
+                             {'logits', 'scores'}`` for the CPU backend (its CPU forms)
+  inference_accelerators.jaxexport
+                             the same for CUDA, ROCm and TPU, traced with the native
+                             implementation (models/ops.py), lowered on this machine
+  signature.json             inputs (names, shapes with a symbolic batch), task, which
+                             artifact serves which platform
+  config.json                the full experiment config
+  label_map.json             the class names of the scores (per output for several)
 
 :func:`load` needs only jax and numpy: neither the model code nor the config
 system.
@@ -17,46 +21,37 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-PLATFORMS = ('cpu', 'cuda', 'tpu')
+from avslowfast_jax import trees
+
+# Artifact file -> the platforms it is lowered for, and the model.conv_impl it is
+# traced with (None: the config's own, as the CPU backend resolves it).
+ARTIFACTS = {
+    'inference_cpu.jaxexport': (('cpu',), None),
+    'inference_accelerators.jaxexport': (('cuda', 'rocm', 'tpu'), 'native'),
+}
 
 
-def _flatten(tree, prefix=''):
-  out = {}
-  for k, v in tree.items():
-    name = f'{prefix}{k}'
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, name + '/'))
-    else:
-      out[name] = np.asarray(v)
-  return out
-
-
-def _unflatten(flat):
-  out = {}
-  for name, v in flat.items():
-    node = out
-    parts = name.split('/')
-    for p in parts[:-1]:
-      node = node.setdefault(p, {})
-    node[parts[-1]] = v
-  return out
-
-
-def export_inference(predict_fn, variables, input_specs: Mapping[str, Any], out_dir: str, *,
-                     head: str, label_map: Optional[Sequence] = None,
-                     config_json: Optional[str] = None,
-                     platforms: Sequence[str] = PLATFORMS,
+def export_inference(make_predict: Callable[[Optional[str]], Callable], variables,
+                     input_shapes: Mapping[str, Sequence[int]], out_dir: str, *,
+                     task: str, class_names=None, config_json: Optional[str] = None,
+                     cpu_conv_impl: str = 'cpu',
                      extra_signature: Optional[Mapping[str, Any]] = None) -> str:
   """Writes the export directory; returns its path.
 
-  ``predict_fn(variables, inputs) -> logits`` must be pure; ``input_specs``
-  maps input names to per-example shapes (without the batch dimension).
+  ``make_predict(conv_impl)`` returns a pure ``predict(variables, inputs) ->
+  {'logits', 'scores'}`` whose model computes with ``conv_impl``
+  (``cpu_conv_impl`` for the CPU artifact, ``native`` for the accelerators');
+  ``input_shapes`` maps input names
+  to per-example shapes (without the batch dimension). Each artifact of
+  :data:`ARTIFACTS` is traced and lowered here, on any machine (lowering
+  needs no device of the target platform); one that fails to lower is left
+  out with a message, and the signature lists what was written.
   """
   os.makedirs(out_dir, exist_ok=True)
   variables = jax.device_get({k: variables[k] for k in ('params', 'batch_stats') if k in variables})
@@ -64,27 +59,30 @@ def export_inference(predict_fn, variables, input_specs: Mapping[str, Any], out_
   batch = jax.export.symbolic_shape('batch')[0]
   var_specs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables)
   in_specs = {k: jax.ShapeDtypeStruct((batch, *shape), jnp.float32)
-              for k, shape in input_specs.items()}
-  fn = jax.jit(predict_fn)
-  try:
-    exported = jax.export.export(fn, platforms=tuple(platforms))(var_specs, in_specs)
-  except Exception as e:  # pylint: disable=broad-except
-    # Some op may not lower for every platform on this machine: keep the local one.
-    local = jax.default_backend()
-    print(f'Export for {platforms} failed ({type(e).__name__}: {e}); exporting for {local} only')
-    exported = jax.export.export(fn, platforms=(local,))(var_specs, in_specs)
-  with open(os.path.join(out_dir, 'inference.jaxexport'), 'wb') as f:
-    f.write(exported.serialize())
-  np.savez(os.path.join(out_dir, 'weights.npz'), **_flatten(variables))
+              for k, shape in input_shapes.items()}
+  served = {}
+  for filename, (platforms, impl) in ARTIFACTS.items():
+    impl = impl or cpu_conv_impl
+    try:
+      exported = jax.export.export(jax.jit(make_predict(impl)), platforms=platforms)(
+          var_specs, in_specs)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'Not exporting {filename} for {platforms}: {type(e).__name__}: {e}')
+      continue
+    with open(os.path.join(out_dir, filename), 'wb') as f:
+      f.write(exported.serialize())
+    served.update({platform: filename for platform in exported.platforms})
+  if not served:
+    raise RuntimeError(f'No inference artifact could be exported to {out_dir}')
+  np.savez(os.path.join(out_dir, 'weights.npz'), **trees.flatten(variables))
   signature = {'inputs': {k: {'shape': ['batch', *shape], 'dtype': 'float32'}
-                          for k, shape in input_specs.items()},
-               'head': head, 'platforms': list(exported.platforms),
-               'outputs': ['verb', 'noun'] if head == 'verb_noun' else 'logits',
+                          for k, shape in input_shapes.items()},
+               'task': task, 'outputs': ['logits', 'scores'], 'artifacts': served,
                **dict(extra_signature or {})}
   with open(os.path.join(out_dir, 'signature.json'), 'w') as f:
     json.dump(signature, f, indent=2)
   with open(os.path.join(out_dir, 'label_map.json'), 'w') as f:
-    json.dump(label_map, f, indent=2)
+    json.dump(class_names, f, indent=2)
   if config_json is not None:
     with open(os.path.join(out_dir, 'config.json'), 'w') as f:
       f.write(config_json)
@@ -95,83 +93,47 @@ class ExportedModel:
   """Callable inference model loaded from an export directory.
 
   ``model(inputs)`` takes a dict of ``[B, ...]`` float32 arrays (see
-  ``model.signature['inputs']``) and returns logits (a dict ``verb``/``noun``
-  for EPIC models); ``model.scores(inputs)`` returns softmax (sigmoid for
-  multi-label) scores. ``model.label_map`` lists the class names.
+  ``model.signature['inputs']``) and returns the logits (a dict per output
+  for several heads); ``model.scores(inputs)`` returns the scores the task
+  reads from them (softmax, sigmoid). ``model.label_map`` names the classes.
+  The artifact for this process's default backend is used.
   """
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, platform: Optional[str] = None):
     self.path = path
-    with open(os.path.join(path, 'inference.jaxexport'), 'rb') as f:
-      self._exported = jax.export.deserialize(bytearray(f.read()))
     with open(os.path.join(path, 'signature.json')) as f:
       self.signature = json.load(f)
+    platform = platform or jax.default_backend()
+    artifacts = self.signature['artifacts']
+    if platform not in artifacts:
+      raise ValueError(f'{path} has no inference artifact for platform {platform!r} '
+                       f'(it has {sorted(artifacts)})')
+    with open(os.path.join(path, artifacts[platform]), 'rb') as f:
+      self._exported = jax.export.deserialize(bytearray(f.read()))
     with open(os.path.join(path, 'label_map.json')) as f:
       self.label_map = json.load(f)
     with np.load(os.path.join(path, 'weights.npz')) as weights:
-      self.variables = _unflatten({k: weights[k] for k in weights.files})
-    self.head = self.signature['head']
+      self.variables = trees.unflatten({k: weights[k] for k in weights.files})
+    self.task = self.signature['task']
     self.input_names = tuple(self.signature['inputs'])
 
-  def __call__(self, inputs: Mapping[str, Any]):
+  def predict(self, inputs: Mapping[str, Any]) -> dict:
+    """``{'logits', 'scores'}`` of a batch (numpy)."""
     missing = [k for k in self.input_names if k not in inputs]
     if missing:
       raise KeyError(f'Inputs {missing} missing; the model takes {self.input_names}')
     args = {k: jnp.asarray(inputs[k], jnp.float32) for k in self.input_names}
     return jax.device_get(self._exported.call(self.variables, args))
 
+  def __call__(self, inputs: Mapping[str, Any]):
+    return self.predict(inputs)['logits']
+
   def scores(self, inputs: Mapping[str, Any]):
-    logits = self(inputs)
-    if self.head == 'sigmoid':
-      return jax.device_get(jax.nn.sigmoid(logits))
-    return jax.device_get(jax.tree.map(lambda l: jax.nn.softmax(l, axis=-1), logits))
+    return self.predict(inputs)['scores']
 
 
-def load(path: str) -> ExportedModel:
+def load(path: str, platform: Optional[str] = None) -> ExportedModel:
   """Loads an export directory written by ``--mode export``."""
-  if not os.path.exists(os.path.join(path, 'inference.jaxexport')):
-    raise FileNotFoundError(f'{path} is not an export directory (no inference.jaxexport)')
-  return ExportedModel(path)
-
-
-def label_map_of(data_dir: str, head: str = 'softmax'):
-  """Class names of a prepared dataset (``{'verb', 'noun'}`` lists for EPIC), or None."""
-  path = os.path.join(data_dir, 'label_map.json') if data_dir else ''
-  if not path or not os.path.exists(path):
-    return None
-  with open(path) as f:
-    names = json.load(f)
-  if isinstance(names, dict):
-    if head == 'verb_noun':
-      return {'verb': names.get('labels', []), 'noun': names.get('nouns', [])}
-    return names.get('labels')
-  return names
-
-
-def _prepared_short_side(config):
-  # predict.py decodes files as data_pipelines.prepare did for this dataset.
-  try:
-    from data_pipelines import input_pipeline  # pylint: disable=g-import-not-at-top
-    return int(input_pipeline.dataset_info(config.data.data_dir)['short_side'])
-  except Exception:  # pylint: disable=broad-except
-    return None
-
-
-def run_export_mode(config, workdir: str, out_dir: str) -> str:
-  """``--mode export``: the ``eval.checkpoint`` of ``workdir`` as an inference export."""
-  from avslowfast_jax import parallel  # pylint: disable=g-import-not-at-top
-  from avslowfast_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-  from avslowfast_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from avslowfast_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  from avslowfast_jax.train import trainer  # pylint: disable=g-import-not-at-top
-  mesh = parallel.create_mesh(jax.local_devices()[:1])
-  variables, item_dir = evaluator.restore_variables(config, workdir, mesh, config.eval.checkpoint)
-  model = trainer.build_model(config)
-  specs = state_lib.input_specs(config, 1, train=False)
-  path = export_inference(step_lib.make_predict_fn(config, model), variables,
-                          {k: tuple(v.shape[1:]) for k, v in specs.items()}, out_dir,
-                          head=config.model.head, label_map=label_map_of(config.data.data_dir, config.model.head),
-                          config_json=config.to_json_best_effort(indent=2),
-                          extra_signature={'prepared_short_side': _prepared_short_side(config)})
-  print(f'Exported {item_dir} to {path}')
-  return path
+  if not os.path.exists(os.path.join(path, 'signature.json')):
+    raise FileNotFoundError(f'{path} is not an export directory (no signature.json)')
+  return ExportedModel(path, platform)

@@ -1,13 +1,11 @@
 """Host memory of CPU runs: keep freed pages in the process instead of returning them.
 
-A train step of AVSlowFast 8x8 R50 at 224x224, batch 2, needs ~5 GB of XLA
-temporaries (``compiled.memory_analysis().temp_size_in_bytes``). XLA's CPU
-runtime allocates them with ``malloc`` for every execution and frees them at the
-end. glibc serves an allocation that large with a fresh ``mmap`` and ``munmap``s
-it on ``free``, so every step page-faults all 5 GB again: ~1.3 million minor
-faults and ~2 CPU-seconds in the kernel per step on a 2-core machine (measured
-with ``getrusage``; see docs/models.md), more on a VM whose host reclaims freed
-guest pages.
+A CPU train step of a full-size model needs gigabytes of XLA temporaries
+(``compiled.memory_analysis().temp_size_in_bytes``). XLA's CPU runtime
+allocates them with ``malloc`` for every execution and frees them at the
+end. glibc serves an allocation that large with a fresh ``mmap`` and
+``munmap``s it on ``free``, so every step page-faults all of it again
+(docs/cpu.md has the figures and the command that measures them).
 
 :func:`keep_freed_memory` makes glibc serve large allocations from its heap and
 never trim the heap, so the second step reuses the first step's pages. That only
@@ -18,15 +16,17 @@ allocation) run on the thread that calls it.
 
 The cost: the process keeps its peak heap for its lifetime (the step reuses it
 every step anyway), and Python cannot queue the next CPU step while one runs
-(the input pipeline's threads still prefetch). Both are opt-outs
-(``--keep_host_memory=false`` in ``avslowfast_jax.main`` and the benchmark).
-Nothing here changes a result. :func:`serve_from_heap` is the input pipeline's
-milder setting for its ~10 MB record reads.
+(the input pipeline's threads still prefetch). Entry points apply these
+(``avslowfast_jax.main``, the benchmarks); ``--keep_host_memory=false`` opts
+out. Nothing here changes a result. :func:`serve_from_heap` is the milder
+setting for the input pipeline's record reads.
 """
 
 from __future__ import annotations
 
 import ctypes
+
+import jax
 
 # <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -54,14 +54,13 @@ def state() -> dict:
 def serve_from_heap(mmap_threshold: int = 32 << 20) -> bool:
   """Serves allocations below ``mmap_threshold`` bytes from the heap and keeps up to 1 GiB free.
 
-  Each training clip reads its video's record (~10 MB for 10 s at short side
-  320) into a fresh buffer. By default glibc ``mmap``s every allocation above
-  its adaptive threshold and returns the pages on ``free``, so each read
-  page-faults ~2,500 zeroed pages: ~25% of the time spent reading
-  (benchmarks/input_pipeline.py: 40 -> 37 CPU ms per 4x16 clip). glibc caps the
-  threshold at 32 MiB on 64-bit. Returns False where glibc is absent or
-  ``mmap_threshold <= 0`` (``config.data.malloc_mmap_threshold``: leave malloc alone).
-  Never undoes :func:`keep_freed_memory`.
+  Each training clip reads its video's record (megabytes) into a fresh
+  buffer. By default glibc ``mmap``s every allocation above its adaptive
+  threshold and returns the pages on ``free``, so each read page-faults
+  thousands of zeroed pages. glibc caps the threshold at 32 MiB on 64-bit.
+  Returns False where glibc is absent or ``mmap_threshold <= 0``
+  (``config.data.malloc_mmap_threshold``: leave malloc alone). Never undoes
+  :func:`keep_freed_memory`.
   """
   if mmap_threshold <= 0:
     return _state['heap_served_below'] > 0 or _state['mmap_disabled']
@@ -97,8 +96,7 @@ def run_cpu_computations_on_calling_thread() -> bool:
   array); returns False, changing nothing, if it already does. Accelerator
   backends are not affected.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  try:
+  try:  # a private module: absent or different in other jax versions
     from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
     started = xla_bridge.backends_are_initialized()
   except (ImportError, AttributeError):  # another jax version: assume not started

@@ -11,12 +11,22 @@ under SLURM, where they are detected); every process runs the same command.
 
 from __future__ import annotations
 
+import json
+import logging as std_logging
 import os
 
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
+import tensorflow as tf
+
+from avslowfast_jax import export, host_memory, inference, parallel
+from avslowfast_jax.evaluation import evaluator
+from avslowfast_jax.models import ops
+from avslowfast_jax.train import checkpoints as ckpt_lib
+from avslowfast_jax.train import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally with :variant.', lock_config=True)
@@ -52,7 +62,6 @@ _OWN_CODE = tuple(
 
 def _own_or_important(record) -> bool:
   """A ``logging`` filter: warnings and errors from anywhere, INFO only from this project."""
-  import logging as std_logging  # pylint: disable=g-import-not-at-top
   return (record.levelno >= std_logging.WARNING
           or os.path.abspath(record.pathname).startswith(_OWN_CODE))
 
@@ -69,41 +78,64 @@ def quiet_library_logs() -> None:
     handler.addFilter(_own_or_important)
 
 
+def _read_json(path: str) -> dict:
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def export_checkpoint(config, workdir: str, out_dir: str) -> str:
+  """``--mode export``: the ``eval.checkpoint`` of ``workdir`` as an inference export."""
+  mesh = parallel.create_mesh(jax.local_devices()[:1])
+  model, task = inference.build(config)
+  variables, item_dir = ckpt_lib.restore_variables(config, model, workdir, mesh,
+                                                   config.eval.checkpoint)
+  data_dir = config.data.data_dir
+  meta = _read_json(os.path.join(data_dir, 'shards.json')) if data_dir else {}
+  label_map = _read_json(os.path.join(data_dir, 'label_map.json')) if data_dir else {}
+  specs = inference.input_specs(config, 1, train=False)
+  path = export.export_inference(
+      lambda conv_impl: inference.make_predict_fn(inference.build(config, conv_impl)[0], task),
+      variables, {k: tuple(v.shape[1:]) for k, v in specs.items()}, out_dir,
+      task=task.name, class_names=task.class_names(label_map),
+      config_json=config.to_json_best_effort(indent=2),
+      cpu_conv_impl=ops.resolve(config.model.conv_impl, 'cpu'),
+      extra_signature={'prepared_short_side': meta.get('short_side')})
+  print(f'Exported {item_dir} to {path}')
+  return path
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not _LIBRARY_LOGS.value:
     quiet_library_logs()
-  from avslowfast_jax import host_memory  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
   if _KEEP_HOST_MEMORY.value:
     host_memory.run_cpu_computations_on_calling_thread()  # before the CPU backend exists
   # Before any device is touched: the runtime must be up before jax.devices().
-  from avslowfast_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  import jax  # pylint: disable=g-import-not-at-top
   if _KEEP_HOST_MEMORY.value and jax.default_backend() == 'cpu':
     host_memory.keep_freed_memory()
+  # The input pipeline reads a whole record per clip: serve those from the heap.
+  host_memory.serve_from_heap(config.data.malloc_mmap_threshold)
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   # tf.data must not grab an accelerator.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)
 
-  config = _CONFIG.value
   workdir = _WORKDIR.value
   logging.info('mode=%s workdir=%s\n%s', _MODE.value, workdir, config)
   if _MODE.value == 'train':
-    from avslowfast_jax.train import trainer  # pylint: disable=g-import-not-at-top
     trainer.train_and_evaluate(config, workdir)
   elif _MODE.value == 'eval':
-    from avslowfast_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
     evaluator.run_eval_mode(config, workdir)
   else:
-    from avslowfast_jax import export  # pylint: disable=g-import-not-at-top
-    export.run_export_mode(config, workdir, _EXPORT_DIR.value or os.path.join(workdir, 'export'))
+    export_checkpoint(config, workdir, _EXPORT_DIR.value or os.path.join(workdir, 'export'))
 
 
 if __name__ == '__main__':

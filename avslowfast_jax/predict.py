@@ -5,7 +5,7 @@ r"""Top-5 labels for video files, from an export directory.
 Each file goes through the evaluation preprocessing (decode as in
 ``data_pipelines.prepare``, then the ``num_test_clips x num_test_crops`` views
 of ``data_pipelines.input_pipeline``), the exported model scores every view,
-and the view scores are aggregated as in evaluation. A file that cannot be
+and the task aggregates the views as evaluation does. A file that cannot be
 read is reported and skipped; the exit status is 1 if any file failed.
 """
 
@@ -17,20 +17,21 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+import ml_collections
 import numpy as np
+import tensorflow as tf
+
+from avslowfast_jax import export, tasks
+from data_pipelines import adapters, decode, input_pipeline, shards
 
 
-def _config_from_export(path: str):
-  import ml_collections  # pylint: disable=g-import-not-at-top
+def _config_from_export(path: str) -> ml_collections.ConfigDict:
   with open(os.path.join(path, 'config.json')) as f:
     return ml_collections.ConfigDict(json.load(f))
 
 
 def video_views(config, path: str, short_side: int):
   """All evaluation views of one file as a numpy batch (same ops as ``--mode eval``)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from data_pipelines import adapters, decode, input_pipeline, shards  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
   video = decode.decode_video(path, fps=config.data.fps, short_side=short_side,
                               sample_rate=config.data.audio.sample_rate)
   item = adapters.VideoItem(path=path, labels=[0], split='predict',
@@ -41,19 +42,12 @@ def video_views(config, path: str, short_side: int):
   return {k: np.concatenate([v[k].numpy() for v in views]) for k in views[0]}
 
 
-def top_labels(scores: np.ndarray, names, k: int = 5):
-  order = np.argsort(-scores)[:k]
-  return [(names[i] if names and i < len(names) else str(i), float(scores[i])) for i in order]
-
-
 def predict_files(model_dir: str, paths: Sequence[str], k: int = 5, out=sys.stdout) -> int:
   """Prints the top-``k`` labels per file; returns the number of files that failed."""
-  from avslowfast_jax import export  # pylint: disable=g-import-not-at-top
-  from data_pipelines import decode  # pylint: disable=g-import-not-at-top
   model = export.load(model_dir)
   config = _config_from_export(model_dir)
+  task = tasks.get_task(config)
   short_side = model.signature.get('prepared_short_side') or config.data.test_short_side
-  aggregate = np.max if config.eval.aggregate == 'max' else np.mean
   failed = 0
   for path in paths:
     try:
@@ -62,15 +56,8 @@ def predict_files(model_dir: str, paths: Sequence[str], k: int = 5, out=sys.stdo
       print(f'{path}: cannot read this file: {e}', file=out)
       failed += 1
       continue
-    scores = model.scores({name: views[name] for name in model.input_names})
-    if isinstance(scores, dict):  # verb / noun heads
-      for head, s in scores.items():
-        names = (model.label_map or {}).get(head) if isinstance(model.label_map, dict) else None
-        line = ', '.join(f'{n} {p:.3f}' for n, p in top_labels(aggregate(s, axis=0), names, k))
-        print(f'{path} [{head}]: {line}', file=out)
-    else:
-      line = ', '.join(f'{n} {p:.3f}' for n, p in
-                       top_labels(aggregate(scores, axis=0), model.label_map, k))
+    scores = task.video_scores(model.scores({name: views[name] for name in model.input_names}))
+    for line in task.describe(scores, model.label_map, k):
       print(f'{path}: {line}', file=out)
   return failed
 

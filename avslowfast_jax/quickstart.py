@@ -18,18 +18,19 @@ skipped, so an interrupted quickstart picks up where it stopped.
 from __future__ import annotations
 
 import argparse
-import ast
 import codecs
 import contextlib
+import csv
 import json
 import os
 import re
+import select
 import shlex
 import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 VARIANTS = ('avslowfast', 'slowfast', 'audio')
 TITLES = {'avslowfast': 'AVSlowFast', 'slowfast': 'SlowFast (visual only)',
@@ -44,8 +45,6 @@ def _config_path() -> str:
 
 # An absl log line: "I1126 07:48:31.020838 140173109459840 trainer.py:207] message".
 _ABSL_LINE = re.compile(r'^([IWEF])\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ?(.*)$')
-# The trainer's progress message (avslowfast_jax/train/trainer.py).
-_STEP_LINE = re.compile(r'^step (\d+)/(\d+)\s+(.*?)\s*ETA (\S+)\s*$')
 _LEVELS = {'W': 'warning: ', 'E': 'error: ', 'F': 'fatal: '}
 
 
@@ -78,37 +77,21 @@ class _Console:
     self.stream.flush()
 
 
-def _pretty_metrics(message: str) -> str:
-  """``eval: {'top1': 0.5, ...}`` (and ``Wrote PATH: {...}``) -> percentages, briefly."""
-  head, sep, tail = message.partition(': {')
-  if not sep or not (head == 'eval' or head.startswith('Wrote ')):
-    return message
-  try:
-    metrics = ast.literal_eval('{' + tail)
-  except (ValueError, SyntaxError):
-    return message
-  parts = [f'{name} {100 * metrics[key]:.1f}%' for key, name in (('top1', 'top-1'),
-                                                                  ('top5', 'top-5'))
-           if isinstance(metrics.get(key), (int, float))]
-  if 'num_videos' in metrics:
-    parts.append(f'({metrics["num_videos"]} videos, {metrics.get("num_views", "?")} views)')
-  where = 'validation' if head == 'eval' else head
-  return f'{where}: ' + '  '.join(parts)
-
-
 def _bar(done: int, total: int, width: int = 20) -> str:
   filled = int(round(width * done / max(total, 1)))
   return '[' + '#' * filled + '-' * (width - filled) + ']'
 
 
 class _StageOutput:
-  """Turns one subprocess's output into console text (the log file gets it all)."""
+  """Turns one subprocess's output into console text (the log file gets it all).
 
-  def __init__(self, console: _Console, label: str = ''):
+  The project's own INFO messages stay in the log; the console shows warnings,
+  errors and the plain output of the commands (progress bars, results).
+  """
+
+  def __init__(self, console: _Console):
     self.console = console
-    self.label = label
     self.in_config_dump = False
-    self.shown_tenth = -1
 
   def progress(self, segment: str) -> None:
     """A segment ended by a carriage return: a progress bar redrawing itself."""
@@ -132,51 +115,77 @@ class _StageOutput:
     match = _ABSL_LINE.match(line)
     if match:
       level, message = match.groups()
-      step = _STEP_LINE.match(message)
-      if step and level == 'I':
-        self._step(int(step.group(1)), int(step.group(2)), step.group(3), step.group(4))
-        return
-      if level == 'I' and message.startswith(_HIDDEN_INFO):
-        return
       if level == 'I':
-        message = _pretty_metrics(message)
+        return
       line = '  ' + _LEVELS.get(level, '') + message
     self.console.line(line)
 
-  def _step(self, done: int, total: int, metrics: str, eta: str) -> None:
-    words = metrics.split()
-    values = dict(zip(words[::2], words[1::2]))
-    shown = f'loss {values.get("loss", "?")}'
-    if 'top1' in values:
-      shown += f'  top-1 {100 * float(values["top1"]):4.1f}%'
-    text = f'  {self.label:<10} {_bar(done, total)} {done:>4}/{total}  {shown}  ETA {eta}'
-    tenth = 10 * done // max(total, 1)
-    if done >= total or (not self.console.tty and tenth > self.shown_tenth):
+
+class _TrainingProgress:
+  """Draws a training run's progress from its ``train_metrics.jsonl`` (one record per log step)."""
+
+  def __init__(self, console: _Console, label: str, metrics_path: str, total: int):
+    self.console, self.label, self.path, self.total = console, label, metrics_path, total
+    self.offset = os.path.getsize(metrics_path) if os.path.exists(metrics_path) else 0
+    self.first = None  # (time, step) of the first record seen
+    self.shown_tenth = -1
+
+  def poll(self) -> None:
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      f.seek(self.offset)
+      text = f.read()
+    complete = text[:text.rfind('\n') + 1]
+    self.offset += len(complete.encode())
+    for record in (json.loads(l) for l in complete.splitlines() if l.strip()):
+      self._show(record)
+
+  def _show(self, record: dict) -> None:
+    done = int(record['step'])
+    now = time.time()
+    if self.first is None:
+      self.first = (now, done)
+    start_time, start_step = self.first
+    rate = (done - start_step) / max(now - start_time, 1e-9)
+    eta = time.strftime('%M:%S', time.gmtime((self.total - done) / rate)) if rate > 0 else '--:--'
+    shown = f'loss {record.get("train/loss", float("nan")):.4f}'
+    if 'train/top1' in record:
+      shown += f'  top-1 {100 * record["train/top1"]:4.1f}%'
+    text = f'  {self.label:<10} {_bar(done, self.total)} {done:>4}/{self.total}  {shown}  ETA {eta}'
+    tenth = 10 * done // max(self.total, 1)
+    if done >= self.total or (not self.console.tty and tenth > self.shown_tenth):
       self.console.line(text)
     else:
       self.console.update(text)
     self.shown_tenth = tenth
 
 
-# Start-up INFO messages of the project's own commands that a newcomer need not read
-# (they stay in the log file).
-_HIDDEN_INFO = ('Plan: ', 'process 0/', 'Already trained')
-
-
-def _run(cmd: Sequence[str], log_path: str, env=None, label: str = '') -> None:
+def _run(cmd: Sequence[str], log_path: str, env=None,
+         training: Optional[Tuple[str, str, int]] = None) -> None:
   """Runs ``cmd``, logging its output to ``log_path`` and showing the gist of it.
 
   The log file gets every line (progress bars only in their final state); the
   console gets what :class:`_StageOutput` keeps, with bars redrawn in place.
+  ``training`` = ``(label, train_metrics.jsonl path, total steps)`` draws a
+  training run's progress from its metrics file.
   """
   print(f'\n$ {" ".join(shlex.quote(c) for c in cmd)}', flush=True)
-  out = _StageOutput(_Console(), label)
+  console = _Console()
+  out = _StageOutput(console)
+  progress = _TrainingProgress(console, *training) if training else None
   with open(log_path, 'a') as log:
     log.write(f'$ {" ".join(cmd)}\n')
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     decoder = codecs.getincrementaldecoder('utf-8')(errors='replace')
     pending = ''
     while True:
+      # Wake up at least once a second to look at the metrics file.
+      ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+      if progress:
+        progress.poll()
+      if not ready:
+        continue
       chunk = os.read(proc.stdout.fileno(), 1 << 16)
       pending += decoder.decode(chunk, final=not chunk)
       # Segments end at '\n' (a line) or '\r' (a progress redraw); a trailing
@@ -198,6 +207,8 @@ def _run(cmd: Sequence[str], log_path: str, env=None, label: str = '') -> None:
       log.write(pending + '\n')
       out.line(pending)
     code = proc.wait()
+  if progress:
+    progress.poll()
   if out.console.live:
     out.console.line('')
   if code:
@@ -266,9 +277,13 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
         os.path.exists(os.path.join(run_dir, 'eval_results.json')):
       print(f'  {run_dir} is evaluated: skipped')
     else:
-      _run(base + ['--mode', 'train'], log, env, label=variant)
+      _run(base + ['--mode', 'train'], log, env,
+           training=(variant, os.path.join(run_dir, 'train_metrics.jsonl'), steps))
       _run(base + ['--mode', 'eval'], log, env)
     results[variant] = _load_eval(run_dir)
+    print(f'  validation: top-1 {_pct(results[variant].get("top1"))}%  top-5 '
+          f'{_pct(results[variant].get("top5"))}%  ({results[variant].get("num_videos")} videos, '
+          f'{results[variant].get("num_views")} views)')
 
   # 5. Export and predict with the audiovisual model.
   export_dir = None
@@ -337,7 +352,6 @@ def _load_eval(run_dir: str) -> dict:
 
 
 def _first_validation_video(manifest: str):
-  import csv  # pylint: disable=g-import-not-at-top
   with open(manifest) as f:
     for row in csv.DictReader(f):
       if row.get('split') == 'validation':
@@ -372,8 +386,9 @@ def _stderr_to(path: str):
 
 def _plots(workdir: str, variants, results, log: str) -> dict:
   try:
+    # Optional: matplotlib is the [plots] extra.
     from avslowfast_jax.tools import plots  # pylint: disable=g-import-not-at-top
-    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+    import matplotlib  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     print('matplotlib is not installed (pip install -e .[plots]): no plots.')
     return {}
@@ -408,7 +423,7 @@ def _print_summary(summary: dict, variants) -> None:
   names = summary['class_names']
   pcs = summary['per_class_top1']
   if names and all(pcs.get(v) for v in variants):
-    print(f'\n  per-class top-1 (%)       ' + ''.join(f'{TITLES[v].split()[0]:>12}' for v in variants))
+    print('\n  per-class top-1 (%)       ' + ''.join(f'{TITLES[v].split()[0]:>12}' for v in variants))
     for i, name in enumerate(names):
       print(f'  {name:<26}' + ''.join(f'{100 * pcs[v][i]:>12.0f}' for v in variants))
   if summary['prediction']:

@@ -19,9 +19,17 @@ import sys
 import tempfile
 import time
 
+import av
 import numpy as np
+from PIL import Image
+import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from avslowfast_jax import host_memory  # noqa: E402
+from data_pipelines import adapters, audio, input_pipeline, prepare, shards  # noqa: E402
+from data_pipelines import inspect as inspect_lib  # noqa: E402
+from data_pipelines.video_io import write_video  # noqa: E402
 
 
 def make_videos(folder: str, num_videos: int, seconds: float = 10.0, width: int = 426,
@@ -29,8 +37,6 @@ def make_videos(folder: str, num_videos: int, seconds: float = 10.0, width: int 
   """Writes camera-like videos (smooth panning texture, a moving object, sensor noise) with a
   tone + noise soundtrack; returns their paths. Pure noise would make JPEGs (and their
   decoding) far costlier than real footage; flat colour far cheaper."""
-  from PIL import Image
-  from data_pipelines.video_io import write_video
   rng = np.random.default_rng(0)
   paths = []
   y, x = np.mgrid[0:height, 0:width]
@@ -59,7 +65,6 @@ def make_videos(folder: str, num_videos: int, seconds: float = 10.0, width: int 
 
 
 def prepare_folder(paths, output_dir, num_workers):
-  from data_pipelines import adapters, prepare
   items = [adapters.VideoItem(p, [i % 4], 'train', os.path.basename(p)[:-4])
            for i, p in enumerate(paths)]
   return prepare.prepare(items, output_dir, name='bench', label_names=['a', 'b', 'c', 'd'],
@@ -68,8 +73,6 @@ def prepare_folder(paths, output_dir, num_workers):
 
 def mean_jpeg_bytes(data_dir):
   """Mean stored frame size (JPEG decode cost grows with it)."""
-  import tensorflow as tf
-  from data_pipelines import shards
   files, _ = shards.load_split_files(data_dir, 'train')
   record = next(iter(tf.data.TFRecordDataset(files[0])))
   frames = tf.io.parse_single_example(record, shards.parse_spec())['frames'].numpy()
@@ -78,7 +81,6 @@ def mean_jpeg_bytes(data_dir):
 
 def pipeline_rate(config, data_dir, num_clips, batch_size):
   """Clips/s of the real training iterator after a warm-up of a few batches."""
-  from data_pipelines import input_pipeline
   iterator = input_pipeline.create_train_iterator(config, data_dir, config.data.train_split,
                                                   batch_size, seed=0, process_index=0,
                                                   process_count=1)
@@ -98,7 +100,6 @@ def pipeline_rate(config, data_dir, num_clips, batch_size):
 
 def _pyav_window(container, stream, start_sec, end_sec):
   """Decodes from the keyframe before ``start_sec`` (a seek) and keeps frames in the window."""
-  import av
   container.seek(int(max(start_sec - 0.5, 0) * av.time_base), backward=True)
   frames = []
   for frame in container.decode(stream):
@@ -112,7 +113,6 @@ def _pyav_window(container, stream, start_sec, end_sec):
 
 
 def _pyav_audio(container, start_sec, end_sec, config):
-  import av
   d = config.data
   container.seek(int(max(start_sec - 0.5, 0) * av.time_base), backward=True)
   resampler = av.AudioResampler(format='s16', layout='mono', rate=d.audio.sample_rate)
@@ -148,8 +148,6 @@ def pyav_clip(path, config, rng, mel, faithful=True):
   variant: only the 32 picked frames are converted, straight to the jittered
   size by swscale, then cropped, flipped and normalised.
   """
-  import av
-  import tensorflow as tf
   d = config.data
   window = d.num_frames * d.sampling_rate
   with av.open(path) as container:
@@ -184,7 +182,6 @@ def pyav_clip(path, config, rng, mel, faithful=True):
 
 def baseline_rate(config, paths, num_clips, faithful=True):
   """(clips/s, clips per CPU-second) of :func:`pyav_clip` in one process."""
-  from data_pipelines import audio
   mel = audio.mel_filterbank(config.data.audio.sample_rate, config.data.audio.n_fft,
                              config.data.audio.num_mels)
   rng = np.random.default_rng(0)
@@ -206,9 +203,10 @@ def main(argv=None):
   parser.add_argument('--num_videos', type=int, default=8)
   parser.add_argument('--num_workers', type=int, default=2)
   args = parser.parse_args(argv)
-  from data_pipelines import inspect as inspect_lib
   config = inspect_lib.load_config(args.config)
   config.data.avs_negatives = True
+  # As avslowfast_jax.main does for training: each clip reads a whole record.
+  host_memory.serve_from_heap(config.data.malloc_mmap_threshold)
   workdir = tempfile.mkdtemp(prefix='input_bench_')
   data_dir, video_dir = args.data_dir, args.videos
   timings = {}

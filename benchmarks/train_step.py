@@ -1,18 +1,31 @@
-r"""Throughput of one full SGD training step on random inputs.
+r"""Throughput of the trainer's own training step on random inputs.
 
   python benchmarks/train_step.py --config configs/kinetics.py:avslowfast_8x8_r50 \
       --batch_size 2 --steps 5 [--image_size 224] [--drop_audio] [--config.model.dtype=bfloat16]
 
-Prints one JSON line: ``clips_per_sec``, ``step_seconds`` (median over
-``--steps`` timed steps, after ``--warmup_steps`` untimed ones, the first compiling), ``compile_seconds``,
-the device and the model. The step is self-contained (forward, backward,
-optax SGD with momentum, BN statistics update) so it measures the model, not
-the trainer. The audio pathway is computed on every step unless
-``--drop_audio`` (DropPathway 'pathway' mode then skips it).
+  # A/B: several variants of the config, compiled in one process and timed in turn
+  python benchmarks/train_step.py --config configs/kinetics.py:avslowfast_8x8_r50 \
+      --steps 10 --variant model.conv_impl=cpu --variant model.conv_impl=native
+
+The step is ``avslowfast_jax.train.step`` jitted as the trainer jits it
+(forward, backward, the config's optimizer, BN statistics), with the AVS
+losses off and DropPathway at 0 unless ``--avs`` / ``--drop_audio`` (audio
+dropped on every step), so that it compares with single-loss baselines
+(``pytorchvideo_train_step.py``).
+
+Prints one JSON line per variant: ``step_seconds`` (median over ``--steps``
+timed steps, after ``--warmup_steps`` untimed ones, the first compiling),
+``clips_per_sec``, ``compile_seconds``, CPU seconds and page faults per step,
+the device and the model. Variants (``--variant field=value[,field=value]``,
+fields of ``config``) are all compiled first and then run in turn, one step
+each per round, so that every variant sees the same machine state: on a
+shared machine the speed drifts by more between minutes than most single
+changes make.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import resource
@@ -22,112 +35,151 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app, flags  # noqa: E402
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+import numpy as np  # noqa: E402
 
-from avslowfast_jax import host_memory
-from avslowfast_jax.models import build_model
-from avslowfast_jax.tools.model_stats import model_stats, view_inputs
+from avslowfast_jax import host_memory, inference, parallel  # noqa: E402
+from avslowfast_jax.tools.model_stats import model_stats  # noqa: E402
+from avslowfast_jax.train import state as state_lib  # noqa: E402
+from avslowfast_jax.train import trainer  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:variant].')
 _BATCH = flags.DEFINE_integer('batch_size', 2, 'Clips per step (global).')
-_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps.')
+_STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps (per variant).')
 _IMAGE = flags.DEFINE_integer('image_size', 224, 'Training crop size.')
 _DROP = flags.DEFINE_boolean('drop_audio', False, 'Drop the audio pathway on every step.')
+_AVS = flags.DEFINE_boolean('avs', False, "Include the config's AVS losses.")
 _WARMUP = flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps (the first one compiles).')
+_VARIANTS = flags.DEFINE_multi_string(
+    'variant', [], 'Config overrides of one variant, "field=value[,field=value]" '
+    '(e.g. model.conv_impl=native); repeat for an A/B.')
 _KEEP = flags.DEFINE_boolean(
     'keep_host_memory', True,
     'CPU: run the step on the calling thread and keep freed heap pages '
     '(avslowfast_jax.host_memory), as avslowfast_jax.main does by default.')
 
 
-def make_train_step(model, tx, num_classes: int):
-  """A jitted ``(params, batch_stats, opt_state, inputs, labels, key) -> ...`` step."""
+def apply_overrides(config: ml_collections.ConfigDict, overrides: str) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``field=value`` pairs (comma-separated) set."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for item in filter(None, overrides.split(',')):
+    field, _, text = item.partition('=')
+    *parents, leaf = field.strip().split('.')
+    node = config
+    for name in parents:
+      node = node[name]
+    if leaf not in node:
+      raise app.UsageError(f'--variant {item!r}: config has no field {field!r}')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    node[leaf] = value
+  return config
 
-  def loss_fn(params, batch_stats, inputs, labels, key, drop):
-    (logits, _), new_state = model.apply(
-        {'params': params, 'batch_stats': batch_stats}, inputs, train=True, drop_audio=drop,
-        rngs={'dropout': key}, mutable=['batch_stats'])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, new_state['batch_stats']
 
-  @jax.jit
-  def step(params, batch_stats, opt_state, inputs, labels, key, drop):
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats, inputs, labels, key, drop)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+def benchmark_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config as the benchmark runs it (its flags applied)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.train.batch_size = _BATCH.value
+  config.train.reference_batch_size = _BATCH.value
+  config.train.total_steps = 1000
+  config.train.drop_pathway_prob = 1.0 if _DROP.value else 0.0
+  config.avs.enabled = bool(_AVS.value and config.avs.enabled)
+  config.data.train_crop_size = _IMAGE.value
+  return config
 
-  return step
+
+def random_batch(config, batch: int) -> dict:
+  """Random inputs and labels of the config's training shapes."""
+  rng = np.random.default_rng(0)
+  specs = inference.input_specs(config, batch)
+  out = {k: rng.standard_normal(s.shape, np.float32) for k, s in specs.items()}
+  out['label'] = rng.integers(0, config.model.num_classes, batch).astype(np.int32)
+  out['noun_label'] = rng.integers(0, max(1, config.model.num_nouns), batch).astype(np.int32)
+  out['audio_mask'] = np.ones(batch, np.float32)
+  if 'audio' in out:
+    out['audio_shifted'] = rng.standard_normal(out['audio'].shape, np.float32)
+  return out
+
+
+class CompiledStep:
+  """One variant: its state, batch and compiled train step."""
+
+  def __init__(self, config, mesh):
+    self.config = config
+    model, task, plan, lr_fn, tx = trainer.setup(config)
+    self.state, shardings = state_lib.create_train_state(
+        config, model, tx, mesh, jax.random.PRNGKey(config.seed))
+    self.batch = parallel.host_to_global(random_batch(config, config.train.batch_size), mesh)
+    self.key = jax.random.PRNGKey(1)
+    step = trainer.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
+    start = time.perf_counter()
+    self.step = step.lower(self.state, self.batch, self.key).compile()
+    self.compile_seconds = time.perf_counter() - start
+    self.times, self.cpu_times, self.faults = [], [], []
+    self.loss = float('nan')
+
+  def run(self, timed: bool) -> None:
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t0, c0 = time.perf_counter(), time.process_time()
+    self.state, metrics = self.step(self.state, self.batch, self.key)
+    self.loss = float(jax.block_until_ready(metrics['loss']))
+    if timed:
+      self.times.append(time.perf_counter() - t0)
+      self.cpu_times.append(time.process_time() - c0)
+      self.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 
 
 def main(argv):
   del argv
+  if _CONFIG.value is None:
+    raise app.UsageError('--config is required')
   kept = host_memory.keep_host_memory() if _KEEP.value else False
-  config = _CONFIG.value
-  model = build_model(config.model)
-  b = _BATCH.value
-  shapes = view_inputs(config, b, _IMAGE.value)
-  rng = np.random.default_rng(0)
-  inputs = {k: jnp.asarray(rng.standard_normal(s.shape, np.float32)) for k, s in shapes.items()}
-  labels = jnp.asarray(rng.integers(0, config.model.num_classes, b), jnp.int32)
-  variables = jax.jit(model.init)(jax.random.key(0), inputs)
-  tx = optax.sgd(0.01, momentum=0.9, nesterov=True)
-  params, batch_stats = variables['params'], variables['batch_stats']
-  opt_state = tx.init(params)
-  step = make_train_step(model, tx, config.model.num_classes)
-  drop = jnp.asarray(_DROP.value)
-
-  t0 = time.perf_counter()
-  params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, inputs, labels,
-                                              jax.random.key(1), drop)
-  jax.block_until_ready(loss)
-  compile_s = time.perf_counter() - t0
-  for _ in range(_WARMUP.value - 1):
-    params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, inputs, labels,
-                                                jax.random.key(1), drop)
-    jax.block_until_ready(loss)
-  times, cpu_times, faults = [], [], []
-  for i in range(_STEPS.value):
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t0, c0 = time.perf_counter(), time.process_time()
-    params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, inputs, labels,
-                                                jax.random.key(2 + i), drop)
-    jax.block_until_ready(loss)
-    times.append(time.perf_counter() - t0)
-    cpu_times.append(time.process_time() - c0)
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-  median = statistics.median(times)
-  stats = model_stats(config)
-  print(json.dumps({
-      'clips_per_sec': round(b / median, 3),
-      'step_seconds': round(median, 3),
-      'step_seconds_all': [round(t, 3) for t in times],
-      # CPU time of the whole process per step (all threads): on a shared
-      # machine it moves far less with other load than the wall-clock time.
-      'cpu_seconds_per_step': round(statistics.median(cpu_times), 3),
-      'load_average_1min': round(os.getloadavg()[0], 2),
-      'keep_host_memory': kept,
-      # Minor page faults of the process per step (median): ~1.3e6 for 8x8 R50
-      # at batch 2 when XLA's temporaries are mmapped afresh every step.
-      'page_faults_per_step': int(statistics.median(faults)),
-      'compile_seconds': round(compile_s, 1),
-      'batch_size': b,
-      'image_size': _IMAGE.value,
-      'drop_audio': _DROP.value,
-      'dtype': config.model.dtype,
-      'arch': config.model.arch,
-      'params': stats['params'],
-      'gflops_per_view_test': stats['gflops'],
-      'device': str(jax.devices()[0].device_kind),
-      'platform': jax.default_backend(),
-      'num_devices': jax.device_count(),
-      'loss': float(loss),
-  }))
+  mesh = parallel.create_mesh()
+  base = benchmark_config(_CONFIG.value)
+  names = _VARIANTS.value or ['']
+  variants = [CompiledStep(apply_overrides(base, name), mesh) for name in names]
+  for variant in variants:
+    for _ in range(_WARMUP.value):
+      variant.run(timed=False)
+  for _ in range(_STEPS.value):
+    for variant in variants:
+      variant.run(timed=True)
+  b = base.train.batch_size
+  for name, v in zip(names, variants):
+    median = statistics.median(v.times)
+    stats = model_stats(v.config)
+    print(json.dumps({
+        'variant': name,
+        'clips_per_sec': round(b / median, 3),
+        'step_seconds': round(median, 3),
+        'step_seconds_all': [round(t, 3) for t in v.times],
+        # CPU time of the whole process per step (all threads): on a shared
+        # machine it moves far less with other load than the wall-clock time.
+        'cpu_seconds_per_step': round(statistics.median(v.cpu_times), 3),
+        'load_average_1min': round(os.getloadavg()[0], 2),
+        'keep_host_memory': kept,
+        # Minor page faults of the process per step (median).
+        'page_faults_per_step': int(statistics.median(v.faults)),
+        'compile_seconds': round(v.compile_seconds, 1),
+        'batch_size': b,
+        'image_size': _IMAGE.value,
+        'drop_audio': _DROP.value,
+        'avs': bool(v.config.avs.enabled),
+        'dtype': v.config.model.dtype,
+        'conv_impl': v.config.model.conv_impl,
+        'arch': v.config.model.arch,
+        'params': stats['params'],
+        'gflops_per_view_test': stats['gflops'],
+        'device': str(jax.devices()[0].device_kind),
+        'platform': jax.default_backend(),
+        'num_devices': jax.device_count(),
+        'loss': v.loss,
+    }))
 
 
 if __name__ == '__main__':

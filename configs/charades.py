@@ -1,4 +1,4 @@
-r"""Charades multi-label classification: fine-tune 16x8 R101+NL from Kinetics (Table 9).
+r"""Charades multi-label classification: fine-tune 16x8 R101+NL from Kinetics (paper Table 4).
 
   python -m avslowfast_jax.main --config configs/charades.py:avslowfast_16x8_r101_nl \
       --workdir /tmp/charades --config.data.data_dir=/data/charades_shards \
@@ -19,7 +19,7 @@ def get_config(variant: str = 'avslowfast_16x8_r101_nl'):
   tiny, variant = common.split_tiny(variant)
   common.set_instantiation(c, variant)
   c.data.name = 'charades'
-  c.model.head = 'sigmoid'
+  c.task = 'multilabel'
   c.model.num_classes = 157
   c.model.dropout_rate = 0.7
   c.eval.aggregate = 'max'

@@ -12,12 +12,12 @@ import re
 
 import ml_collections
 
-# Kinetics statistics of the log-mel front end (spec.md, "Audio front end").
+from avslowfast_jax.models.config import ModelConfig
+
+# Mean and standard deviation of the log-mel front end's values over Kinetics
+# (the AVSlowFast authors' audio-visual SlowFast code normalises with these).
 AUDIO_LOGMEL_MEAN = -7.03
 AUDIO_LOGMEL_STD = 4.66
-
-# Number of residual blocks per stage (res2..res5).
-STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -25,40 +25,14 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
+  # Which task the model is trained for (avslowfast_jax/tasks): its head, loss,
+  # metrics and evaluation. 'classification' (softmax) | 'multilabel' (sigmoid,
+  # mAP) | 'verb_noun' (EPIC-Kitchens).
+  c.task = 'classification'
+
   # ---------------------------------------------------------------- model
-  m = c.model = ml_collections.ConfigDict()
-  m.arch = 'avslowfast'  # 'avslowfast' | 'slowfast' | 'audio'
-  m.depth = 50  # 50 | 101 (ResNet depth, picks stage_blocks when that is empty)
-  m.stage_blocks = ()  # explicit blocks per stage (res2..res5); () = from depth
-  m.width = 64  # Slow pathway stem channels; every other width follows from it
-  m.alpha_f = 8  # Fast/Slow frame-rate ratio
-  m.beta_f = 0.125  # Fast/Slow channel ratio
-  m.fusion_conv_channel_ratio = 2  # Fast->Slow lateral out channels = ratio*beta_f*C
-  m.fusion_kernel_size = 5  # temporal kernel of the Fast->Slow lateral
-  m.fs_lateral_stages = ('pool1', 'res2', 'res3', 'res4')
-  m.beta_a = 0.5  # Audio/Slow channel ratio
-  m.fusion = 'a_fs'  # 'a_fs' | 'a_f_s' | 'av_nonlocal'
-  m.audio_lateral_stages = ('res3', 'res4')
-  m.audio_pool5 = True  # concat pooled audio features into the head
-  m.a_fs_hidden_channels = 64  # first temporal conv of the A->FS lateral
-  m.nonlocal_stages = ()  # e.g. ('res4',) for the R101+NL models
-  m.nonlocal_every = 2  # a Non-local block after every n-th block of those stages
-  m.nonlocal_instantiation = 'dot_product'  # 'dot_product' | 'softmax'
-  m.res5_spatial_stride = 2  # 1 for AVA detection
-  m.head = 'softmax'  # 'softmax' | 'sigmoid' | 'verb_noun'
-  m.num_classes = 400
-  m.num_nouns = 0  # second head size for 'verb_noun'
-  m.dropout_rate = 0.5
-  m.bn_group_size = 8  # BatchNorm statistics over groups of this many clips
-  m.bn_momentum = 0.9  # flax convention (= PyTorch 0.1)
-  m.bn_epsilon = 1e-5
-  # BN variance as E[x^2] - E[x]^2 (one pass; flax's default), else E[(x - mean)^2].
-  m.bn_fast_variance = True
-  m.freeze_bn = False  # affine BN for fine-tuning
-  m.drop_pathway_mode = 'pathway'  # 'pathway' (skip audio) | 'laterals' (zero laterals only)
-  m.avs_embed_dim = 64  # projection of junction features for the AVS losses
-  m.dtype = 'float32'  # compute dtype: 'float32' | 'bfloat16' (params stay fp32)
-  m.lower_convs = True  # compute degenerate 3-D convs as 2-D convs/matmuls (same params)
+  # Every field, its meaning and its default: avslowfast_jax/models/config.py.
+  c.model = ml_collections.ConfigDict(ModelConfig().to_dict())
 
   # ----------------------------------------------------------------- data
   d = c.data = ml_collections.ConfigDict()
@@ -84,7 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
   d.num_parallel_calls = -1  # tf.data map parallelism; -1 = AUTOTUNE
   d.prefetch_batches = 2
   # Heap-serve allocations below this many bytes (glibc; 0 = leave malloc alone):
-  # each clip reads a whole ~10 MB record (data_pipelines.input_pipeline.tune_malloc).
+  # each clip reads a whole ~10 MB record (avslowfast_jax.host_memory.serve_from_heap,
+  # applied by the entry points).
   d.malloc_mmap_threshold = 32 << 20
   a = d.audio = ml_collections.ConfigDict()
   a.sample_rate = 16000

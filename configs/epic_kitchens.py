@@ -1,10 +1,10 @@
-r"""EPIC-Kitchens-55 action recognition: fine-tune from Kinetics (paper Table 8).
+r"""EPIC-Kitchens-55 action recognition: fine-tune from Kinetics (paper Table 3).
 
   python -m avslowfast_jax.main --config configs/epic_kitchens.py:avslowfast_8x8_r50 \
       --workdir /tmp/epic --config.data.data_dir=/data/epic_shards \
       --config.train.init_from=/tmp/k400_8x8
 
-Verb and noun heads (``model.head=verb_noun``) on one network, BatchNorm
+Verb and noun heads (``task=verb_noun``) on one network, BatchNorm
 frozen (affine), batch 32, lr 0.01 with step decay by 10 at 2/3 and 5/6 of
 training. ``train.init_from`` points at a Kinetics checkpoint (workdir, step
 dir or export); ``train.init_skip`` leaves the new heads randomly initialised.
@@ -29,7 +29,7 @@ def get_config(variant: str = 'avslowfast_8x8_r50'):
   common.set_instantiation(c, variant)
   c.data.name = 'epic_kitchens'
   c.data.eval_split = 'validation'
-  c.model.head = 'verb_noun'
+  c.task = 'verb_noun'
   c.model.num_classes = 125  # verbs
   c.model.num_nouns = 352
   c.model.freeze_bn = True
@@ -42,7 +42,7 @@ def get_config(variant: str = 'avslowfast_8x8_r50'):
   t.num_epochs = 30.0
   t.lr_decay_epochs = (20.0, 25.0)  # 2/3 and 5/6 of training
   t.init_skip = ('head',)
-  t.best_metric = 'top1'  # action accuracy for verb_noun (evaluation/evaluator.py)
+  t.best_metric = 'action_top1'
   t.eval_every_epochs = 2.0
   if tiny:
     common.tiny_model(c)

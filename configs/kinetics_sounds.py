@@ -1,4 +1,4 @@
-r"""Kinetics-Sounds (the 32 audible Kinetics classes; paper Table 7), from scratch.
+r"""Kinetics-Sounds (the 32 audible Kinetics classes; paper Table 2, "KS"), from scratch.
 
   python -m avslowfast_jax.main --config configs/kinetics_sounds.py:avslowfast_4x16_r50 \
       --workdir /tmp/ks --config.data.data_dir=/data/kinetics_sounds_shards

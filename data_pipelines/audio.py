@@ -1,9 +1,13 @@
-"""In-graph audio front end: int16 PCM -> log-mel spectrogram (spec.md, "Audio front end").
+"""In-graph audio front end: int16 PCM -> log-mel spectrogram.
+
+16 kHz mono, 32 ms windows (n_fft 512) every 16 ms (hop 256), 80 mel bins,
+``log(S + 1e-8)``: the AVSlowFast authors' audio-visual SlowFast code computes
+its log-mel input so (librosa, ``htk=True``, ``center=False``, power spectrogram).
 
 The mel filterbank is built in numpy with the same mathematics as
 ``librosa.filters.mel(htk=True, norm='slaney')`` so the tf.signal spectrogram
 matches ``librosa.feature.melspectrogram(..., htk=True, center=False)``
-followed by ``log(S + 1e-8)`` (tests/test_data_audio.py checks this).
+followed by ``log(S + 1e-8)`` (tests/test_data_transforms.py checks this).
 """
 
 from __future__ import annotations

@@ -34,17 +34,6 @@ except RuntimeError:  # TF already initialised its devices (then by the caller's
 
 _MAX_INT32 = 2**31 - 1
 
-def tune_malloc(mmap_threshold: int = 32 << 20) -> bool:
-  """Serves the ~10 MB record reads from the heap: ``host_memory.serve_from_heap``.
-
-  Each training clip reads its video's record into a fresh buffer; glibc's
-  default ``mmap``s and returns it every time (~25% of the time spent reading).
-  ``mmap_threshold <= 0`` leaves malloc alone (``config.data.malloc_mmap_threshold``).
-  """
-  from avslowfast_jax import host_memory  # pylint: disable=g-import-not-at-top
-  return host_memory.serve_from_heap(mmap_threshold)
-
-
 def dataset_info(data_dir: str) -> dict:
   """``{'num_examples': {split: n}, 'label_map': [...], 'noun_map': [...], 'name', 'fps', ...}``."""
   meta = shards.read_json(os.path.join(data_dir, 'shards.json'))
@@ -63,11 +52,8 @@ def dataset_info(data_dir: str) -> dict:
 
 
 def _host(process_index, process_count):
-  if process_index is None or process_count is None:
-    import jax
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  return int(process_index), int(process_count)
+  """This host's index and the host count; a single host unless told otherwise."""
+  return int(process_index or 0), int(process_count or 1)
 
 
 def _host_files(data_dir: str, split: str, process_index: int, process_count: int):
@@ -97,15 +83,14 @@ def _parse(record):
 
 
 def _labels(example, config) -> Dict[str, tf.Tensor]:
-  """Targets in the form the head wants (docs/design.md: ``label``, ``noun_label``)."""
+  """Targets in the form the task wants (docs/design.md: ``label``, ``noun_label``)."""
   labels = tf.cast(example['label'], tf.int32)
-  head = config.model.head
-  if head == 'sigmoid':
+  if config.task == 'multilabel':
     hot = tf.one_hot(labels, config.model.num_classes, dtype=tf.float32)
     return {'label': tf.reduce_max(tf.concat([hot, tf.zeros([1, config.model.num_classes])], 0), 0)}
   first = tf.cond(tf.size(labels) > 0, lambda: labels[0], lambda: tf.constant(-1, tf.int32))
   out = {'label': first}
-  if head == 'verb_noun':
+  if config.task == 'verb_noun':
     out['noun_label'] = tf.cast(example['noun_label'], tf.int32)
   return out
 
@@ -231,7 +216,6 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
   access without Python in the loop and without reading skipped records.
   """
   _check_config(config, data_dir)
-  tune_malloc(config.data.get('malloc_mmap_threshold', 32 << 20))
   process_index, process_count = _host(process_index, process_count)
   files, lengths, offsets = _host_files(data_dir, split, process_index, process_count)
   file_of, header_of, size_of, footer_of, video_of = [], [], [], [], []
@@ -344,7 +328,6 @@ def make_eval_dataset(config, data_dir, split, per_host_batch, *, process_index=
                       process_count=None, with_metadata=False):
   """The ``tf.data.Dataset`` behind :func:`create_eval_iterator`."""
   _check_config(config, data_dir)
-  tune_malloc(config.data.get('malloc_mmap_threshold', 32 << 20))
   process_index, process_count = _host(process_index, process_count)
   files, _, offsets = _host_files(data_dir, split, process_index, process_count)
   num_batches = eval_num_batches(config, data_dir, split, per_host_batch, process_count)

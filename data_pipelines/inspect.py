@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from data_pipelines import input_pipeline
+
 
 def load_config(spec: str):
   """``path/to/config.py[:variant]`` -> ConfigDict (the same syntax as the trainer)."""
@@ -31,7 +33,6 @@ def load_config(spec: str):
 
 def collect_clips(config, data_dir: str, split: str, num_clips: int, seed: int = 0) -> dict:
   """The first ``num_clips`` clips of the train (augmented) or eval (views) pipeline + metadata."""
-  from data_pipelines import input_pipeline
   if split == 'train':
     iterator = input_pipeline.create_train_iterator(
         config, data_dir, config.data.train_split, 1, seed=seed, process_index=0,
@@ -58,9 +59,10 @@ def collect_clips(config, data_dir: str, split: str, num_clips: int, seed: int =
 
 def contact_sheet(clips: dict, path: str, frames_per_clip: int = 8) -> None:
   """Saves a PNG: for each clip a row of Fast frames above its (denormalised) log-mel."""
-  import matplotlib
+  # matplotlib is the optional [plots] extra: imported only to draw.
+  import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   num = len(clips['fast'])
   fig, axes = plt.subplots(2 * num, frames_per_clip, figsize=(2 * frames_per_clip, 3.6 * num),
                            squeeze=False, gridspec_kw={'height_ratios': [1, 0.8] * num})

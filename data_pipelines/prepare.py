@@ -27,7 +27,12 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from data_pipelines import adapters, shards
+import av
+import av.logging
+import tensorflow as tf
+from tqdm import tqdm
+
+from data_pipelines import adapters, decode, shards
 
 
 @dataclasses.dataclass
@@ -57,11 +62,7 @@ def _progress_path(output_dir: str, split: str, index: int) -> str:
 
 def _quiet_ffmpeg():
   # Corrupt inputs make FFmpeg print pages of errors; the report says it better.
-  try:
-    import av.logging
-    av.logging.set_level(av.logging.PANIC)
-  except Exception:
-    pass
+  av.logging.set_level(av.logging.PANIC)
 
 
 def process_shard(task: ShardTask, progress_queue=None) -> dict:
@@ -69,9 +70,7 @@ def process_shard(task: ShardTask, progress_queue=None) -> dict:
 
   Never raises for a bad video: it is recorded with the reason and skipped.
   """
-  import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
-  from data_pipelines import decode
   _quiet_ffmpeg()
   final = os.path.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
                                                               task.count))
@@ -134,7 +133,6 @@ def plan_shards(items: Sequence[adapters.VideoItem], output_dir: str, name: str,
 
 
 def _run_local(tasks: List[ShardTask], num_workers: int, total_videos: int) -> None:
-  from tqdm import tqdm
   bar = tqdm(total=total_videos, unit='video', desc='prepare', dynamic_ncols=True,
              file=sys.stderr)
   if num_workers <= 0:
@@ -163,9 +161,9 @@ def _run_local(tasks: List[ShardTask], num_workers: int, total_videos: int) -> N
 
 
 def _run_beam(tasks: List[ShardTask], beam_options: Sequence[str]) -> None:
-  try:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
+  try:  # the optional [beam] extra
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise SystemExit(
         '--runner beam needs Apache Beam: pip install "avslowfast-jax[beam]"') from None

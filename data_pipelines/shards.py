@@ -27,6 +27,8 @@ import struct
 from typing import Dict, List, Sequence
 
 import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
 SHARD_TEMPLATE = '{name}-{split}.tfrecord-{index:05d}-of-{count:05d}'
 TFDS_TEMPLATE = '{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}'
@@ -39,23 +41,19 @@ def shard_filename(name: str, split: str, index: int, count: int) -> str:
 
 
 def _bytes(values):
-  import tensorflow as tf
   return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
 
 
 def _ints(values):
-  import tensorflow as tf
   return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
 def _floats(values):
-  import tensorflow as tf
   return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
 
 
 def serialize_example(video, item) -> bytes:
   """Serialized ``tf.train.Example`` of a ``decode.DecodedVideo`` and its ``adapters.VideoItem``."""
-  import tensorflow as tf
   audio = b'' if video.audio is None else video.audio.astype('<i2').tobytes()
   feature = {
       'video_id': _bytes([item.video_id.encode()]),
@@ -80,7 +78,6 @@ def serialize_example(video, item) -> bytes:
 
 def parse_spec():
   """``tf.io.parse_single_example`` spec of the features above."""
-  import tensorflow as tf
   scalar = lambda dtype, default=None: tf.io.FixedLenFeature([], dtype, default_value=default)
   return {
       'video_id': scalar(tf.string),
@@ -103,8 +100,6 @@ def parse_spec():
 
 def tfds_features():
   """The same features as a ``tfds.features.FeaturesDict`` (for the TFDS metadata)."""
-  import tensorflow as tf
-  import tensorflow_datasets as tfds
   tensor = tfds.features.Tensor
   return tfds.features.FeaturesDict({
       'video_id': tensor(shape=(), dtype=tf.string),
@@ -129,7 +124,6 @@ def tfds_features():
 def write_tfds_metadata(data_dir: str, name: str, split_lengths: Dict[str, Sequence[int]],
                         split_bytes: Dict[str, int], description: str = '') -> None:
   """Writes ``dataset_info.json`` / ``features.json`` so ``tfds.builder_from_directory`` works."""
-  import tensorflow_datasets as tfds
   template = tfds.core.ShardedFileTemplate(data_dir=data_dir, template=TFDS_TEMPLATE,
                                            dataset_name=name, filetype_suffix='tfrecord')
   split_infos = [

@@ -46,6 +46,7 @@ import os
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
 from data_pipelines.video_io import write_video
 
@@ -488,7 +489,6 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
   os.makedirs(output_dir, exist_ok=True)
   iterator = jobs
   if progress:
-    from tqdm import tqdm
     iterator = tqdm(jobs, desc='Generating videos', unit='video')
   for rel, name, _, class_index, video_index in iterator:
     frames, audio = render_example(name, example_rng(seed, class_index, video_index), size=size,

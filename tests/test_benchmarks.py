@@ -33,22 +33,34 @@ def test_train_step_benchmark_tiny():
   assert math.isfinite(out['loss']) and out['params'] > 0
 
 
-def test_ab_train_step_with_the_previous_lowerings():
-  """The A/B harness compiles the current lowerings and all previous ones
-  (benchmarks/previous_lowerings.py) into the same model: same loss."""
+def test_train_step_benchmark_variants_interleaved():
+  """An A/B of the two convolution implementations: both variants compiled in
+  one process, timed in turn, and the same loss (same model, same batch)."""
   result = subprocess.run(
-      [sys.executable, 'benchmarks/ab_train_step.py', '--config',
-       'configs/quickstart.py:avslowfast', '--batch_size', '2', '--image_size', '64',
-       '--rounds', '2', '--variant', 'pass', '--variant',
-       'previous.one_axis_as_2d_conv(); previous.fast_stem_as_sum_of_2d_convs(); '
-       'previous.kxk_kernel_grad_needs_28x28(); previous.no_phase_split()'],
+      [sys.executable, 'benchmarks/train_step.py', '--config', 'configs/quickstart.py:avslowfast',
+       '--batch_size', '2', '--image_size', '64', '--steps', '2', '--warmup_steps', '1',
+       '--variant', 'model.conv_impl=cpu', '--variant', 'model.conv_impl=native'],
       cwd=ROOT, capture_output=True, text=True, timeout=600,
       env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'})
   assert result.returncode == 0, result.stderr[-3000:]
-  current, previous = [json.loads(l) for l in result.stdout.strip().splitlines()[-2:]]
-  assert current['variant'] == 'pass' and len(current['all']) == len(previous['all']) == 2
-  assert math.isfinite(current['loss'])
-  assert math.isclose(current['loss'], previous['loss'], rel_tol=1e-4, abs_tol=1e-5)
+  cpu, native = [json.loads(l) for l in result.stdout.strip().splitlines()[-2:]]
+  assert (cpu['conv_impl'], native['conv_impl']) == ('cpu', 'native')
+  assert len(cpu['step_seconds_all']) == len(native['step_seconds_all']) == 2
+  assert math.isfinite(cpu['loss'])
+  assert math.isclose(cpu['loss'], native['loss'], rel_tol=1e-4, abs_tol=1e-5)
+
+
+def test_cpu_ops_benchmark_prints_each_rule():
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/cpu_ops.py', '--batch_size', '1', '--repeats', '1',
+       '--only', 'pointwise', '--only', 'spectrogram_conv_in_cond'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [json.loads(l) for l in result.stdout.strip().splitlines()]
+  assert [r['rule'] for r in rows] == ['pointwise', 'spectrogram_conv_in_cond']
+  for row in rows:
+    assert row['native_ms'] > 0 and row['cpu_ms'] > 0 and row['platform'] == 'cpu'
 
 
 def test_input_pipeline_benchmark_small(tmp_path):

@@ -73,7 +73,7 @@ def test_train_batch_contract(data_dir):
   np.testing.assert_array_equal(batch['label'], batch['video_index'] % 3)
   assert abs(float(batch['fast'].mean())) < 1.5  # normalised, not raw pixels
   # Multi-label heads get multi-hot targets.
-  config.model.head = 'sigmoid'
+  config.task = 'multilabel'
   config.data.avs_negatives = False
   batch = next(_train(config, data_dir, 2, seed=0))
   assert batch['label'].shape == (2, 3) and 'audio_shifted' not in batch
@@ -152,16 +152,3 @@ def test_inspect_writes_arrays_and_contact_sheet(data_dir, tmp_path, monkeypatch
   assert clips['fast'].shape[0] == 3 and clips['video_id'][0].startswith('v')
   np.testing.assert_allclose(clips['clip_end_sec'] - clips['clip_start_sec'], 32 / 30, rtol=1e-5)
   assert os.path.getsize(png) > 1000
-
-
-def test_tune_malloc_on_glibc():
-  import platform
-  from avslowfast_jax import host_memory
-  from data_pipelines import input_pipeline
-  before = host_memory.state()
-  input_pipeline.tune_malloc(0)  # 0: leaves malloc alone
-  assert host_memory.state() == before
-  if platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc':
-    assert input_pipeline.tune_malloc(32 << 20) is True
-    state = host_memory.state()
-    assert state['heap_served_below'] == 32 << 20 or state['mmap_disabled']

@@ -2,7 +2,7 @@
 
 The loss sequence of the steps of ``main`` (6, checkpoints at 3 and 6) must match a single-process run that
 feeds the same global batch (process 0's rows, then process 1's) to the same
-step on 8 devices, to 1e-4 relative at every step (the issue's bound).
+step on 8 devices, to 1e-4 relative at every step.
 
 Both use the tiny model with ``td.TOPOLOGY`` (one BN group of 8 clips,
 learning rate 10x below the quickstart's; tests/train_testdata.py says why).
@@ -48,10 +48,10 @@ def reference_losses(data_dir):
   from data_pipelines import input_pipeline  # pylint: disable=g-import-not-at-top
   config = td.tiny_config(data_dir, **STEPS)
   mesh = parallel.create_mesh()
-  model, plan, lr_fn, tx = trainer.setup(config, mesh)
+  model, task, plan, lr_fn, tx = trainer.setup(config)
   state, shardings = state_lib.create_train_state(config, model, tx, mesh,
                                                   jax.random.PRNGKey(config.seed))
-  step = trainer.jit_train_step(config, model, tx, lr_fn, plan, mesh, shardings)
+  step = trainer.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
   hosts = [input_pipeline.create_train_iterator(config, data_dir, 'train', 4, seed=config.seed,
                                                 process_index=i, process_count=2)
            for i in range(2)]
@@ -98,5 +98,5 @@ def test_two_processes_match_single_process(tmp_path, dirs):
   print('two-process losses', got)
   print('reference losses  ', reference)
   print('relative difference', [abs(g - r) / abs(r) for g, r in zip(got, reference)])
-  # The check, at every step.
+  # At every step.
   np.testing.assert_allclose(got, reference, rtol=1e-4)

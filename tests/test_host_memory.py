@@ -71,23 +71,32 @@ def test_sync_dispatch_refuses_once_backends_exist():
 
 
 @pytest.mark.skipif(not GLIBC, reason='glibc malloc only')
-def test_input_pipeline_setting_never_undoes_kept_memory():
+def test_heap_serving_never_undoes_kept_memory():
   """The input pipeline's milder setting (1 GiB trim threshold) must not
   re-enable trimming once ``keep_freed_memory`` disabled it. (In a child
   process: the settings are process-wide.)"""
   code = textwrap.dedent('''
       from avslowfast_jax import host_memory
-      from data_pipelines import input_pipeline
-      assert input_pipeline.tune_malloc(32 << 20)
+      assert host_memory.serve_from_heap(32 << 20)
       assert host_memory.state()['heap_served_below'] == 32 << 20
       assert host_memory.keep_freed_memory()
-      assert input_pipeline.tune_malloc(16 << 20)
+      assert host_memory.serve_from_heap(16 << 20)
       state = host_memory.state()
       assert state['mmap_disabled'] and state['trim_disabled'], state
-      assert input_pipeline.tune_malloc(0)  # 0: leaves malloc alone, reports it tuned
+      assert host_memory.serve_from_heap(0)  # 0: leaves malloc alone, reports it tuned
       print('ok')
       ''')
   env = dict(os.environ, PYTHONPATH=ROOT)
   out = subprocess.run([sys.executable, '-c', code], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode == 0 and out.stdout.strip().endswith('ok'), out.stderr[-2000:]
+
+
+def test_serve_from_heap_on_glibc():
+  before = host_memory.state()
+  host_memory.serve_from_heap(0)  # 0: leaves malloc alone
+  assert host_memory.state() == before
+  if platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc':
+    assert host_memory.serve_from_heap(32 << 20) is True
+    state = host_memory.state()
+    assert state['heap_served_below'] == 32 << 20 or state['mmap_disabled']

@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip('torch')
 
 from configs import kinetics  # noqa: E402
+from avslowfast_jax import trees  # noqa: E402
 from avslowfast_jax.tools import import_weights as iw  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,7 +71,7 @@ class Reference:
 
   def __init__(self, variant, depth_blocks=None, stem=(64, 8), seed=0):
     import jax
-    from avslowfast_jax.models import build_model
+    from avslowfast_jax import inference
 
     c0 = kinetics.get_config(variant)
     alpha, fast_len = c0.model.alpha_f, c0.data.num_frames
@@ -99,7 +100,7 @@ class Reference:
     self.inputs = {'slow': slow.permute(0, 2, 3, 4, 1).numpy(),
                    'fast': fast.permute(0, 2, 3, 4, 1).numpy()}
     self.state = {k: v.clone() for k, v in self.net.state_dict().items()}
-    model = build_model(self.config.model)
+    model, _ = inference.build(self.config)
     self.apply = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
 
   def ours(self, variables):
@@ -341,9 +342,9 @@ def test_pyslowfast_nonlocal_names_map_onto_r101_nl():
   }
   tensors, _ = iw.parse_state_dict(state, 'pyslowfast')
   abstract = iw.model_variables(config)
-  flat = {'/'.join(p): v.shape for p, v in iw._flatten(dict(abstract)).items()}
+  flat = {p: v.shape for p, v in trees.flatten(dict(abstract)).items()}
   for t in tensors:
-    path = '/'.join((t.collection, *iw.flax_path(t.layer), t.leaf))
+    path = iw.variable_path(t)
     assert flat[path] == t.array.shape, path
   assert {'/'.join(iw.flax_path(t.layer)) for t in tensors} == {
       'slow_res4_nonlocal13/theta', 'slow_res4_nonlocal13/out', 'slow_res4_nonlocal13/bn'}

@@ -109,6 +109,9 @@ def test_train_kill_nan_resume_eval_export_predict(tmp_path, dirs):
   # 6. Export, reload without the training code, reproduce the evaluated scores.
   run_main(uninterrupted, shards, cache, '--mode=export', '--config.eval.checkpoint=best')
   export_dir = os.path.join(uninterrupted, 'export')
+  # Lowered on this CPU for the accelerators too (with the native implementation).
+  artifacts = json.load(open(os.path.join(export_dir, 'signature.json')))['artifacts']
+  assert {'cpu', 'cuda', 'tpu'} <= set(artifacts), artifacts
   check = subprocess.run([sys.executable, '-c', RELOAD.format(export=export_dir, data=shards)],
                          env=td.subprocess_env(1), capture_output=True, text=True, timeout=600)
   assert check.returncode == 0, check.stderr[-3000:]

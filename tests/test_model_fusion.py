@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avslowfast_jax.models import build_model
+from avslowfast_jax import inference
+from avslowfast_jax.models.conv import Conv
 from avslowfast_jax.models.fusion import AudioToVisual, FastToSlow
 from avslowfast_jax.models.norm import GroupBatchNorm
 from model_testing import init, tiny_config, tiny_inputs
@@ -26,7 +27,7 @@ def test_fast_to_slow_is_aligned_with_slow_frames():
   """Output step t is centred on Fast frame alpha * t (the frame Slow sees)."""
   alpha = 4
   fast = jnp.asarray(np.random.default_rng(0).standard_normal((2, 16, 3, 3, 5)), jnp.float32)
-  module = FastToSlow(5, alpha, 5, norm=GroupBatchNorm)
+  module = FastToSlow(5, alpha, Conv, GroupBatchNorm, kernel_size=5)
   v = module.init(jax.random.key(0), fast, False)
   v = jax.tree_util.tree_map_with_path(
       lambda p, x: _identity_centre(x) if 'kernel' in jax.tree_util.keystr(p) else x, v)
@@ -38,7 +39,7 @@ def test_fast_to_slow_is_aligned_with_slow_frames():
 def test_audio_lateral_is_aligned_with_visual_steps():
   """A->FS output step t is centred on audio step t * (T_a / T_visual)."""
   audio = jnp.asarray(np.random.default_rng(1).standard_normal((2, 32, 6, 4)), jnp.float32)
-  module = AudioToVisual(4, 4, target_length=4, norm=GroupBatchNorm)
+  module = AudioToVisual(4, 4, target_length=4, conv=Conv, norm=GroupBatchNorm)
   v = module.init(jax.random.key(0), audio, False)
   v = jax.tree_util.tree_map_with_path(
       lambda p, x: _identity_centre(x) if 'kernel' in jax.tree_util.keystr(p) else x, v)
@@ -69,9 +70,9 @@ def test_dropped_audio_gives_the_slowfast_output(fusion, modes, inputs):
   audio; without dropping they are not. In 'pathway' mode the pooled audio
   and AVS audio embeddings are zeros too."""
   key = {'dropout': jax.random.key(3)}
-  models = {mode: build_model(tiny_config(fusion=fusion, drop_pathway_mode=mode).model)
+  models = {mode: inference.build(tiny_config(fusion=fusion, drop_pathway_mode=mode))[0]
             for mode in modes}
-  slowfast = build_model(tiny_config('slowfast').model)
+  slowfast = inference.build(tiny_config('slowfast'))[0]
   v = init(models[modes[0]], inputs)
   other_audio = dict(inputs, audio=inputs['audio'][::-1] * 3.0)
 
@@ -120,7 +121,7 @@ def _count_ops(jaxpr, names):
 def test_pathway_mode_skips_all_audio_compute(inputs):
   """The dropped branch of the cond has no conv or matmul; the other has the
   whole audio pathway. A dropped step leaves the audio BN statistics alone."""
-  model = build_model(tiny_config(drop_pathway_mode='pathway').model)
+  model = inference.build(tiny_config(drop_pathway_mode='pathway'))[0]
   v = init(model, inputs)
 
   def step(drop):
@@ -145,7 +146,7 @@ def test_pathway_mode_skips_all_audio_compute(inputs):
 def test_audio_negatives_run_with_positives(inputs):
   """Negatives get their own AVS embeddings; with BN groups of the batch size,
   the positives' outputs do not change when negatives are added."""
-  model = build_model(tiny_config().model)  # bn_group_size 2 == batch
+  model = inference.build(tiny_config())[0]  # bn_group_size 2 == batch
   v = init(model, inputs)
   negative = inputs['audio'][::-1] + 1.0
   run = lambda neg: model.apply(v, inputs, train=True, drop_audio=jnp.asarray(False),

@@ -1,5 +1,5 @@
-"""Shapes of every pathway at every stage (abstract evaluation only), the conv
-lowering, and every config loading through get_config."""
+"""Shapes of every pathway at every stage (abstract evaluation only), and every
+config loading through get_config."""
 
 import glob
 import importlib
@@ -7,13 +7,9 @@ import os
 import re
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from avslowfast_jax.models import build_model
-from avslowfast_jax.models.conv import conv_nd
-from avslowfast_jax.tools.model_stats import view_inputs
+from avslowfast_jax import inference
 from configs import kinetics
 
 _BLOCK = re.compile(r'^((slow|fast)_)?res\d_block\d+$|^fast_to_slow_\w+$|^to_visual_\w+$')
@@ -21,8 +17,8 @@ _BLOCK = re.compile(r'^((slow|fast)_)?res\d_block\d+$|^fast_to_slow_\w+$|^to_vis
 
 def _stage_outputs(config, batch=2, size=224):
   """Abstract outputs of every block and lateral of the model (eval_shape)."""
-  model = build_model(config.model)
-  inputs = view_inputs(config, batch, size)
+  model, _ = inference.build(config)
+  inputs = inference.input_specs(config, batch, image_size=size)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)
 
   def run(v, x):
@@ -77,35 +73,21 @@ def test_r101_nonlocal_blocks_and_variants():
   c = kinetics.get_config('slowfast_8x8_r101')
   c.model.nonlocal_stages = ('res4',)
   c.model.nonlocal_every = 7
-  model = build_model(c.model)
-  inputs = view_inputs(c, 1, 64)
+  model, _ = inference.build(c)
+  inputs = inference.input_specs(c, 1, image_size=64)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)
   names = set(variables['params'])
   assert {n for n in names if 'nonlocal' in n} == {
       'slow_res4_nonlocal6', 'slow_res4_nonlocal13', 'slow_res4_nonlocal20'}
   assert 'slow_res4_block22' in names and not any(n.startswith('audio') for n in names)
   audio_cfg = kinetics.get_config('audio_8x8_r50')
-  model = build_model(audio_cfg.model)
-  inputs = view_inputs(audio_cfg, 2)
+  model, _ = inference.build(audio_cfg)
+  inputs = inference.input_specs(audio_cfg, 2)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), {'audio': inputs['audio']})
   logits, aux = jax.eval_shape(lambda v, x: model.apply(v, x), variables,
                                {'audio': inputs['audio']})
   assert logits.shape == (2, 400) and set(aux['features']) == {'audio'}
   assert set(variables['params']) == {'audio', 'head'}
-
-
-@pytest.mark.parametrize('kernel,strides', [
-    ((1, 3, 3), (1, 2, 2)), ((3, 1, 1), (1, 1, 1)), ((5, 1, 1), (4, 1, 1)),
-    ((1, 1, 1), (1, 2, 2)), ((3, 3, 3), (2, 2, 2)), ((5, 7, 7), (1, 2, 2))])
-def test_lowered_conv_matches_3d_conv(kernel, strides):
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((2, 8, 9, 10, 3)), jnp.float32)
-  k = jnp.asarray(rng.standard_normal((*kernel, 3, 4)), jnp.float32)
-  pad = [(s // 2, s // 2) for s in kernel]
-  lowered = conv_nd(x, k, strides, pad, lower=True)
-  native = conv_nd(x, k, strides, pad, lower=False)
-  assert lowered.shape == native.shape
-  np.testing.assert_allclose(lowered, native, rtol=1e-4, atol=1e-4)
 
 
 def _config_modules():
@@ -125,13 +107,13 @@ def test_every_config_loads(module_name):
   configs = [module.get_config(v) for v in variants] if variants else [module.get_config()]
   for config in configs:
     assert config.model.arch in ('avslowfast', 'slowfast', 'audio')
-    build_model(config.model)  # validates the model fields
+    inference.build(config)  # validates the model fields and the task
 
 
 def test_verb_noun_head_and_fusion_variants():
   """EPIC's two heads; A->F->S laterals match Fast; AV-NL queries are half of Slow."""
   c = kinetics.get_config('avslowfast_8x8_r50')
-  c.model.head = 'verb_noun'
+  c.task = 'verb_noun'
   c.model.num_classes, c.model.num_nouns = 97, 300
   logits, _, _ = _stage_outputs(c, 2, 64)
   assert logits['verb'].shape == (2, 97) and logits['noun'].shape == (2, 300)
@@ -142,12 +124,3 @@ def test_verb_noun_head_and_fusion_variants():
   c.model.fusion = 'av_nonlocal'
   _, _, out = _stage_outputs(c, 2, 64)
   assert out['audio/to_visual_res3'] == (2, 8, 320)
-
-
-def test_max_pool_matches_reduce_window():
-  from flax import linen as nn
-  from avslowfast_jax.models.blocks import max_pool_hw
-  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 9, 10, 4)), jnp.float32)
-  expected = nn.max_pool(x.reshape(6, 9, 10, 4), (3, 3), strides=(2, 2),
-                         padding=((1, 1), (1, 1))).reshape(2, 3, 5, 5, 4)
-  np.testing.assert_array_equal(max_pool_hw(x), expected)

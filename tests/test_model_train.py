@@ -6,7 +6,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from avslowfast_jax.models import build_model
+from avslowfast_jax import inference
 from avslowfast_jax.models.norm import GroupBatchNorm
 from model_testing import init, tiny_config, tiny_inputs
 
@@ -59,7 +59,7 @@ def test_frozen_bn_uses_running_statistics():
 
 def test_tiny_model_loss_falls():
   config = tiny_config(dropout_rate=0.0)
-  model = build_model(config.model)
+  model = inference.build(config)[0]
   inputs = tiny_inputs(batch=4, seed=2)
   labels = jnp.asarray([0, 1, 2, 3])
   variables = init(model, inputs)
@@ -89,7 +89,7 @@ def test_tiny_model_loss_falls():
 
 
 def test_bf16_compute_keeps_fp32_params():
-  bf16 = build_model(tiny_config(dtype='bfloat16').model)
+  bf16 = inference.build(tiny_config(dtype='bfloat16'))[0]
   inputs = tiny_inputs()
   variables = jax.eval_shape(lambda x: init(bf16, x), inputs)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))

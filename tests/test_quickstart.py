@@ -1,4 +1,4 @@
-"""The main job's smallest setting, end to end (issue 6): synthetic mp4s ->
+"""The main job's smallest setting, end to end: synthetic mp4s ->
 shards -> train -> multi-view eval -> export -> predict -> plots -> summary.
 """
 

@@ -195,7 +195,6 @@ def test_leak_check_catches_a_leak(monkeypatch):
 
 def test_visual_classes_differ_only_in_motion():
   examples, labels = _render_group('visual', per_class=16)
-  visual = [_visual_features(f) for f, _ in examples]
   audio = [_audio_features(a) for _, a in examples]
   assert _max_pairwise_accuracy(audio, labels) < 0.85
   # Whether the picture moves as a whole along x, along y, or neither (the

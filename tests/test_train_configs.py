@@ -1,4 +1,4 @@
-"""Every config loads; recipes match spec.md; a mistyped override is an error naming the key."""
+"""Every config loads; recipes match the paper's appendix A; a mistyped override is an error naming the key."""
 
 import importlib
 import os
@@ -31,12 +31,12 @@ def test_recipes():
   assert kinetics.get_config('avslowfast_8x8_r50').train.num_epochs == 196
   assert kinetics.get_config('slowfast_4x16_r50').train.drop_pathway_prob == 0.0
   e = epic_kitchens.get_config('avslowfast_8x8_r50')
-  assert e.model.head == 'verb_noun' and e.model.freeze_bn and e.train.batch_size == 32
+  assert e.task == 'verb_noun' and e.model.freeze_bn and e.train.batch_size == 32
   assert e.train.base_lr == 0.01 and e.train.schedule == 'steps'
   assert [x / e.train.num_epochs for x in e.train.lr_decay_epochs] == pytest.approx([2 / 3, 5 / 6])
   assert epic_kitchens.get_config('avslowfast_8x8_r50_noun').train.base_lr == 0.0006
   ch = charades.get_config('avslowfast_16x8_r101_nl')
-  assert (ch.model.head, ch.eval.aggregate, ch.model.dropout_rate) == ('sigmoid', 'max', 0.7)
+  assert (ch.task, ch.eval.aggregate, ch.model.dropout_rate) == ('multilabel', 'max', 0.7)
   assert (ch.train.batch_size, ch.train.base_lr, ch.train.total_steps) == (8, 0.07, 40000)
   assert tuple(ch.train.lr_decay_steps) == (32000,) and ch.model.nonlocal_stages == ('res4',)
   assert ch.data.num_frames == 64 and ch.model.depth == 101
@@ -59,3 +59,16 @@ def test_mistyped_override_is_an_error_naming_the_key(tmp_path):
 def test_bad_variant_is_an_error():
   result = _main('--config', 'configs/quickstart.py:no_such_model', '--workdir', '/tmp/unused')
   assert result.returncode != 0 and 'no_such_model' in result.stderr
+
+
+def test_model_fields_are_defined_once_and_unknown_ones_are_errors():
+  """The model section of every config is ModelConfig's fields with their
+  defaults; a model config with a field ModelConfig lacks is an error naming it."""
+  from avslowfast_jax.models import ModelConfig, build_model  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  assert common.base_config().model.to_dict() == ModelConfig().to_dict()
+  fields = dict(ModelConfig().to_dict(), widht=32)
+  with pytest.raises(ValueError, match='widht'):
+    build_model(fields)
+  with pytest.raises(ValueError, match='conv_impl'):
+    build_model(dict(ModelConfig().to_dict(), conv_impl='lowered'))

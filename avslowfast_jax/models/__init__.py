@@ -1,7 +1,8 @@
 """AVSlowFast / SlowFast / Audio-only networks in Flax (channels-last).
 
-``build_model(config.model)`` returns the :class:`AVSlowFast` module; see
+``build_model(config.model, head)`` returns the :class:`AVSlowFast` module; see
 docs/design.md for the call signature and the ``(logits, aux)`` contract.
+``avslowfast_jax.inference.build_model(config)`` builds it with the task's head.
 
 Parameter naming (stable; the PySlowFast/PyTorchVideo importer maps onto it):
 
@@ -15,18 +16,29 @@ Parameter naming (stable; the PySlowFast/PyTorchVideo importer maps onto it):
   ``audio/to_visual_{stage}/{conv_a,bn_a,conv_b,bn_b}`` (A->FS, A->F->S, and the
   AV Non-local queries); ``av_nonlocal_{stage}/{theta,phi,g,out,bn}``.
 - AVS projections: ``avs_visual_{junction}``, ``audio/avs_{junction}``.
-- Head: ``head/classifier`` (or ``head/verb``, ``head/noun``).
+- Head: ``head/...`` (``head/classifier``, or ``head/verb``, ``head/noun``).
 - Conv kernels are ``[kt, kh, kw, cin, cout]`` (audio ``[kt, kf, cin, cout]``):
   a PyTorch ``[cout, cin, kt, kh, kw]`` weight maps by one transpose. BN
   variables are ``params/{scale,bias}`` and ``batch_stats/{mean,var}``.
 """
 
-from avslowfast_jax.models.avslowfast import AVSlowFast, ModelConfig
+from __future__ import annotations
+
+from typing import Optional
+
+from flax import linen as nn
+
+from avslowfast_jax.models.avslowfast import AVSlowFast
+from avslowfast_jax.models.config import STAGE_BLOCKS, ModelConfig
 
 
-def build_model(model_config) -> AVSlowFast:
-  """The network described by ``config.model`` (a ConfigDict or dict)."""
-  return AVSlowFast(ModelConfig.from_config(model_config))
+def build_model(model_config, head: Optional[nn.Module] = None) -> AVSlowFast:
+  """The network of ``config.model`` (a ConfigDict, dict or :class:`ModelConfig`)."""
+  if not isinstance(model_config, ModelConfig):
+    model_config = ModelConfig.from_config(model_config)
+  else:
+    model_config.validate()
+  return AVSlowFast(model_config, head)
 
 
-__all__ = ['AVSlowFast', 'ModelConfig', 'build_model']
+__all__ = ['AVSlowFast', 'ModelConfig', 'STAGE_BLOCKS', 'build_model']

@@ -2,88 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from avslowfast_jax.models import ops as ops_lib
 from avslowfast_jax.models.blocks import VideoStem
+from avslowfast_jax.models.config import ModelConfig
+from avslowfast_jax.models.conv import Conv
 from avslowfast_jax.models.fusion import AudiovisualNonLocal, FastToSlow
-from avslowfast_jax.models.heads import ClassifierHead
 from avslowfast_jax.models.norm import GroupBatchNorm
 from avslowfast_jax.models.pathways import (STAGES, AudioPathway, l2_embed, residual_stage,
                                             stage_channels)
 
-STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """The ``config.model`` fields the network reads, frozen (hashable) for flax.
-
-  See ``configs/common.py`` for their meaning and defaults.
-  """
-  arch: str = 'avslowfast'
-  stage_blocks: tuple = (3, 4, 6, 3)
-  width: int = 64
-  alpha_f: int = 8
-  beta_f: float = 0.125
-  fusion_conv_channel_ratio: int = 2
-  fusion_kernel_size: int = 5
-  fs_lateral_stages: tuple = ('pool1', 'res2', 'res3', 'res4')
-  beta_a: float = 0.5
-  fusion: str = 'a_fs'
-  audio_lateral_stages: tuple = ('res3', 'res4')
-  audio_pool5: bool = True
-  a_fs_hidden_channels: int = 64
-  nonlocal_stages: tuple = ()
-  nonlocal_every: int = 2
-  nonlocal_instantiation: str = 'dot_product'
-  res5_spatial_stride: int = 2
-  head: str = 'softmax'
-  num_classes: int = 400
-  num_nouns: int = 0
-  dropout_rate: float = 0.5
-  bn_group_size: int = 8
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
-  bn_fast_variance: bool = True
-  freeze_bn: bool = False
-  drop_pathway_mode: str = 'pathway'
-  avs_embed_dim: int = 64
-  dtype: str = 'float32'
-  lower_convs: bool = True
-
-  @classmethod
-  def from_config(cls, config) -> 'ModelConfig':
-    """From a ``config.model`` ConfigDict (or dict); unknown keys are ignored."""
-    c = dict(config)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in c.items() if k in names}
-    if not c.get('stage_blocks'):
-      kw['stage_blocks'] = STAGE_BLOCKS[int(c.get('depth', 50))]
-    kw['stage_blocks'] = tuple(int(b) for b in kw['stage_blocks'])
-    out = cls(**kw)
-    out.validate()
-    return out
-
-  def validate(self):
-    if self.arch not in ('avslowfast', 'slowfast', 'audio'):
-      raise ValueError(f'unknown model.arch {self.arch!r}')
-    if self.fusion not in ('a_fs', 'a_f_s', 'av_nonlocal'):
-      raise ValueError(f'unknown model.fusion {self.fusion!r}')
-    if self.drop_pathway_mode not in ('pathway', 'laterals'):
-      raise ValueError(f'unknown model.drop_pathway_mode {self.drop_pathway_mode!r}')
-    for s in self.audio_lateral_stages:
-      if s not in ('res2', 'res3', 'res4'):
-        raise ValueError(f'audio lateral stage {s!r}: must be res2, res3 or res4')
-    for s in self.fs_lateral_stages:
-      if s not in ('pool1', 'res2', 'res3', 'res4'):
-        raise ValueError(f'Fast->Slow lateral stage {s!r}: must be pool1, res2, res3 or res4')
 
 
 class AVSlowFast(nn.Module):
@@ -93,7 +28,12 @@ class AVSlowFast(nn.Module):
   Call: ``model.apply(variables, inputs, train=..., drop_audio=...,
   audio_negative=None, rngs={'dropout': k}, mutable=['batch_stats'])`` ->
   ``(logits, aux)`` as in docs/design.md. ``inputs``: ``slow`` ``[B, T_s, H, W,
-  3]``, ``fast`` ``[B, T_f, H, W, 3]``, ``audio`` ``[B, T_a, F, 1]``.
+  3]``, ``fast`` ``[B, T_f, H, W, 3]``, ``audio`` ``[B, T_a, F, 1]``, plus what
+  the head reads (detection boxes).
+
+  ``head`` is the task's head module (params ``head/...``), called as
+  ``head(aux, inputs, train)`` on the backbone's outputs; without one the
+  network returns ``logits = None`` and its features in ``aux``.
 
   The audio pathway (with its laterals and AVS projections) runs first; the
   visual pathways then consume its outputs. With ``train`` and a traced
@@ -103,13 +43,18 @@ class AVSlowFast(nn.Module):
   visual pathways is zeroed (the pool5 concat keeps the audio).
   """
   config: ModelConfig
+  head: Optional[nn.Module] = None
 
-  def _norm(self):
+  def _layers(self):
+    """The ``conv`` and ``norm`` factories every layer of every pathway is built with."""
     c = self.config
-    return functools.partial(GroupBatchNorm, group_size=c.bn_group_size, momentum=c.bn_momentum,
+    ops = ops_lib.select(c.conv_impl)
+    dtype = _DTYPES[c.dtype]
+    conv = functools.partial(Conv, dtype=dtype, ops=ops)
+    norm = functools.partial(GroupBatchNorm, group_size=c.bn_group_size, momentum=c.bn_momentum,
                              epsilon=c.bn_epsilon, frozen=c.freeze_bn,
-                             fast_variance=c.bn_fast_variance,
-                             dtype=_DTYPES[c.dtype])
+                             fast_variance=c.bn_fast_variance, dtype=dtype, ops=ops)
+    return ops, conv, norm
 
   def _audio_laterals(self, slow_len: int, fast_len: int) -> tuple:
     """``(stage, target length, channels)`` of every audio->visual junction."""
@@ -154,8 +99,8 @@ class AVSlowFast(nn.Module):
   def __call__(self, inputs: dict, train: bool = False, drop_audio: Any = False,
                audio_negative: jax.Array | None = None):
     c = self.config
+    ops, conv, norm = self._layers()
     dtype = _DTYPES[c.dtype]
-    norm = self._norm()
     has_audio = c.arch in ('avslowfast', 'audio')
     has_visual = c.arch in ('avslowfast', 'slowfast')
     aux = {'avs': {}, 'features': {}}
@@ -166,7 +111,6 @@ class AVSlowFast(nn.Module):
       keep = 1.0 - jnp.asarray(drop_audio, jnp.float32)
 
     # ------------------------------------------------------------ audio
-    audio_out = None
     if has_audio:
       audio = inputs['audio'].astype(jnp.float32)
       batch = audio.shape[0]
@@ -175,10 +119,9 @@ class AVSlowFast(nn.Module):
           [audio, audio_negative.astype(jnp.float32)], axis=0)
       slow_len = inputs['slow'].shape[1] if has_visual else 1
       fast_len = inputs['fast'].shape[1] if has_visual else 1
-      pathway = AudioPathway(c.stage_blocks, c.width, c.beta_a,
+      pathway = AudioPathway(c.blocks, c.width, c.beta_a, conv, norm,
                              self._audio_laterals(slow_len, fast_len), c.a_fs_hidden_channels,
-                             c.avs_embed_dim if fuse_audio else 0, norm=norm, dtype=dtype,
-                             name='audio')
+                             c.avs_embed_dim if fuse_audio else 0, dtype=dtype, name='audio')
       audio_out = self._run_audio(pathway, audio_all, train,
                                   drop_audio if fuse_audio else False)
       positives = lambda t: t[:batch]
@@ -193,9 +136,9 @@ class AVSlowFast(nn.Module):
     if has_visual:
       slow_w = stage_channels(c.width)
       fast_w = stage_channels(c.width, c.beta_f)
-      slow = VideoStem(slow_w['pool1'][1], 1, norm=norm, dtype=dtype, lower=c.lower_convs,
+      slow = VideoStem(slow_w['pool1'][1], 1, conv, norm, ops.max_pool_hw,
                        name='slow_stem')(inputs['slow'], train)
-      fast = VideoStem(fast_w['pool1'][1], 5, norm=norm, dtype=dtype, lower=c.lower_convs,
+      fast = VideoStem(fast_w['pool1'][1], 5, conv, norm, ops.max_pool_hw,
                        name='fast_stem')(inputs['fast'], train)
 
       def fuse(stage, slow, fast):
@@ -204,9 +147,9 @@ class AVSlowFast(nn.Module):
         if audio_here and c.fusion == 'a_f_s':
           fast = fast + (keep * laterals[stage])[:, :, None, None, :].astype(fast.dtype)
         if stage in c.fs_lateral_stages:
-          lateral = FastToSlow(c.fusion_conv_channel_ratio * fast.shape[-1], c.alpha_f,
-                               c.fusion_kernel_size, norm=norm, dtype=dtype,
-                               lower=c.lower_convs, name=f'fast_to_slow_{stage}')(fast, train)
+          lateral = FastToSlow(c.fusion_conv_channel_ratio * fast.shape[-1], c.alpha_f, conv,
+                               norm, c.fusion_kernel_size,
+                               name=f'fast_to_slow_{stage}')(fast, train)
           if lateral.shape[1] != slow.shape[1]:
             raise ValueError(f'Fast->Slow lateral at {stage}: {lateral.shape[1]} steps vs '
                              f'Slow {slow.shape[1]} (Fast frames must be alpha_f x Slow)')
@@ -218,32 +161,33 @@ class AVSlowFast(nn.Module):
           if c.fusion == 'a_fs':
             slow = slow + (keep * laterals[stage])[:, :, None, None, :].astype(slow.dtype)
           elif c.fusion == 'av_nonlocal':
-            slow = AudiovisualNonLocal(laterals[stage].shape[-1], norm=norm, dtype=dtype,
-                                       lower=c.lower_convs, name=f'av_nonlocal_{stage}')(
+            slow = AudiovisualNonLocal(laterals[stage].shape[-1], conv, norm, dtype,
+                                       name=f'av_nonlocal_{stage}')(
                                            slow, laterals[stage], train, keep)
         return slow, fast
 
       slow, fast = fuse('pool1', slow, fast)
       for i, stage in enumerate(STAGES):
         spatial = 1 if i == 0 else (c.res5_spatial_stride if stage == 'res5' else 2)
+        dilation = c.res5_dilation if stage == 'res5' else 1
         nl_every = c.nonlocal_every if stage in c.nonlocal_stages else 0
-        slow = residual_stage(slow, train, name=f'slow_{stage}', num_blocks=c.stage_blocks[i],
+        slow = residual_stage(slow, train, name=f'slow_{stage}', num_blocks=c.blocks[i],
                               inner=slow_w[stage][0], features=slow_w[stage][1],
                               temporal_kernel=3 if stage in ('res4', 'res5') else 1,
-                              stride=(1, spatial, spatial), norm=norm, dtype=dtype,
-                              lower=c.lower_convs, nonlocal_every=nl_every,
+                              stride=(1, spatial, spatial), conv=conv, norm=norm, dtype=dtype,
+                              dilation=dilation, nonlocal_every=nl_every,
                               nonlocal_instantiation=c.nonlocal_instantiation)
-        fast = residual_stage(fast, train, name=f'fast_{stage}', num_blocks=c.stage_blocks[i],
+        fast = residual_stage(fast, train, name=f'fast_{stage}', num_blocks=c.blocks[i],
                               inner=fast_w[stage][0], features=fast_w[stage][1],
-                              temporal_kernel=3, stride=(1, spatial, spatial), norm=norm,
-                              dtype=dtype, lower=c.lower_convs)
+                              temporal_kernel=3, stride=(1, spatial, spatial), conv=conv,
+                              norm=norm, dtype=dtype, dilation=dilation)
         if stage != 'res5':
           slow, fast = fuse(stage, slow, fast)
       aux['res5'] = {'slow': slow, 'fast': fast}
       aux['features']['slow'] = jnp.mean(slow, axis=(1, 2, 3)).astype(jnp.float32)
       aux['features']['fast'] = jnp.mean(fast, axis=(1, 2, 3)).astype(jnp.float32)
 
-    # ------------------------------------------------------------- head
+    # ---------------------------------------------------------- pool5
     pooled = []
     if has_visual:
       pooled += [aux['features']['slow'], aux['features']['fast']]
@@ -252,6 +196,6 @@ class AVSlowFast(nn.Module):
                                                  c.avs_embed_dim, 'avs_visual_pool5')
     if has_audio and (c.audio_pool5 or not has_visual):
       pooled.append(aux['features']['audio'])
-    logits = ClassifierHead(c.head, c.num_classes, c.num_nouns, c.dropout_rate,
-                            name='head')(jnp.concatenate(pooled, axis=-1), train)
+    aux['pool5'] = jnp.concatenate(pooled, axis=-1)
+    logits = None if self.head is None else self.head(aux, inputs, train)
     return logits, aux

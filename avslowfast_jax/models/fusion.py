@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from avslowfast_jax.models.blocks import conv_bn_relu
-from avslowfast_jax.models.conv import Conv
+from avslowfast_jax.models.blocks import ModuleFactory, conv_bn_relu
 
 Dtype = Any
-NormFactory = Callable[..., nn.Module]
 
 
 class FastToSlow(nn.Module):
@@ -25,15 +23,14 @@ class FastToSlow(nn.Module):
   """
   features: int
   alpha: int
+  conv: ModuleFactory
+  norm: ModuleFactory
   kernel_size: int = 5
-  norm: NormFactory = None
-  dtype: Dtype = jnp.float32
-  lower: bool = True
 
   @nn.compact
   def __call__(self, fast: jax.Array, train: bool) -> jax.Array:
     return conv_bn_relu(fast, train, self.features, (self.kernel_size, 1, 1),
-                        (self.alpha, 1, 1), self.norm, self.dtype, 'conv', 'bn', self.lower)
+                        (self.alpha, 1, 1), self.conv, self.norm, 'conv', 'bn')
 
 
 class AudioToVisual(nn.Module):
@@ -49,9 +46,9 @@ class AudioToVisual(nn.Module):
   hidden: int
   features: int
   target_length: int
+  conv: ModuleFactory
+  norm: ModuleFactory
   kernel_size: int = 5
-  norm: NormFactory = None
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, audio: jax.Array, train: bool) -> jax.Array:
@@ -61,9 +58,9 @@ class AudioToVisual(nn.Module):
                        f'length {self.target_length}')
     x = jnp.mean(audio, axis=2)
     k = (self.kernel_size,)
-    x = conv_bn_relu(x, train, self.hidden, k, None, self.norm, self.dtype, 'conv_a', 'bn_a')
+    x = conv_bn_relu(x, train, self.hidden, k, None, self.conv, self.norm, 'conv_a', 'bn_a')
     return conv_bn_relu(x, train, self.features, k, (length // self.target_length,),
-                        self.norm, self.dtype, 'conv_b', 'bn_b')
+                        self.conv, self.norm, 'conv_b', 'bn_b')
 
 
 class AudiovisualNonLocal(nn.Module):
@@ -79,19 +76,19 @@ class AudiovisualNonLocal(nn.Module):
   gates the residual for DropPathway. Submodules ``theta, phi, g, out, bn``.
   """
   inner: int
-  norm: NormFactory = None
+  conv: ModuleFactory
+  norm: ModuleFactory
   dtype: Dtype = jnp.float32
-  lower: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, query: jax.Array, train: bool, keep=1.0) -> jax.Array:
     b, t, h, w, c = x.shape
     theta = nn.Dense(self.inner, dtype=self.dtype, name='theta')(query)
     pooled = pool_hw2(x)
-    phi = Conv(self.inner, (1, 1, 1), dtype=self.dtype, use_bias=True, lower=self.lower,
-               name='phi')(pooled).reshape(b, -1, self.inner)
-    g = Conv(self.inner, (1, 1, 1), dtype=self.dtype, use_bias=True, lower=self.lower,
-             name='g')(pooled).reshape(b, -1, self.inner)
+    phi = self.conv(self.inner, (1, 1, 1), use_bias=True,
+                    name='phi')(pooled).reshape(b, -1, self.inner)
+    g = self.conv(self.inner, (1, 1, 1), use_bias=True,
+                  name='g')(pooled).reshape(b, -1, self.inner)
     attn = jnp.einsum('bqc,bkc->bqk', theta, phi) / phi.shape[1]
     y = jnp.einsum('bqk,bkc->bqc', attn, g)
     y = nn.Dense(c, dtype=self.dtype, name='out')(y)

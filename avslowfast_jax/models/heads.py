@@ -1,41 +1,34 @@
-"""Classification heads on the pooled pathway features."""
+"""Head modules: called by the network as ``head(aux, inputs, train)``.
+
+Tasks (``avslowfast_jax/tasks``) decide which head a model gets.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 # PySlowFast initialises the classifier with std 0.01.
-_classifier_init = nn.initializers.normal(0.01)
+classifier_init = nn.initializers.normal(0.01)
 
 
-class ClassifierHead(nn.Module):
-  """Concatenated pooled features -> dropout -> linear classifier(s).
+class PooledLinearHead(nn.Module):
+  """``aux['pool5']`` (the concatenated pooled features) -> dropout -> linear layer(s).
 
-  ``head``: 'softmax' and 'sigmoid' return ``[B, num_classes]`` logits (the
-  loss decides how to read them); 'verb_noun' returns
-  ``{'verb': [B, num_classes], 'noun': [B, num_nouns]}`` (EPIC-Kitchens).
-  Submodules ``classifier`` or ``verb`` and ``noun``. Logits are fp32.
-
-  A detection head (AVA) is a different module: it takes the res5 feature maps
-  (``aux['res5']``) and boxes, not these pooled features.
+  ``outputs`` names each linear layer and its size: one layer returns its
+  ``[B, n]`` logits, several return ``{name: [B, n]}``. Logits are fp32.
+  Submodules are named as the outputs (``classifier``; ``verb``, ``noun``).
   """
-  head: str = 'softmax'
-  num_classes: int = 400
-  num_nouns: int = 0
+  outputs: Sequence[tuple[str, int]] = (('classifier', 400),)
   dropout_rate: float = 0.5
 
   @nn.compact
-  def __call__(self, features: jax.Array, train: bool):
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(features.astype(jnp.float32))
-    dense = lambda n, name: nn.Dense(n, kernel_init=_classifier_init, name=name)(x)
-    if self.head in ('softmax', 'sigmoid'):
-      return dense(self.num_classes, 'classifier')
-    if self.head == 'verb_noun':
-      if self.num_nouns <= 0:
-        raise ValueError("head 'verb_noun' needs model.num_nouns > 0")
-      return {'verb': dense(self.num_classes, 'verb'), 'noun': dense(self.num_nouns, 'noun')}
-    raise ValueError(f'unknown head {self.head!r}')
+  def __call__(self, aux: dict, inputs: dict, train: bool):
+    del inputs
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(aux['pool5'].astype(jnp.float32))
+    logits = {name: nn.Dense(size, kernel_init=classifier_init, name=name)(x)
+              for name, size in self.outputs}
+    return next(iter(logits.values())) if len(logits) == 1 else logits
+

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from avslowfast_jax.models.conv import Conv
+from avslowfast_jax.models.blocks import ModuleFactory
 from avslowfast_jax.models.fusion import pool_hw2
 
 Dtype = Any
@@ -23,16 +23,15 @@ class NonLocal(nn.Module):
   Submodules ``theta, phi, g, out, bn`` (1x1x1 convs with bias).
   """
   inner: int
+  conv: ModuleFactory
+  norm: ModuleFactory
   instantiation: str = 'dot_product'
-  norm: Callable[..., nn.Module] = None
   dtype: Dtype = jnp.float32
-  lower: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     b, t, h, w, c = x.shape
-    conv = lambda f, name: Conv(f, (1, 1, 1), dtype=self.dtype, use_bias=True, lower=self.lower,
-                                name=name)
+    conv = lambda f, name: self.conv(f, (1, 1, 1), use_bias=True, name=name)
     theta = conv(self.inner, 'theta')(x).reshape(b, -1, self.inner)
     pooled = pool_hw2(x)
     phi = conv(self.inner, 'phi')(pooled).reshape(b, -1, self.inner)

@@ -10,13 +10,14 @@ split; XLA inserts whatever communication a group spanning devices needs.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from avslowfast_jax.models.ops import NATIVE, Ops
 
 Dtype = Any
 
@@ -28,76 +29,6 @@ def group_size_for(batch: int, group_size: int) -> int:
   while batch % g:
     g -= 1
   return g
-
-
-def _group_stats(xg, epsilon, fast_variance):
-  """Per-group mean, variance and ``rsqrt(var + eps)``, in fp32.
-
-  ``fast_variance`` (flax's BatchNorm default too): ``E[x^2] - E[x]^2``, both
-  sums read straight from ``x``, clamped at 0. Otherwise two passes,
-  ``E[(x - mean)^2]``, for which XLA CPU first writes ``x - mean`` out in full
-  (its reduction library takes no fused producer): one more write and read of
-  every BN input (with the max-pool change, the 8x8 R50 CPU step's elementwise
-  traffic estimated from the compiled HLO fell from 34.7 to 28.3 GB; the
-  wall-clock gain was within this machine's noise). In fp32 the one-pass form
-  loses digits only when a channel's mean is orders of magnitude above its
-  spread.
-  """
-  axes = tuple(range(1, xg.ndim - 1))
-  mean = jnp.mean(xg, axis=axes, keepdims=True)
-  if fast_variance:
-    mean_sq = jnp.mean(jnp.square(xg), axis=axes, keepdims=True)
-    var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
-  else:
-    var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
-  return mean, var, jax.lax.rsqrt(var + epsilon)
-
-
-def _normalize_plain(xg, scale, bias, epsilon, fast_variance):
-  """``(y, mean, var)`` of group BatchNorm on fp32 ``xg`` ``[G, g, ..., C]``."""
-  mean, var, inv = _group_stats(xg, epsilon, fast_variance)
-  return (xg - mean) * (inv * scale) + bias, mean, var
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _normalize_cpu(xg, scale, bias, epsilon, fast_variance):
-  return _normalize_plain(xg, scale, bias, epsilon, fast_variance)
-
-
-def _normalize_cpu_fwd(xg, scale, bias, epsilon, fast_variance):
-  mean, var, inv = _group_stats(xg, epsilon, fast_variance)
-  y = (xg - mean) * (inv * scale) + bias
-  return (y, mean, var), (xg, mean, inv, scale)
-
-
-def _normalize_cpu_bwd(epsilon, fast_variance, res, cotangents):
-  """The textbook BatchNorm gradient: two passes over the activations.
-
-  Autodiff of the forward differentiates through ``mean`` and ``var`` as
-  separate reductions, which XLA CPU runs as several more elementwise passes
-  over every activation of the network (BN was ~20% of the 8x8 R50 train step).
-  Here: one pass for the two per-group sums, one for ``dx``.
-  """
-  del epsilon, fast_variance  # the same gradient for both variance formulas
-  xg, mean, inv, scale = res
-  dy, dmean, dvar = cotangents
-  axes = tuple(range(1, xg.ndim - 1))
-  count = math.prod(xg.shape[1:-1])
-  xhat = (xg - mean) * inv
-  sum_dy = jnp.sum(dy, axis=axes, keepdims=True)
-  sum_dy_xhat = jnp.sum(dy * xhat, axis=axes, keepdims=True)
-  channels = tuple(range(xg.ndim - 1))
-  dbias = jnp.sum(sum_dy, axis=channels)
-  dscale = jnp.sum(sum_dy_xhat, axis=channels)
-  # d/dx of y through xhat (with mean and var depending on x), plus the
-  # direct cotangents of the returned statistics (zero unless a caller
-  # differentiates them).
-  dx = (scale * inv) * (dy - sum_dy / count - xhat * (sum_dy_xhat / count))
-  dx = dx + (dmean + 2.0 * dvar * (xg - mean)) / count
-  return dx, dscale, dbias
-
-
-_normalize_cpu.defvjp(_normalize_cpu_fwd, _normalize_cpu_bwd)
 
 
 class GroupBatchNorm(nn.Module):
@@ -116,7 +47,8 @@ class GroupBatchNorm(nn.Module):
     frozen: affine mode for fine-tuning: always running statistics, no update.
     zero_init: scale initialised to 0 (the last BN of a residual block).
     dtype: output dtype; statistics are always computed in fp32.
-    fast_variance: one-pass variance ``E[x^2] - E[x]^2`` (see ``_group_stats``).
+    fast_variance: one-pass variance ``E[x^2] - E[x]^2`` (``native.group_stats``).
+    ops: the implementation of the normalisation (and its gradient).
   """
   group_size: int = 8
   momentum: float = 0.9
@@ -125,6 +57,7 @@ class GroupBatchNorm(nn.Module):
   zero_init: bool = False
   dtype: Dtype = jnp.float32
   fast_variance: bool = True
+  ops: Ops = NATIVE
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -143,9 +76,7 @@ class GroupBatchNorm(nn.Module):
     n = x.shape[0]
     g = group_size_for(n, self.group_size)
     xg = x.reshape(n // g, g, *x.shape[1:]).astype(jnp.float32)
-    # On CPU with a hand-written gradient (same values as autodiff's).
-    normalize = _normalize_cpu if jax.default_backend() == 'cpu' else _normalize_plain
-    y, mean, var = normalize(xg, scale, bias, self.epsilon, self.fast_variance)
+    y, mean, var = self.ops.group_normalize(xg, scale, bias, self.epsilon, self.fast_variance)
     mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
 
     if not self.is_initializing():

@@ -10,17 +10,16 @@ for the same reason.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from avslowfast_jax.models.blocks import AudioStem, Bottleneck
+from avslowfast_jax.models.blocks import AudioStem, Bottleneck, ModuleFactory
 from avslowfast_jax.models.fusion import AudioToVisual
 from avslowfast_jax.models.nonlocal_block import NonLocal
 
-NormFactory = Callable[..., nn.Module]
 STAGES = ('res2', 'res3', 'res4', 'res5')
 
 
@@ -37,25 +36,25 @@ def stage_channels(width: int, ratio: float = 1.0) -> dict[str, tuple[int, int]]
 
 def residual_stage(x: jax.Array, train: bool, *, name: str, num_blocks: int, inner: int,
                    features: int, temporal_kernel: int, stride: Sequence[int],
-                   norm: NormFactory, dtype, lower: bool = True, factorize_b: bool = False,
-                   nonlocal_every: int = 0, nonlocal_instantiation: str = 'dot_product'
-                   ) -> jax.Array:
+                   conv: ModuleFactory, norm: ModuleFactory, dtype, factorize_b: bool = False,
+                   dilation: int = 1, nonlocal_every: int = 0,
+                   nonlocal_instantiation: str = 'dot_product') -> jax.Array:
   """``num_blocks`` bottlenecks named ``{name}_block{i}`` in the calling module;
   the first carries ``stride``. With ``nonlocal_every`` = n > 0, a Non-local
   block ``{name}_nonlocal{i}`` follows every block with ``(i + 1) % n == 0``
   (n = 7 in res4 of R101 gives PySlowFast's blocks 6, 13, 20)."""
   ones = tuple(1 for _ in stride)
   for i in range(num_blocks):
-    x = Bottleneck(inner, features, temporal_kernel, stride if i == 0 else ones, factorize_b,
-                   norm=norm, dtype=dtype, lower=lower, name=f'{name}_block{i}')(x, train)
+    x = Bottleneck(inner, features, conv, norm, temporal_kernel, stride if i == 0 else ones,
+                   factorize_b, dilation, name=f'{name}_block{i}')(x, train)
     if nonlocal_every and (i + 1) % nonlocal_every == 0:
-      x = NonLocal(features // 2, nonlocal_instantiation, norm=norm, dtype=dtype, lower=lower,
+      x = NonLocal(features // 2, conv, norm, nonlocal_instantiation, dtype,
                    name=f'{name}_nonlocal{i}')(x, train)
   return x
 
 
 def l2_embed(x: jax.Array, dim: int, name: str) -> jax.Array:
-  """AVS embedding (spec.md): linear projection to ``dim``, L2-normalised, x0.5.
+  """AVS embedding (the paper's section 3.4): linear projection to ``dim``, L2-normalised, x0.5.
 
   Created in the calling module as a ``Dense`` called ``name``; fp32."""
   y = nn.Dense(dim, name=name)(x.astype(jnp.float32))
@@ -83,27 +82,28 @@ class AudioPathway(nn.Module):
   stage_blocks: Sequence[int]
   width: int
   beta_a: float
+  conv: ModuleFactory
+  norm: ModuleFactory
   laterals: Sequence[tuple[str, int, int]] = ()
   hidden: int = 64
   embed_dim: int = 0
-  norm: NormFactory = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, audio: jax.Array, train: bool) -> dict:
     widths = stage_channels(self.width, self.beta_a)
-    x = AudioStem(widths['pool1'][1], norm=self.norm, dtype=self.dtype, name='stem')(audio, train)
+    x = AudioStem(widths['pool1'][1], self.conv, self.norm, name='stem')(audio, train)
     features = {}
     for i, stage in enumerate(STAGES):
       inner, out = widths[stage]
       stride = (1, 1) if i == 0 else (2, 2)
       x = residual_stage(x, train, name=stage, num_blocks=self.stage_blocks[i], inner=inner,
-                         features=out, temporal_kernel=1, stride=stride, norm=self.norm,
-                         dtype=self.dtype, factorize_b=stage in ('res2', 'res3'))
+                         features=out, temporal_kernel=1, stride=stride, conv=self.conv,
+                         norm=self.norm, dtype=self.dtype, factorize_b=stage in ('res2', 'res3'))
       features[stage] = x
     result = {'laterals': {}, 'avs': {}}
     for stage, length, channels in self.laterals:
-      lateral = AudioToVisual(self.hidden, channels, length, norm=self.norm, dtype=self.dtype,
+      lateral = AudioToVisual(self.hidden, channels, length, self.conv, self.norm,
                               name=f'to_visual_{stage}')(features[stage], train)
       result['laterals'][stage] = lateral
       if self.embed_dim:

@@ -75,7 +75,13 @@ import sys
 import types
 from typing import Any, Callable, Iterable, Mapping
 
+from absl import flags
+import jax
+from ml_collections import config_flags
 import numpy as np
+import orbax.checkpoint as ocp
+
+from avslowfast_jax import inference, trees
 
 # Stage names in our config (``model.fs_lateral_stages``) for the Fast->Slow
 # lateral that follows each PySlowFast ``s{k}`` / PyTorchVideo ``blocks.{k-1}``.
@@ -165,7 +171,7 @@ def load_torch_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, A
   PySlowFast's ``cfg`` YAML string and ``epoch``).
   """
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch  # pylint: disable=g-import-not-at-top  # the optional [import] extra
   except ImportError as e:
     raise WeightImportError(
         'Importing PyTorch checkpoints needs torch: pip install "avslowfast-jax[import]" '
@@ -380,8 +386,9 @@ def flax_path(layer: str) -> tuple[str, ...]:
   raise WeightImportError(f'No Flax module for layer {layer!r}')  # a bug in the tables
 
 
-def _join(path: Iterable[str]) -> str:
-  return '/'.join(path)
+def variable_path(t: 'SourceTensor') -> str:
+  """``collection/module/.../leaf``: where a source tensor goes in our variable tree."""
+  return '/'.join((t.collection, *flax_path(t.layer), t.leaf))
 
 
 def _mismatch_hint(t: SourceTensor, want: tuple, config) -> str:
@@ -417,7 +424,7 @@ def _missing_hint(t: SourceTensor, config) -> str:
     return (f' The checkpoint has more blocks than the model: check model.depth '
             f'(now {config.model.depth}) / model.stage_blocks.')
   if t.layer.startswith('head/'):
-    return f' The model\'s head is {config.model.head!r}.'
+    return f' The model\'s task is {config.task!r}.'
   return ''
 
 
@@ -437,26 +444,6 @@ class ImportResult:
   initialised: list
   skipped: list
   warnings: list
-
-
-def _flatten(tree: Mapping, prefix: tuple = ()) -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      out.update(_flatten(value, prefix + (key,)))
-    else:
-      out[prefix + (key,)] = value
-  return out
-
-
-def _unflatten(flat: Mapping[tuple, Any]) -> dict:
-  out = {}
-  for path, value in flat.items():
-    node = out
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return out
 
 
 def import_variables(tensors: list[SourceTensor], abstract_variables: Mapping, config,
@@ -480,9 +467,8 @@ def import_variables(tensors: list[SourceTensor], abstract_variables: Mapping, c
       differs (naming the key), or a visual stem/block/lateral variable of the
       model is absent from the checkpoint.
   """
-  target = {path: value for path, value in _flatten(
-      {k: abstract_variables[k] for k in ('params', 'batch_stats') if k in abstract_variables}
-  ).items()}
+  target = trees.flatten(
+      {k: abstract_variables[k] for k in ('params', 'batch_stats') if k in abstract_variables})
   values, imported, skipped, errors = {}, {}, [], []
 
   # The head is all-or-nothing: a new class count changes the kernel and the
@@ -492,26 +478,26 @@ def import_variables(tensors: list[SourceTensor], abstract_variables: Mapping, c
   for t in head:
     if head_reason:
       break
-    path = (t.collection, *flax_path(t.layer), t.leaf)
+    path = variable_path(t)
     if path not in target:
-      head_reason = f'the model has no {_join(path)} (head {config.model.head!r})'
+      head_reason = f'the model has no {path} (task {config.task!r})'
     elif tuple(target[path].shape) != t.array.shape:
       head_reason = (f'shape differs: checkpoint {tuple(t.array.shape)} vs model '
-                     f'{tuple(target[path].shape)} at {_join(path)}')
+                     f'{tuple(target[path].shape)} at {path}')
   for t in tensors:
-    path = (t.collection, *flax_path(t.layer), t.leaf)
+    path = variable_path(t)
     if t.layer.startswith('head/') and head_reason:
       skipped.append((t.key, f'classifier not imported: {head_reason}'))
     elif path not in target:
-      errors.append(f'unexpected key {t.key!r}: the model has no {_join(path)}.'
+      errors.append(f'unexpected key {t.key!r}: the model has no {path}.'
                     f'{_missing_hint(t, config)}')
     elif tuple(target[path].shape) != t.array.shape:
       want = tuple(target[path].shape)
-      errors.append(f'shape mismatch for {t.key!r} -> {_join(path)}: checkpoint '
+      errors.append(f'shape mismatch for {t.key!r} -> {path}: checkpoint '
                     f'{tuple(t.array.shape)} (converted to our layout) vs model {want}.'
                     f'{_mismatch_hint(t, want, config)}')
     elif path in values:
-      errors.append(f'{t.key!r} and {imported[path]!r} both map to {_join(path)}')
+      errors.append(f'{t.key!r} and {imported[path]!r} both map to {path}')
     else:
       values[path] = t.array
       imported[path] = t.key
@@ -519,9 +505,10 @@ def import_variables(tensors: list[SourceTensor], abstract_variables: Mapping, c
     raise WeightImportError(f'{len(errors)} problem(s) importing the checkpoint:\n  '
                             + '\n  '.join(errors))
 
-  missing = [p for p in target if p not in values and _REQUIRED_MODULE.fullmatch(p[1])]
+  missing = [p for p in target
+             if p not in values and _REQUIRED_MODULE.fullmatch(p.split('/')[1])]
   if missing:
-    shown = '\n  '.join(_join(p) for p in missing[:20])
+    shown = '\n  '.join(missing[:20])
     raise WeightImportError(
         f'{len(missing)} visual variable(s) of the model are not in the checkpoint:\n  {shown}'
         f'\nThe checkpoint is probably a different depth or lateral placement '
@@ -532,55 +519,41 @@ def import_variables(tensors: list[SourceTensor], abstract_variables: Mapping, c
   if initialised:
     if init_variables is None:
       raise WeightImportError('Variables need initialising but no initialiser was given: '
-                              + ', '.join(_join(p) for p in initialised[:5]))
+                              + ', '.join(initialised[:5]))
     fresh = init_variables(initialised)
     for p in initialised:
       values[p] = np.asarray(fresh[p], np.float32)
   ordered = {p: values[p] for p in target}
-  return ImportResult(variables=_unflatten(ordered),
-                      imported={_join(p): k for p, k in imported.items()},
-                      initialised=[_join(p) for p in initialised],
+  return ImportResult(variables=trees.unflatten(ordered),
+                      imported=dict(imported),
+                      initialised=list(initialised),
                       skipped=skipped, warnings=[])
 
 
 # --------------------------------------------------------------------------
 # Our model: shapes, fresh initialisation.
 
-def dummy_inputs(config, spatial: int = 64) -> dict:
-  """Zero inputs of the config's clip shapes; ``spatial`` is the frame size
-  (parameter shapes do not depend on it, so a small one keeps init cheap)."""
-  m, d = config.model, config.data
-  fast = d.num_frames
-  return {
-      'slow': np.zeros((1, fast // m.alpha_f, spatial, spatial, 3), np.float32),
-      'fast': np.zeros((1, fast, spatial, spatial, 3), np.float32),
-      'audio': np.zeros((1, d.audio.num_frames, d.audio.num_mels, 1), np.float32),
-  }
-
-
 def model_variables(config, only: list | None = None):
-  """``build_model(config.model).init`` at the config's clip shapes, seeded
-  with ``config.seed``.
+  """The variables of the config's model (with its task's head), seeded with ``config.seed``.
 
-  Without ``only``: the variables' shapes (``jax.eval_shape``; nothing is
-  computed or compiled). With ``only`` (a list of variable paths): ``{path:
-  value}`` of just those variables. Returning only them lets XLA drop the
-  rest of ``init`` (the forward pass and every other initialiser), which cuts
-  the compile time from tens of seconds to about one on CPU.
+  Without ``only``: their shapes (``jax.eval_shape``; nothing is computed or
+  compiled). With ``only`` (a list of variable paths): ``{path: value}`` of
+  just those variables. Returning only them lets XLA drop the rest of
+  ``init`` (the forward pass and every other initialiser), which cuts the
+  compile time from tens of seconds to about one on CPU. Parameter shapes do
+  not depend on the frame size, so a 64x64 one keeps ``init`` cheap.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from avslowfast_jax.models import build_model  # pylint: disable=g-import-not-at-top
-
-  model = build_model(config.model)
-  inputs = dummy_inputs(config)
+  model, _ = inference.build(config)
+  inputs = {k: np.zeros(v.shape, v.dtype)
+            for k, v in inference.input_specs(config, 1, image_size=64).items()}
   init = lambda key: model.init({'params': key, 'dropout': key}, inputs, train=False)
   key = jax.random.key(config.seed)
   if only is None:
     return jax.eval_shape(init, key)
-  only = [tuple(p) for p in only]
+  only = list(only)
 
   def select(key):
-    flat = _flatten(init(key))
+    flat = trees.flatten(init(key))
     return [flat[p] for p in only]
 
   return dict(zip(only, (np.asarray(v, np.float32) for v in jax.device_get(jax.jit(select)(key)))))
@@ -643,7 +616,7 @@ def import_checkpoint(state: Mapping[str, np.ndarray], source: str, config, *,
 
 
 def _count(flat_paths: Iterable[str], variables: Mapping) -> int:
-  flat = {_join(p): v for p, v in _flatten(variables).items()}
+  flat = trees.flatten(variables)
   return int(sum(np.size(flat[p]) for p in flat_paths))
 
 
@@ -703,8 +676,6 @@ def save_output(output_dir: str, variables: Mapping, report: dict, overwrite: bo
 
   Returns the path of the orbax item (what ``train.init_from`` points at).
   """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
   output_dir = os.path.abspath(output_dir)
   item = os.path.join(output_dir, 'variables')
   if os.path.exists(item) and not overwrite:
@@ -721,9 +692,6 @@ def save_output(output_dir: str, variables: Mapping, report: dict, overwrite: bo
 
 def load_output(output_dir: str) -> dict:
   """Reads back ``{'params', 'batch_stats'}`` written by :func:`save_output` (numpy)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-
   item = os.path.join(os.path.abspath(output_dir), 'variables')
   return jax.device_get(ocp.StandardCheckpointer().restore(item))
 
@@ -733,9 +701,6 @@ def load_output(output_dir: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
   """Command-line entry point; see the module docstring."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
   fv = flags.FlagValues()
   flags.DEFINE_enum('source', None, sorted(SOURCES), 'Checkpoint naming scheme.', flag_values=fv)
   flags.DEFINE_string('checkpoint', None, 'PyTorch checkpoint file (.pyth / .pt).',
@@ -749,9 +714,9 @@ def main(argv: list[str] | None = None) -> int:
   config_flags.DEFINE_config_file('config', None, 'Config file[:variant].', flag_values=fv,
                                   lock_config=True, sys_argv=argv)
   if any(a in ('-h', '--help', '--helpshort', '--helpfull') for a in argv[1:]):
-    print(f'usage: python -m avslowfast_jax.tools.import_weights --source pyslowfast|pytorchvideo '
-          f'--checkpoint FILE --config FILE[:VARIANT] --output DIR [--new_head] [--overwrite] '
-          f'[--config.x=y ...]\n')
+    print('usage: python -m avslowfast_jax.tools.import_weights --source pyslowfast|pytorchvideo '
+          '--checkpoint FILE --config FILE[:VARIANT] --output DIR [--new_head] [--overwrite] '
+          '[--config.x=y ...]\n')
     print(fv.get_help())
     return 0
   fv(argv)

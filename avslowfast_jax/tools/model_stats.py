@@ -8,35 +8,23 @@ test view, ``data.test_crop_size``; the SlowFast papers' convention, which
 counts convolutions and matrix products, not BN/ReLU/pooling) and the split
 per pathway. The count is exact for the traced program: every
 ``conv_general_dilated`` and ``dot_general`` of the jaxpr of an eval forward
-pass (batch 1) is counted from its shapes, and attributed to a pathway by the
-flax module path in its name stack. Nothing is compiled or executed.
+pass (batch 1) of the native implementation (``model.conv_impl=native``: one
+convolution per conv layer) is counted from its shapes, and attributed to a
+pathway by the flax module path in its name stack. Nothing is compiled or
+executed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
 
+from absl import app
 import jax
-import jax.numpy as jnp
+from ml_collections import config_flags
 
-from avslowfast_jax.models import build_model
-
-
-def view_inputs(config, batch: int = 1, image_size: int | None = None) -> dict:
-  """Abstract inputs of one test view (``ShapeDtypeStruct``s)."""
-  size = image_size or config.data.test_crop_size
-  t_fast = config.data.num_frames
-  t_slow = t_fast // config.model.alpha_f
-  a = config.data.audio
-  f32 = jnp.float32
-  return {
-      'slow': jax.ShapeDtypeStruct((batch, t_slow, size, size, 3), f32),
-      'fast': jax.ShapeDtypeStruct((batch, t_fast, size, size, 3), f32),
-      'audio': jax.ShapeDtypeStruct((batch, a.num_frames, a.num_mels, 1), f32),
-  }
+from avslowfast_jax import inference
 
 
 def _eqn_macs(eqn) -> int:
@@ -104,8 +92,8 @@ def count_macs(jaxpr, split: dict, prefix: str = '') -> None:
 
 def model_stats(config, image_size: int | None = None) -> dict:
   """``{'params', 'gflops', 'gflops_split', 'params_split'}`` of ``config``."""
-  model = build_model(config.model)
-  inputs = view_inputs(config, 1, image_size)
+  model, _ = inference.build(config, conv_impl='native')
+  inputs = inference.input_specs(config, 1, train=False, image_size=image_size)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)
   jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
   split = defaultdict(int)
@@ -132,8 +120,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from absl import app
-  from ml_collections import config_flags
+  # Defined here, not at import: other tools that import this module have their own --config.
   _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:variant].',
                                             lock_config=True)
   app.run(main)

@@ -20,6 +20,7 @@ def read_scalars(workdir: str) -> Dict[str, Series]:
   Returns ``{tag: [(step, value), ...]}`` sorted by step; a later write of the
   same step (a resumed run) replaces the earlier one.
   """
+  # TensorFlow reads the event files; only this function needs it.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   values: Dict[str, Dict[int, float]] = {}
@@ -38,6 +39,7 @@ def read_scalars(workdir: str) -> Dict[str, Series]:
 
 
 def _plt():
+  # matplotlib is the optional [plots] extra: imported only to draw.
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

@@ -15,10 +15,11 @@ import os
 from typing import Any, Iterable, Mapping, Optional
 
 from absl import logging
-import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from avslowfast_jax import inference, parallel, trees
 
 
 class CheckpointIO:
@@ -151,7 +152,7 @@ def load_pretrained(path: str, params, batch_stats, skip_prefixes: Iterable[str]
   report = {'loaded': [], 'skipped': [], 'missing': [], 'shape_mismatch': []}
   out = []
   for collection, tree in (('params', params), ('batch_stats', batch_stats)):
-    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep='/')
+    flat = trees.flatten(tree)
     src = source.get(collection, {})
     new = {}
     for name, value in flat.items():
@@ -168,7 +169,7 @@ def load_pretrained(path: str, params, batch_stats, skip_prefixes: Iterable[str]
       else:
         report['loaded'].append(full)
         new[name] = np.asarray(src[name], dtype=value.dtype)
-    out.append(flax.traverse_util.unflatten_dict(new, sep='/'))
+    out.append(trees.unflatten(new))
   logging.info('init_from %s: loaded %d, skipped %d, missing %d, shape mismatch %d', path,
                len(report['loaded']), len(report['skipped']), len(report['missing']),
                len(report['shape_mismatch']))
@@ -194,5 +195,17 @@ def _read_weights(path: str) -> dict:
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
                                      sharding=jax.sharding.SingleDeviceSharding(device)), wanted)
   restored = restore_subtree(item, abstract)
-  return {k: flax.traverse_util.flatten_dict(v, sep='/') for k, v in
-          jax.device_get(restored).items()}
+  return {k: trees.flatten(v) for k, v in jax.device_get(restored).items()}
+
+
+def restore_variables(config, model, workdir: str, mesh, which: str):
+  """``({'params', 'batch_stats'}, item_dir)`` of checkpoint ``which`` of ``workdir``
+  (``latest``, ``best``, a step or a path), replicated on ``mesh``; the optimizer
+  state is not read."""
+  item_dir = resolve_checkpoint(workdir, which)
+  replicated = parallel.replicated(mesh)
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                          inference.abstract_variables(config, model))
+  variables = restore_subtree(item_dir, abstract)
+  logging.info('Restored %s', item_dir)
+  return variables, item_dir

@@ -1,4 +1,4 @@
-"""Classification losses and the hierarchical audiovisual synchronisation (AVS) loss.
+"""Classification losses (the tasks use them) and the hierarchical audiovisual synchronisation (AVS) loss.
 
 All losses are means over the global batch, so the same batch gives the same
 loss however it is split over devices.
@@ -25,24 +25,6 @@ def sigmoid_cross_entropy(logits, multi_hot):
   """Mean over clips and classes of per-class binary cross-entropy (multi-label)."""
   return jnp.mean(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
                                                      multi_hot.astype(jnp.float32)))
-
-
-def classification_loss(head: str, logits: Any, batch: Mapping[str, Any],
-                        label_smoothing: float = 0.0):
-  """Loss of the configured head; returns ``(loss, terms)`` with named terms for logging."""
-  if head == 'softmax':
-    loss = softmax_cross_entropy(logits, batch['label'], logits.shape[-1], label_smoothing)
-    return loss, {'loss_cls': loss}
-  if head == 'sigmoid':
-    loss = sigmoid_cross_entropy(logits, batch['label'])
-    return loss, {'loss_cls': loss}
-  if head == 'verb_noun':
-    verb = softmax_cross_entropy(logits['verb'], batch['label'], logits['verb'].shape[-1],
-                                 label_smoothing)
-    noun = softmax_cross_entropy(logits['noun'], batch['noun_label'], logits['noun'].shape[-1],
-                                 label_smoothing)
-    return verb + noun, {'loss_verb': verb, 'loss_noun': noun}
-  raise ValueError(f"Unknown head {head!r}: expected 'softmax', 'sigmoid' or 'verb_noun'")
 
 
 def contrastive_sync_loss(visual, audio, audio_negative, pair_mask, negative_mask,

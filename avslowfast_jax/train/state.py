@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Tuple
 
-import flax
 from flax import struct
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from avslowfast_jax import parallel
+from avslowfast_jax import inference, parallel
 
 
 class TrainState(struct.PyTreeNode):
@@ -25,37 +24,6 @@ class TrainState(struct.PyTreeNode):
   @property
   def variables(self):
     return {'params': self.params, 'batch_stats': self.batch_stats}
-
-
-def dummy_inputs(config: ml_collections.ConfigDict, batch: int = 1, train: bool = True):
-  """Zero model inputs of the configured shapes (for init and export tracing)."""
-  return {k: jnp.zeros(v.shape, v.dtype) for k, v in input_specs(config, batch, train).items()}
-
-
-def input_specs(config: ml_collections.ConfigDict, batch, train: bool = True):
-  """``ShapeDtypeStruct`` of each model input; ``batch`` may be symbolic."""
-  data, arch = config.data, config.model.arch
-  size = data.train_crop_size if train else data.test_crop_size
-  specs = {}
-  if arch in ('avslowfast', 'slowfast'):
-    t_fast = data.num_frames
-    specs['slow'] = jax.ShapeDtypeStruct((batch, t_fast // config.model.alpha_f, size, size, 3),
-                                         jnp.float32)
-    specs['fast'] = jax.ShapeDtypeStruct((batch, t_fast, size, size, 3), jnp.float32)
-  if arch in ('avslowfast', 'audio'):
-    specs['audio'] = jax.ShapeDtypeStruct((batch, data.audio.num_frames, data.audio.num_mels, 1),
-                                          jnp.float32)
-  return specs
-
-
-def model_inputs(config: ml_collections.ConfigDict, batch):
-  """The inputs the model of ``config`` takes, picked out of a pipeline batch."""
-  keys = input_specs(config, 1).keys()
-  missing = [k for k in keys if k not in batch]
-  if missing:
-    raise KeyError(f'Batch lacks {missing} needed by model.arch={config.model.arch!r}; '
-                   f'it has {sorted(batch)}')
-  return {k: batch[k] for k in keys}
 
 
 def create_train_state(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
@@ -73,15 +41,13 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx: optax.Gradi
 
 
 def make_init_fn(config, model, tx) -> Callable:
-  # A batch of one BN group: the smallest batch any model variant accepts.
-  batch = max(1, config.model.bn_group_size)
+  """``init(rng) -> TrainState`` of a fresh model (see ``inference.init_variables``)."""
 
   def init(rng):
-    variables = model.init({'params': rng, 'dropout': rng}, dummy_inputs(config, batch),
-                           train=False, drop_audio=False)
+    variables = inference.init_variables(config, model, rng)
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+                      batch_stats=variables['batch_stats'], opt_state=tx.init(params))
 
   return init
 
@@ -94,8 +60,3 @@ def abstract_train_state(config, model, tx, mesh: Mesh, rng=None):
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract, shardings), shardings
 
-
-def flatten_names(tree) -> dict:
-  """``{'a/b/c': leaf}`` of a nested dict (FrozenDicts included)."""
-  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep='/')
-  return dict(flat)

@@ -1,4 +1,4 @@
-"""The training step and the inference step, pure functions closed over the model and config."""
+"""The training step: a pure function closed over the model, its task and the config."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from avslowfast_jax import inference
+from avslowfast_jax.tasks import Task
 from avslowfast_jax.train import losses
-from avslowfast_jax.train.state import TrainState, model_inputs
+from avslowfast_jax.train.state import TrainState
 
 
 def _per_clip_variance(x):
@@ -33,8 +35,9 @@ def draw_drop_pathway(key, prob: float):
   return jax.random.bernoulli(key, prob)
 
 
-def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
-                    lr_fn: Callable, total_steps: int) -> Callable:
+def make_train_step(config: ml_collections.ConfigDict, model, task: Task,
+                    tx: optax.GradientTransformation, lr_fn: Callable,
+                    total_steps: int) -> Callable:
   """Returns ``train_step(state, batch, rng) -> (state, metrics)``.
 
   ``rng`` is the run's base key; the step's key is ``fold_in(rng, state.step)``
@@ -44,7 +47,6 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
   over it, so the result does not depend on how it is split over devices.
   """
   arch = config.model.arch
-  head = config.model.head
   uses_audio = arch == 'avslowfast'
   drop_prob = float(config.train.drop_pathway_prob) if uses_audio else 0.0
   avs_on = bool(uses_audio and config.avs.enabled and config.avs.junctions)
@@ -54,7 +56,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
   def train_step(state: TrainState, batch: Mapping[str, Any], rng):
     k_drop, k_dropout, k_negative = step_keys(rng, state.step)
     dropped = draw_drop_pathway(k_drop, drop_prob)
-    inputs = model_inputs(config, batch)
+    inputs = inference.model_inputs(config, batch)
 
     negatives, is_hard = None, None
     if avs_on:
@@ -68,7 +70,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
           {'params': params, 'batch_stats': state.batch_stats}, inputs, train=True,
           drop_audio=dropped, audio_negative=negatives, rngs={'dropout': k_dropout},
           mutable=['batch_stats'])
-      loss, terms = losses.classification_loss(head, logits, batch, config.train.label_smoothing)
+      loss, terms = task.loss(logits, batch)
       if avs_on:
         audio_var = aux.get('audio_var', None)
         if audio_var is None:
@@ -105,35 +107,8 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
     metrics['drop_pathway'] = jnp.asarray(dropped, jnp.float32)
     if avs_on:
       metrics['hard_negative_fraction'] = jnp.mean(is_hard)
-    metrics.update(accuracy_metrics(head, logits, batch))
+    metrics.update(task.train_metrics(logits, batch))
     return new_state, metrics
 
   return train_step
 
-
-def accuracy_metrics(head: str, logits, batch) -> dict:
-  """Top-1/top-5 of the global batch (verb and noun separately for ``verb_noun``)."""
-  if head == 'softmax':
-    return {'top1': jnp.mean(losses.topk_correct(logits, batch['label'], 1)),
-            'top5': jnp.mean(losses.topk_correct(logits, batch['label'], 5))}
-  if head == 'verb_noun':
-    return {'verb_top1': jnp.mean(losses.topk_correct(logits['verb'], batch['label'], 1)),
-            'noun_top1': jnp.mean(losses.topk_correct(logits['noun'], batch['noun_label'], 1))}
-  return {}  # multi-label: mAP needs the whole split, see evaluation
-
-
-def make_predict_fn(config: ml_collections.ConfigDict, model) -> Callable:
-  """``predict(variables, inputs) -> logits`` in inference mode (running BN statistics)."""
-
-  def predict(variables, inputs):
-    logits, _ = model.apply(variables, inputs, train=False, drop_audio=False)
-    return logits
-
-  return predict
-
-
-def scores_from_logits(head: str, logits):
-  """Per-view class scores: softmax, or sigmoid for multi-label."""
-  if head == 'sigmoid':
-    return jax.nn.sigmoid(logits.astype(jnp.float32))
-  return jax.tree.map(lambda l: jax.nn.softmax(l.astype(jnp.float32), axis=-1), logits)

@@ -1,6 +1,6 @@
 """The training loop: resume, train, log, evaluate, checkpoint, stop cleanly.
 
-Resume order (style.md): the workdir's latest checkpoint, then
+Resume order: the workdir's latest checkpoint, then
 ``train.init_from``, then scratch. The data iterator is started at the
 resumed step and the step keys are ``fold_in(base_key, step)``, so a killed and
 resumed run sees the same batches and makes the same random draws as an
@@ -21,33 +21,24 @@ import jax
 import ml_collections
 import numpy as np
 
-from avslowfast_jax import parallel
+from avslowfast_jax import inference, parallel
+from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax.train import checkpoints as ckpt_lib
 from avslowfast_jax.train import optimizer as optimizer_lib
 from avslowfast_jax.train import schedules
 from avslowfast_jax.train import state as state_lib
 from avslowfast_jax.train import step as step_lib
+from data_pipelines import input_pipeline
 
 
 class NonFiniteLossError(RuntimeError):
   """Raised when the loss becomes NaN or inf; the last good checkpoint is kept."""
 
 
-def _input_pipeline():
-  # Imported lazily: tf.data is heavy and export/predict users never need it.
-  from data_pipelines import input_pipeline  # pylint: disable=g-import-not-at-top
-  return input_pipeline
-
-
-def build_model(config: ml_collections.ConfigDict):
-  from avslowfast_jax.models import build_model as build  # pylint: disable=g-import-not-at-top
-  return build(config.model)
-
-
 def num_train_examples(config: ml_collections.ConfigDict) -> int:
   if config.train.num_train_examples > 0:
     return config.train.num_train_examples
-  info = _input_pipeline().dataset_info(config.data.data_dir)
+  info = input_pipeline.dataset_info(config.data.data_dir)
   try:
     return int(info['num_examples'][config.data.train_split])
   except KeyError as e:
@@ -79,21 +70,21 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def setup(config: ml_collections.ConfigDict, mesh):
-  """Model, step plan, lr schedule and optimizer; shared by training and tests."""
-  del mesh  # the same on every topology: that is the point
-  model = build_model(config)
+def setup(config: ml_collections.ConfigDict):
+  """``(model, task, plan, lr_fn, tx)``: the same on every topology (that is the point)."""
+  model, task = inference.build(config)
   n_train = config.train.num_train_examples
   if n_train <= 0 and (config.data.data_dir or config.train.total_steps <= 0):
     n_train = num_train_examples(config)
   plan = schedules.make_plan(config.train, n_train)
   lr_fn = schedules.create_learning_rate_fn(config.train.schedule, plan)
   tx = optimizer_lib.create_optimizer(config.train, lr_fn)
-  return model, plan, lr_fn, tx
+  return model, task, plan, lr_fn, tx
 
 
-def jit_train_step(config, model, tx, lr_fn, plan, mesh, state_shardings):
-  train_step = step_lib.make_train_step(config, model, tx, lr_fn, plan.total_steps)
+def jit_train_step(config, model, task, tx, lr_fn, plan, mesh, state_shardings):
+  """The train step of ``config``, jitted with its state and batch shardings."""
+  train_step = step_lib.make_train_step(config, model, task, tx, lr_fn, plan.total_steps)
   return jax.jit(train_step,
                  in_shardings=(state_shardings, parallel.batch_sharding(mesh),
                                parallel.replicated(mesh)),
@@ -133,13 +124,11 @@ def _eval_every(config, plan) -> int:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains ``config`` in ``workdir`` until ``total_steps`` or SIGTERM; returns the last metrics."""
-  from avslowfast_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-
   mesh = parallel.create_mesh()
   parallel.log_topology(mesh)
   is_main = jax.process_index() == 0
   per_host = parallel.per_process_batch(config.train.batch_size)
-  model, plan, lr_fn, tx = setup(config, mesh)
+  model, task, plan, lr_fn, tx = setup(config)
   logging.info('Plan: %s', plan)
   if is_main:
     os.makedirs(workdir, exist_ok=True)
@@ -150,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 async_save=config.train.async_checkpoints)
   state, shardings = initial_state(config, model, tx, mesh, ckpts)
   start = int(jax.device_get(state.step))
-  train_step = jit_train_step(config, model, tx, lr_fn, plan, mesh, shardings)
+  train_step = jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
   base_key = jax.random.PRNGKey(config.seed)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
@@ -163,7 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpts.close()
     return {}
 
-  data = _input_pipeline().create_train_iterator(
+  data = input_pipeline.create_train_iterator(
       config, config.data.data_dir, config.data.train_split, per_host, seed=config.seed,
       start_step=start, process_index=jax.process_index(), process_count=jax.process_count())
 
@@ -223,7 +212,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         # An async save overlapping the evaluation failed inside orbax now and
         # then ("cannot schedule new futures after shutdown"): let it finish.
         ckpts.wait()
-        eval_metrics = evaluator.evaluate_during_training(config, model, state.variables, mesh)
+        eval_metrics = evaluator.evaluate_during_training(config, model, task, state.variables,
+                                                          mesh)
         if eval_metrics:
           writer.write_scalars(done, {f'eval/{k}': v for k, v in eval_metrics.items()
                                       if np.isscalar(v)})

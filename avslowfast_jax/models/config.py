@@ -1,0 +1,122 @@
+"""The network's settings (``config.model``): one definition of every field and its default.
+
+``configs/common.py`` builds the ``model`` section of every experiment config
+from :class:`ModelConfig`, so a field exists, and has its default, here only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from avslowfast_jax.models.ops import IMPLS
+
+# Residual blocks per stage (res2..res5) of each ResNet depth.
+STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+ARCHS = ('avslowfast', 'slowfast', 'audio')
+FUSIONS = ('a_fs', 'a_f_s', 'av_nonlocal')
+DROP_PATHWAY_MODES = ('pathway', 'laterals')
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The fields of ``config.model``, frozen (hashable) for flax."""
+  # 'avslowfast' | 'slowfast' (visual only) | 'audio' (the Audio pathway alone).
+  arch: str = 'avslowfast'
+  # ResNet depth (50 | 101; 18 for experiments): picks stage_blocks when that is empty.
+  depth: int = 50
+  # Explicit residual blocks per stage (res2..res5); () = from depth.
+  stage_blocks: tuple = ()
+  # Slow pathway stem channels; every other width follows from it.
+  width: int = 64
+  # Fast/Slow frame-rate ratio and channel ratio.
+  alpha_f: int = 8
+  beta_f: float = 0.125
+  # Fast->Slow lateral: output channels = ratio * beta_f * C, temporal kernel size.
+  fusion_conv_channel_ratio: int = 2
+  fusion_kernel_size: int = 5
+  fs_lateral_stages: tuple = ('pool1', 'res2', 'res3', 'res4')
+  # Audio/Slow channel ratio.
+  beta_a: float = 0.5
+  # Audio -> visual fusion: 'a_fs' (paper default) | 'a_f_s' | 'av_nonlocal' (Table 5a).
+  fusion: str = 'a_fs'
+  audio_lateral_stages: tuple = ('res3', 'res4')
+  # Concatenate the pooled audio features into the head (the "+ pool5" of Table 6).
+  audio_pool5: bool = True
+  # Channels of the first temporal conv of an audio lateral.
+  a_fs_hidden_channels: int = 64
+  # Non-local blocks: stages (e.g. ('res4',) for R101+NL), after every n-th block.
+  nonlocal_stages: tuple = ()
+  nonlocal_every: int = 2
+  nonlocal_instantiation: str = 'dot_product'  # 'dot_product' | 'softmax'
+  # res5's spatial stride, and the dilation of its 3x3 convs (AVA: stride 1, dilation 2).
+  res5_spatial_stride: int = 2
+  res5_dilation: int = 1
+  # Head sizes (the task decides the head): classes (verbs for EPIC), nouns, dropout.
+  num_classes: int = 400
+  num_nouns: int = 0
+  dropout_rate: float = 0.5
+  # BatchNorm: statistics over groups of this many clips; momentum in the flax
+  # convention (0.9 = PyTorch 0.1); one-pass variance E[x^2] - E[x]^2 (flax's
+  # default) or two-pass; frozen = affine (running statistics) for fine-tuning.
+  bn_group_size: int = 8
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  bn_fast_variance: bool = True
+  freeze_bn: bool = False
+  # DropPathway: 'pathway' skips the audio pathway on a dropped step, 'laterals'
+  # computes it and zeroes only the audio laterals.
+  drop_pathway_mode: str = 'pathway'
+  # AVS projection size of the junction features.
+  avs_embed_dim: int = 64
+  # Compute dtype: 'float32' | 'bfloat16' (parameters stay fp32).
+  dtype: str = 'float32'
+  # How convolutions, the stem max-pool and BatchNorm are computed (models/ops.py):
+  # 'auto' (the CPU forms on the CPU backend, native elsewhere) | 'native' | 'cpu'.
+  conv_impl: str = 'auto'
+
+  @property
+  def blocks(self) -> tuple:
+    """Residual blocks per stage: ``stage_blocks``, else those of ``depth``."""
+    return tuple(int(b) for b in self.stage_blocks) or STAGE_BLOCKS[self.depth]
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any]) -> 'ModelConfig':
+    """From a ``config.model`` ConfigDict (or dict); an unknown key is an error naming it."""
+    values = dict(config)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+      raise ValueError(f'Unknown config.model fields {unknown}; the fields are {names}')
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    out = cls(**kw)
+    out.validate()
+    return out
+
+  def validate(self) -> None:
+    def check(field, allowed):
+      if getattr(self, field) not in allowed:
+        raise ValueError(f'config.model.{field}={getattr(self, field)!r}: expected one of '
+                         f'{tuple(allowed)}')
+    check('arch', ARCHS)
+    check('fusion', FUSIONS)
+    check('drop_pathway_mode', DROP_PATHWAY_MODES)
+    check('dtype', DTYPES)
+    check('conv_impl', IMPLS)
+    if not self.stage_blocks:
+      check('depth', tuple(STAGE_BLOCKS))
+    elif len(self.stage_blocks) != 4:
+      raise ValueError(f'config.model.stage_blocks={self.stage_blocks!r}: four stages '
+                       '(res2..res5) expected')
+    for s in self.audio_lateral_stages:
+      if s not in ('res2', 'res3', 'res4'):
+        raise ValueError(f'config.model.audio_lateral_stages: {s!r} must be res2, res3 or res4')
+    for s in self.fs_lateral_stages:
+      if s not in ('pool1', 'res2', 'res3', 'res4'):
+        raise ValueError(f'config.model.fs_lateral_stages: {s!r} must be pool1, res2, res3 '
+                         'or res4')

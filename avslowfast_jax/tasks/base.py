@@ -1,0 +1,152 @@
+"""What a task decides, and the registry of tasks.
+
+A task (``config.task``) owns everything that depends on what the model is
+trained to predict: its head module, its loss and training metrics, how
+scores are read from logits, how evaluation aggregates views and what it
+reports, and how a prediction is printed. The train step, the evaluator,
+export and ``predict`` ask the task; none of them knows which task it is.
+
+Adding a task: write a module in ``avslowfast_jax/tasks/`` with a
+:class:`Task` subclass decorated ``@register('name')``, import it in
+``avslowfast_jax/tasks/__init__.py``, and set ``config.task = 'name'``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Type
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from avslowfast_jax.evaluation import metrics as metrics_lib
+
+TASKS: Dict[str, Type['Task']] = {}
+
+
+def register(name: str) -> Callable[[Type['Task']], Type['Task']]:
+  """Class decorator: makes a :class:`Task` subclass available as ``config.task = name``."""
+
+  def add(cls):
+    if name in TASKS:
+      raise ValueError(f'task {name!r} is registered twice')
+    cls.name = name
+    TASKS[name] = cls
+    return cls
+
+  return add
+
+
+def get_task(config) -> 'Task':
+  """The task of ``config.task``."""
+  name = config.task
+  if name not in TASKS:
+    raise ValueError(f'config.task={name!r}: expected one of {sorted(TASKS)}')
+  return TASKS[name](config)
+
+
+class Task:
+  """Base class; subclasses override what differs.
+
+  Attributes:
+    name: the registered name.
+    label_keys: the batch keys that hold this task's targets (an evaluation
+      keeps them next to the scores).
+  """
+  name: ClassVar[str] = ''
+  label_keys: ClassVar[Sequence[str]] = ('label',)
+
+  def __init__(self, config):
+    self.config = config
+
+  # ------------------------------------------------------------ model side
+  def head(self) -> Optional[nn.Module]:
+    """The head module the network calls as ``head(aux, inputs, train)`` (params ``head/``)."""
+    raise NotImplementedError
+
+  def loss(self, logits, batch: Mapping[str, Any]):
+    """``(loss, terms)``: the task's loss over the global batch and named terms to log."""
+    raise NotImplementedError
+
+  def train_metrics(self, logits, batch: Mapping[str, Any]) -> dict:
+    """Metrics of the training batch (device arrays), logged with the losses."""
+    del logits, batch
+    return {}
+
+  def scores(self, logits):
+    """Per-view scores from logits (inside jit)."""
+    raise NotImplementedError
+
+  # ---------------------------------------------------------- evaluation
+  def labels(self, batch: Mapping[str, Any]):
+    """The targets of a batch in the form :meth:`video_metrics` takes."""
+    return batch['label']
+
+  def video_metrics(self, scores, labels) -> dict:
+    """What an evaluation reports, from per-video scores and targets (numpy)."""
+    raise NotImplementedError
+
+  def evaluation(self) -> 'VideoEvaluation':
+    """A fresh accumulator of one evaluation pass."""
+    return VideoEvaluation(self)
+
+  def video_scores(self, view_scores):
+    """One video's scores from its views' scores (``[V, ...]``), as evaluation aggregates."""
+    return metrics_lib.aggregate_views(view_scores, self.config.eval.aggregate)
+
+  # -------------------------------------------------------- class names
+  def class_names(self, label_map: Mapping[str, Any]):
+    """The names of the scores' classes, from a prepared dataset's ``label_map.json``."""
+    return list(label_map.get('labels', []))
+
+  def describe(self, video_scores, class_names, k: int = 5) -> List[str]:
+    """Lines that show one video's top-``k`` classes (``predict``)."""
+    if isinstance(video_scores, Mapping):
+      lines = []
+      for key, scores in video_scores.items():
+        names = class_names.get(key) if isinstance(class_names, Mapping) else None
+        lines.append(f'[{key}] ' + _top_labels(scores, names, k))
+      return lines
+    return [_top_labels(video_scores, class_names, k)]
+
+
+def _top_labels(scores, names, k: int) -> str:
+  scores = np.asarray(scores)
+  order = np.argsort(-scores)[:k]
+  label = lambda i: names[i] if names and i < len(names) else str(i)
+  return ', '.join(f'{label(i)} {float(scores[i]):.3f}' for i in order)
+
+
+class VideoEvaluation:
+  """One evaluation pass of a view-scoring task: per-video scores, then the task's metrics."""
+
+  def __init__(self, task: Task):
+    self.task = task
+    self.aggregator = metrics_lib.VideoAggregator(task.config.eval.aggregate)
+    self.num_views = 0
+
+  def add(self, outputs: Mapping[str, Any]) -> None:
+    """``outputs``: numpy ``scores`` and the batch's ``video_index``, ``valid`` and labels."""
+    self.aggregator.add(outputs['video_index'], outputs['scores'], self.task.labels(outputs),
+                        outputs['valid'])
+    self.num_views += int(np.sum(outputs['valid'] > 0))
+
+  def result(self):
+    """``(metrics, arrays)``: the task's metrics, and per-video arrays to save."""
+    if not self.aggregator.scores:
+      raise ValueError('the evaluation scored no video')
+    ids, scores, labels = self.aggregator.result()
+    metrics = self.task.video_metrics(scores, labels)
+    metrics.update(num_videos=len(ids), num_views=self.num_views)
+    arrays = {'video_index': ids}
+    for key, value in (('scores', scores), ('labels', labels)):
+      if isinstance(value, Mapping):
+        arrays.update({f'{key}_{head}': v for head, v in value.items()})
+      else:
+        arrays[key] = value
+    return metrics, arrays
+
+
+def softmax_scores(logits):
+  """Softmax over the last axis of every logits array (fp32)."""
+  return jax.tree.map(lambda l: jax.nn.softmax(l.astype('float32'), axis=-1), logits)

@@ -1,0 +1,54 @@
+"""Verb and noun classification of one network (EPIC-Kitchens): two softmax heads."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from avslowfast_jax.evaluation import metrics as metrics_lib
+from avslowfast_jax.models.heads import PooledLinearHead
+from avslowfast_jax.tasks.base import Task, register, softmax_scores
+from avslowfast_jax.train import losses
+
+
+@register('verb_noun')
+class VerbNoun(Task):
+  """Heads ``verb`` (``model.num_classes``) and ``noun`` (``model.num_nouns``) on ``label``
+  and ``noun_label``; the loss is the sum of both cross-entropies. An action is
+  right when both are (``action_top1``)."""
+  label_keys = ('label', 'noun_label')
+
+  def head(self):
+    m = self.config.model
+    if m.num_nouns <= 0:
+      raise ValueError("task 'verb_noun' needs config.model.num_nouns > 0")
+    return PooledLinearHead((('verb', m.num_classes), ('noun', m.num_nouns)), m.dropout_rate)
+
+  def loss(self, logits, batch):
+    smoothing = self.config.train.label_smoothing
+    verb = losses.softmax_cross_entropy(logits['verb'], batch['label'],
+                                        logits['verb'].shape[-1], smoothing)
+    noun = losses.softmax_cross_entropy(logits['noun'], batch['noun_label'],
+                                        logits['noun'].shape[-1], smoothing)
+    return verb + noun, {'loss_verb': verb, 'loss_noun': noun}
+
+  def train_metrics(self, logits, batch):
+    return {'verb_top1': jnp.mean(losses.topk_correct(logits['verb'], batch['label'], 1)),
+            'noun_top1': jnp.mean(losses.topk_correct(logits['noun'], batch['noun_label'], 1))}
+
+  def scores(self, logits):
+    return softmax_scores(logits)
+
+  def labels(self, batch):
+    return {'verb': batch['label'], 'noun': batch['noun_label']}
+
+  def video_metrics(self, scores, labels):
+    verb_ok = np.argmax(scores['verb'], -1) == labels['verb']
+    noun_ok = np.argmax(scores['noun'], -1) == labels['noun']
+    return {'verb_top1': float(verb_ok.mean()), 'noun_top1': float(noun_ok.mean()),
+            'action_top1': float((verb_ok & noun_ok).mean()),
+            'verb_top5': metrics_lib.topk_accuracy(scores['verb'], labels['verb'], 5),
+            'noun_top5': metrics_lib.topk_accuracy(scores['noun'], labels['noun'], 5)}
+
+  def class_names(self, label_map):
+    return {'verb': list(label_map.get('labels', [])), 'noun': list(label_map.get('nouns', []))}
