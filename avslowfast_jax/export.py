@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avslowfast_jax import trees
+from data_pipelines.errors import UserError
 
 # Artifact file -> the platforms it is lowered for, and the model.conv_impl it is
 # traced with (None: the config's own, as the CPU backend resolves it).
@@ -101,19 +102,22 @@ class ExportedModel:
 
   def __init__(self, path: str, platform: Optional[str] = None):
     self.path = path
-    with open(os.path.join(path, 'signature.json')) as f:
-      self.signature = json.load(f)
+    self.signature = _read(path, 'signature.json', json.load)
     platform = platform or jax.default_backend()
-    artifacts = self.signature['artifacts']
+    artifacts = self.signature.get('artifacts')
+    if not isinstance(artifacts, dict):
+      raise UserError(f'{os.path.join(path, "signature.json")}: damaged (no artifacts table); '
+                      'export the checkpoint again')
     if platform not in artifacts:
-      raise ValueError(f'{path} has no inference artifact for platform {platform!r} '
-                       f'(it has {sorted(artifacts)})')
-    with open(os.path.join(path, artifacts[platform]), 'rb') as f:
-      self._exported = jax.export.deserialize(bytearray(f.read()))
-    with open(os.path.join(path, 'label_map.json')) as f:
-      self.label_map = json.load(f)
-    with np.load(os.path.join(path, 'weights.npz')) as weights:
-      self.variables = trees.unflatten({k: weights[k] for k in weights.files})
+      raise UserError(f'{path} has no inference artifact for platform {platform!r} '
+                      f'(it has {sorted(artifacts)})')
+    self._exported = _read(path, artifacts[platform],
+                           lambda f: jax.export.deserialize(bytearray(f.read())), mode='rb')
+    self.label_map = _read(path, 'label_map.json', json.load)
+    self.variables = _read(path, 'weights.npz', _read_weights, mode='rb')
+    # The experiment config (an export may be written without one).
+    self.config = (_read(path, 'config.json', json.load)
+                   if os.path.exists(os.path.join(path, 'config.json')) else None)
     self.task = self.signature['task']
     self.input_names = tuple(self.signature['inputs'])
 
@@ -132,8 +136,30 @@ class ExportedModel:
     return self.predict(inputs)['scores']
 
 
+def _read_weights(f) -> dict:
+  with np.load(f) as weights:
+    return trees.unflatten({k: weights[k] for k in weights.files})
+
+
+def _read(path: str, name: str, parse: Callable, mode: str = 'r'):
+  """``parse`` of file ``name`` of export ``path``; a missing or broken file is a ``UserError``."""
+  file_path = os.path.join(path, name)
+  if not os.path.exists(file_path):
+    raise UserError(f'{file_path}: missing from the export directory; export the checkpoint '
+                    'again (--mode export)')
+  try:
+    with open(file_path, mode) as f:
+      return parse(f)
+  except Exception as e:  # pylint: disable=broad-except  # any parse failure: a broken file
+    raise UserError(f'{file_path}: damaged ({type(e).__name__}: {e}); export the checkpoint '
+                    'again (--mode export)') from None
+
+
 def load(path: str, platform: Optional[str] = None) -> ExportedModel:
   """Loads an export directory written by ``--mode export``."""
+  if not os.path.isdir(path):
+    raise UserError(f'{path}: no such export directory')
   if not os.path.exists(os.path.join(path, 'signature.json')):
-    raise FileNotFoundError(f'{path} is not an export directory (no signature.json)')
+    raise UserError(f'{path} is not an export directory (no signature.json); make one with '
+                    'python -m avslowfast_jax.main --mode export ...')
   return ExportedModel(path, platform)

@@ -27,6 +27,7 @@ from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax.models import ops
 from avslowfast_jax.train import checkpoints as ckpt_lib
 from avslowfast_jax.train import trainer
+from data_pipelines import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally with :variant.', lock_config=True)
@@ -139,4 +140,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  errors.run_absl(main)

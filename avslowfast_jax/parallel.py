@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from data_pipelines.errors import UserError
+
 DATA_AXIS = 'data'
 
 # Parameters smaller than this stay replicated under FSDP: splitting them buys
@@ -35,7 +37,7 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
   """
   if coordinator_address or (num_processes is not None and num_processes > 1):
     if not coordinator_address or num_processes is None or process_id is None:
-      raise ValueError('Multi-process runs need all of --coordinator_address, --num_processes '
+      raise UserError('Multi-process runs need all of --coordinator_address, --num_processes '
                        f'and --process_id; got {coordinator_address!r}, {num_processes!r}, '
                        f'{process_id!r}')
     if _platform_is_cpu():
@@ -112,11 +114,11 @@ def host_to_global(batch: Any, mesh: Mesh) -> Any:
 def per_process_batch(global_batch: int) -> int:
   """This process' share of a global batch, checking it divides evenly."""
   if global_batch % jax.process_count():
-    raise ValueError(f'Global batch {global_batch} does not split over '
+    raise UserError(f'Global batch {global_batch} does not split over '
                      f'{jax.process_count()} processes')
   per_host = global_batch // jax.process_count()
   if global_batch % jax.device_count():
-    raise ValueError(f'Global batch {global_batch} does not split over {jax.device_count()} '
+    raise UserError(f'Global batch {global_batch} does not split over {jax.device_count()} '
                      'devices; pick a multiple of the device count')
   return per_host
 

@@ -6,13 +6,13 @@ Each file goes through the evaluation preprocessing (decode as in
 ``data_pipelines.prepare``, then the ``num_test_clips x num_test_crops`` views
 of ``data_pipelines.input_pipeline``), the exported model scores every view,
 and the task aggregates the views as evaluation does. A file that cannot be
-read is reported and skipped; the exit status is 1 if any file failed.
+read is reported and skipped; the exit status is 1 if some file failed and 2
+if none could be read.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import List, Optional, Sequence
@@ -22,12 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from avslowfast_jax import export, tasks
-from data_pipelines import adapters, decode, input_pipeline, shards
-
-
-def _config_from_export(path: str) -> ml_collections.ConfigDict:
-  with open(os.path.join(path, 'config.json')) as f:
-    return ml_collections.ConfigDict(json.load(f))
+from data_pipelines import adapters, decode, errors, input_pipeline, shards
+from data_pipelines.errors import UserError
 
 
 def video_views(config, path: str, short_side: int):
@@ -45,7 +41,10 @@ def video_views(config, path: str, short_side: int):
 def predict_files(model_dir: str, paths: Sequence[str], k: int = 5, out=sys.stdout) -> int:
   """Prints the top-``k`` labels per file; returns the number of files that failed."""
   model = export.load(model_dir)
-  config = _config_from_export(model_dir)
+  if model.config is None:
+    raise UserError(f'{model_dir}: the export has no config.json, which predict needs for the '
+                    'preprocessing; export it with python -m avslowfast_jax.main --mode export')
+  config = ml_collections.ConfigDict(model.config)
   task = tasks.get_task(config)
   short_side = model.signature.get('prepared_short_side') or config.data.test_short_side
   failed = 0
@@ -68,8 +67,11 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument('--top_k', type=int, default=5)
   parser.add_argument('videos', nargs='+')
   args = parser.parse_args(argv)
-  return 1 if predict_files(args.model, args.videos, args.top_k) else 0
+  failed = predict_files(args.model, args.videos, args.top_k)
+  if failed == len(args.videos):
+    raise UserError(f'none of the {failed} files could be read')
+  return 1 if failed else 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  errors.run(main)

@@ -32,6 +32,9 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from data_pipelines import errors
+from data_pipelines.errors import UserError
+
 VARIANTS = ('avslowfast', 'slowfast', 'audio')
 TITLES = {'avslowfast': 'AVSlowFast', 'slowfast': 'SlowFast (visual only)',
           'audio': 'Audio only'}
@@ -212,8 +215,8 @@ def _run(cmd: Sequence[str], log_path: str, env=None,
   if out.console.live:
     out.console.line('')
   if code:
-    raise SystemExit(f'Command failed with exit code {code} (full log: {log_path}):\n  '
-                     + ' '.join(cmd))
+    raise UserError(f'a step of the quickstart failed with exit code {code} (full log: '
+                    f'{log_path}):\n  ' + ' '.join(cmd))
 
 
 def _worth_showing(line: str) -> bool:
@@ -348,7 +351,7 @@ def _load_eval(run_dir: str) -> dict:
         out = json.load(f)
       out['path'] = path
       return out
-  raise SystemExit(f'No eval_results.json under {run_dir}')
+  raise UserError(f'no eval_results.json under {run_dir}')
 
 
 def _first_validation_video(manifest: str):
@@ -356,7 +359,7 @@ def _first_validation_video(manifest: str):
     for row in csv.DictReader(f):
       if row.get('split') == 'validation':
         return os.path.join(os.path.dirname(manifest), row['path']), row['label']
-  raise SystemExit(f'{manifest}: no validation video')
+  raise UserError(f'{manifest}: no validation video')
 
 
 def _class_names(shards: str) -> List[str]:
@@ -462,8 +465,10 @@ def main(argv=None):
   unknown = set(variants) - set(VARIANTS)
   if unknown:
     parser.error(f'unknown variants {sorted(unknown)}; choose from {VARIANTS}')
+  if args.steps < 1 or args.num_videos < 1:
+    parser.error('--steps and --num_videos must be positive')
   run(args.workdir, args.num_videos, args.steps, variants, args.seed, args.override)
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

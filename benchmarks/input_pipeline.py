@@ -27,8 +27,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from avslowfast_jax import host_memory  # noqa: E402
-from data_pipelines import adapters, audio, input_pipeline, prepare, shards  # noqa: E402
-from data_pipelines import inspect as inspect_lib  # noqa: E402
+from data_pipelines import adapters, audio, errors, input_pipeline, prepare, shards  # noqa: E402
 from data_pipelines.video_io import write_video  # noqa: E402
 
 
@@ -203,7 +202,7 @@ def main(argv=None):
   parser.add_argument('--num_videos', type=int, default=8)
   parser.add_argument('--num_workers', type=int, default=2)
   args = parser.parse_args(argv)
-  config = inspect_lib.load_config(args.config)
+  config = errors.load_config_file(args.config)
   config.data.avs_negatives = True
   # As avslowfast_jax.main does for training: each clip reads a whole record.
   host_memory.serve_from_heap(config.data.malloc_mmap_threshold)

@@ -12,7 +12,8 @@ import re
 
 import ml_collections
 
-from avslowfast_jax.models.config import ModelConfig
+from avslowfast_jax.models.config import STAGE_BLOCKS, ModelConfig
+from data_pipelines.errors import UserError
 
 # Mean and standard deviation of the log-mel front end's values over Kinetics
 # (the AVSlowFast authors' audio-visual SlowFast code normalises with these).
@@ -135,12 +136,16 @@ def set_instantiation(c: ml_collections.ConfigDict, variant: str) -> ml_collecti
   T*tau-frame window; Fast sees alpha_f*T frames at stride tau/alpha_f.
   """
   match = _INSTANTIATION.match(variant)
-  if not match:
-    raise ValueError(f'Unknown instantiation {variant!r}: expected e.g. avslowfast_4x16_r50')
-  arch, t, tau, depth, nonlocal_ = match.groups()
+  arch, t, tau, depth, nonlocal_ = match.groups() if match else (None, '0', '0', '0', None)
   t, tau, depth = int(t), int(tau), int(depth)
   window = t * tau
   fast_frames = 32 if window == 64 else window // 2
+  if not match or depth not in STAGE_BLOCKS or t < 1 or fast_frames % t or fast_frames <= t:
+    raise UserError(
+        f'unknown variant {variant!r}: expected [tiny_]ARCH_TxTAU_rDEPTH[_nl] with ARCH one of '
+        f'avslowfast, slowfast, audio; DEPTH one of {sorted(STAGE_BLOCKS)}; T x TAU a Slow '
+        'clip whose Fast pathway sees more frames (e.g. 4x16, 8x8, 16x8); for example '
+        'avslowfast_4x16_r50, slowfast_8x8_r101_nl, tiny_avslowfast_4x16_r50')
   alpha_f = fast_frames // t
   c.model.arch = arch
   c.model.depth = depth

@@ -25,13 +25,14 @@ and BatchNorm over the whole batch; the comments below give the measurements.
 """
 
 from configs import common
+from data_pipelines.errors import UserError
 
 VARIANTS = ('avslowfast', 'slowfast', 'audio')
 
 
 def get_config(variant: str = 'avslowfast'):
   if variant not in VARIANTS:
-    raise ValueError(f'Unknown quickstart variant {variant!r}; expected one of {VARIANTS}')
+    raise UserError(f'unknown quickstart variant {variant!r}: expected one of {", ".join(VARIANTS)}')
   c = common.base_config()
   common.set_instantiation(c, f'{variant}_4x16_r50')
   common.tiny_model(c)

@@ -15,6 +15,8 @@ import os
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from data_pipelines.errors import UserError
+
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v')
 
 # Paper appendix B: the 32 Kinetics-Sounds classes still in Kinetics-400.
@@ -43,7 +45,7 @@ class VideoItem:
   noun: int = -1  # EPIC-Kitchens noun class
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError):
   """An annotation file that cannot be parsed; the message names the file and line."""
 
 
@@ -83,12 +85,25 @@ def parse_timestamp(text: str) -> float:
 def _read_manifest_rows(path: str, default_split: str):
   base = os.path.dirname(os.path.abspath(path))
   rows = []
+  if not os.path.isfile(path):
+    raise AnnotationError(f'{path}: no such manifest file')
   with open(path, newline='') as f:
+    first = True
     for lineno, row in enumerate(csv.reader(f), 1):
       if not row or not row[0].strip() or row[0].lstrip().startswith('#'):
         continue
-      if lineno == 1 and row[0].strip().lower() == 'path':
-        continue
+      if first:
+        first = False
+        if row[0].strip().lower() == 'path':
+          continue
+        name = row[0].strip()
+        if (os.path.splitext(name)[1].lower() not in VIDEO_EXTENSIONS
+            and not os.path.isfile(name if os.path.isabs(name) else os.path.join(base, name))):
+          # A header with other column names would otherwise be read as a video.
+          raise AnnotationError(
+              f'{path}:{lineno}: {name!r} is neither a video file nor the header '
+              '"path,label[,start_sec,end_sec][,split]"; name the columns so, or remove the '
+              'header')
       if len(row) not in (2, 3, 4, 5):
         raise AnnotationError(f'{path}:{lineno}: expected path,label[,start_sec,end_sec][,split], '
                               f'got {len(row)} fields')
@@ -370,5 +385,5 @@ def load_dataset(dataset: str, annotations: Sequence[str], video_dir: str, *,
   elif dataset == 'hmdb51':
     items, labels = load_hmdb51(annotations[0], video_dir, fold)
   else:
-    raise ValueError(f'unknown dataset {dataset!r}; expected one of {DATASETS}')
+    raise UserError(f'unknown dataset {dataset!r}; expected one of {DATASETS}')
   return items, labels, []

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from data_pipelines import audio as audio_lib
 from data_pipelines import augment, sampling, shards
+from data_pipelines.errors import UserError
 
 # TensorFlow only feeds the host: it must never take an accelerator from JAX.
 try:
@@ -36,7 +37,7 @@ _MAX_INT32 = 2**31 - 1
 
 def dataset_info(data_dir: str) -> dict:
   """``{'num_examples': {split: n}, 'label_map': [...], 'noun_map': [...], 'name', 'fps', ...}``."""
-  meta = shards.read_json(os.path.join(data_dir, 'shards.json'))
+  meta = shards.read_metadata(data_dir)
   labels_path = os.path.join(data_dir, 'label_map.json')
   labels = shards.read_json(labels_path) if os.path.exists(labels_path) else {}
   return {
@@ -60,20 +61,29 @@ def _host_files(data_dir: str, split: str, process_index: int, process_count: in
   """This host's shard files, their lengths and the global index of their first example."""
   files, lengths = shards.load_split_files(data_dir, split)
   if len(files) < process_count:
-    raise ValueError(f'{data_dir}: split {split!r} has {len(files)} shard files, fewer than the '
+    raise UserError(f'{data_dir}: split {split!r} has {len(files)} shard files, fewer than the '
                      f'{process_count} hosts; prepare it with a smaller --videos_per_shard')
   offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
   chosen = list(range(process_index, len(files), process_count))
   return [files[i] for i in chosen], [lengths[i] for i in chosen], [int(offsets[i]) for i in chosen]
 
 
+def _record_offsets(path: str, length: int) -> np.ndarray:
+  """Byte offsets of a shard's records, checked against the count in ``shards.json``."""
+  starts = shards.record_offsets(path)
+  if len(starts) != length:
+    raise UserError(f'{path}: damaged shard file (has {len(starts)} records, shards.json says '
+                    f'{length}); prepare the dataset again')
+  return starts
+
+
 def _check_config(config, data_dir: str):
   info = dataset_info(data_dir)
   if abs(info['fps'] - config.data.fps) > 1e-6:
-    raise ValueError(f'{data_dir}: prepared at {info["fps"]} fps but config.data.fps is '
+    raise UserError(f'{data_dir}: prepared at {info["fps"]} fps but config.data.fps is '
                      f'{config.data.fps}; prepare again with --fps {config.data.fps} or change it')
   if info['audio_sample_rate'] != config.data.audio.sample_rate:
-    raise ValueError(f'{data_dir}: audio prepared at {info["audio_sample_rate"]} Hz but '
+    raise UserError(f'{data_dir}: audio prepared at {info["audio_sample_rate"]} Hz but '
                      f'config.data.audio.sample_rate is {config.data.audio.sample_rate}')
   return info
 
@@ -220,9 +230,7 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
   files, lengths, offsets = _host_files(data_dir, split, process_index, process_count)
   file_of, header_of, size_of, footer_of, video_of = [], [], [], [], []
   for file_index, (path, length, first) in enumerate(zip(files, lengths, offsets)):
-    starts = shards.record_offsets(path)
-    if len(starts) != length:
-      raise ValueError(f'{path}: has {len(starts)} records, shards.json says {length}')
+    starts = _record_offsets(path, length)
     file_size = os.path.getsize(path)
     ends = np.append(starts[1:], file_size)
     for record, (begin, end) in enumerate(zip(starts, ends)):
@@ -234,7 +242,7 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
       video_of.append(first + record)
   num = len(file_of)
   if num == 0:
-    raise ValueError(f'{data_dir}: no {split!r} examples on host {process_index}')
+    raise UserError(f'{data_dir}: no {split!r} examples on host {process_index}')
   names = tf.constant(files)
   tables = {k: tf.constant(v, tf.int64) for k, v in (('file', file_of), ('header', header_of),
                                                      ('size', size_of), ('footer', footer_of),
@@ -329,7 +337,9 @@ def make_eval_dataset(config, data_dir, split, per_host_batch, *, process_index=
   """The ``tf.data.Dataset`` behind :func:`create_eval_iterator`."""
   _check_config(config, data_dir)
   process_index, process_count = _host(process_index, process_count)
-  files, _, offsets = _host_files(data_dir, split, process_index, process_count)
+  files, lengths, offsets = _host_files(data_dir, split, process_index, process_count)
+  for path, length in zip(files, lengths):
+    _record_offsets(path, length)  # a missing or truncated shard is named before reading
   num_batches = eval_num_batches(config, data_dir, split, per_host_batch, process_count)
   num_clips = config.data.num_test_clips
 

@@ -12,23 +12,11 @@ normalisation constants (``audio_mean``, ``audio_std``, ``frame_mean``,
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 
 import numpy as np
 
-from data_pipelines import input_pipeline
-
-
-def load_config(spec: str):
-  """``path/to/config.py[:variant]`` -> ConfigDict (the same syntax as the trainer)."""
-  path, _, variant = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('inspected_config', path)
-  if module_spec is None:
-    raise FileNotFoundError(f'{path}: no such config file')
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant) if variant else module.get_config()
+from data_pipelines import errors, input_pipeline
 
 
 def collect_clips(config, data_dir: str, split: str, num_clips: int, seed: int = 0) -> dict:
@@ -104,7 +92,7 @@ def main(argv=None):
   parser.add_argument('--output', required=True, help='.npz file')
   parser.add_argument('--png', default=None, help='contact sheet (needs matplotlib)')
   args = parser.parse_args(argv)
-  config = load_config(args.config)
+  config = errors.load_config_file(args.config)
   clips = collect_clips(config, args.data_dir, args.split, args.num_clips, args.seed)
   np.savez_compressed(args.output, **clips)
   print(f'wrote {len(clips["fast"])} clips to {args.output}', file=sys.stderr)
@@ -118,4 +106,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

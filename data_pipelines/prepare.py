@@ -32,7 +32,8 @@ import av.logging
 import tensorflow as tf
 from tqdm import tqdm
 
-from data_pipelines import adapters, decode, shards
+from data_pipelines import adapters, decode, errors, shards
+from data_pipelines.errors import UserError
 
 
 @dataclasses.dataclass
@@ -165,7 +166,7 @@ def _run_beam(tasks: List[ShardTask], beam_options: Sequence[str]) -> None:
     import apache_beam as beam  # pylint: disable=g-import-not-at-top
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise SystemExit(
+    raise UserError(
         '--runner beam needs Apache Beam: pip install "avslowfast-jax[beam]"') from None
   with beam.Pipeline(options=PipelineOptions(list(beam_options))) as pipeline:
     _ = (pipeline
@@ -235,7 +236,7 @@ def prepare(items: Sequence[adapters.VideoItem], output_dir: str, *, name: str =
   elif runner == 'local':
     _run_local(todo, num_workers, sum(len(t.items) for t in todo))
   else:
-    raise ValueError(f'unknown runner {runner!r} (local | beam)')
+    raise UserError(f'unknown runner {runner!r} (local | beam)')
   report = finalize(output_dir, name, tasks, label_names, noun_names, options, time.time() - start)
   if verbose:
     s = report['summary']
@@ -278,6 +279,13 @@ def main(argv=None):
   parser.add_argument('--beam_options', nargs='*', default=[],
                       help='Beam pipeline options, e.g. --runner=DataflowRunner ...')
   args = parser.parse_args(argv)
+  for flag, paths in (('--manifest', args.manifest or []), ('--annotations', args.annotations),
+                      ('--label_map', [args.label_map] if args.label_map else []),
+                      ('--classes', [args.classes] if args.classes else []),
+                      ('--video_dir', [args.video_dir])):
+    for path in paths:
+      if not os.path.exists(path):
+        raise UserError(f'{flag} {path}: no such file or folder')
   label_names = None
   if args.label_map:
     with open(args.label_map) as f:
@@ -291,6 +299,9 @@ def main(argv=None):
     items, labels, nouns = adapters.load_dataset(args.dataset, args.annotations, args.video_dir,
                                                  split=args.split, fold=args.fold,
                                                  classes_path=args.classes)
+  if not items:
+    raise UserError(f"{' '.join(args.manifest or args.annotations)}: lists no video; nothing "
+                    'to prepare')
   options = PrepareOptions(fps=args.fps, short_side=args.short_side,
                            jpeg_quality=args.jpeg_quality, sample_rate=args.sample_rate,
                            min_frames=args.min_frames)
@@ -299,7 +310,13 @@ def main(argv=None):
                    num_workers=args.num_workers, videos_per_shard=args.videos_per_shard,
                    runner=args.runner, beam_options=args.beam_options)
   print(json.dumps(report['summary']))
+  summary = report['summary']
+  if not summary['num_written']:
+    reasons = sorted({e['reason'] for e in report['skipped']})
+    raise UserError(f"none of the {summary['num_inputs']} videos could be prepared "
+                    f"(reasons: {'; '.join(reasons[:3])}); see "
+                    f"{os.path.join(args.output_dir, 'prepare_report.json')}")
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

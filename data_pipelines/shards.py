@@ -30,6 +30,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data_pipelines.errors import UserError
+
 SHARD_TEMPLATE = '{name}-{split}.tfrecord-{index:05d}-of-{count:05d}'
 TFDS_TEMPLATE = '{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}'
 FORMAT_VERSION = 1
@@ -142,26 +144,49 @@ def record_offsets(path: str) -> np.ndarray:
   TFRecord framing: uint64 length, uint32 CRC of the length, data, uint32 CRC.
   """
   offsets = []
+  if not os.path.exists(path):
+    raise UserError(f'{path}: shard file missing (shards.json lists it); prepare the dataset '
+                    'again into the same --output_dir to rewrite it')
   size = os.path.getsize(path)
   with open(path, 'rb') as f:
     position = 0
     while position < size:
       header = f.read(8)
       if len(header) < 8:
-        raise ValueError(f'{path}: truncated TFRecord header at byte {position}')
+        raise UserError(f'{path}: damaged shard file (truncated TFRecord header at byte '
+                        f'{position})')
       (length,) = struct.unpack('<Q', header)
       offsets.append(position)
       position += 12 + length + 4
       f.seek(position)
     if position != size:
-      raise ValueError(f'{path}: truncated TFRecord (last record ends at {position}, '
-                       f'file has {size} bytes)')
+      raise UserError(f'{path}: damaged shard file (truncated TFRecord: the last record ends '
+                      f'at byte {position}, the file has {size} bytes)')
   return np.asarray(offsets, np.int64)
 
 
 def read_json(path: str):
+  """The JSON value in ``path``; a file that is not valid JSON is a ``UserError`` naming it."""
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise UserError(f'{path}: damaged JSON file ({e})') from None
+
+
+def read_metadata(data_dir: str) -> dict:
+  """``shards.json`` of a prepared dataset, with a message that says how to make one."""
+  meta_path = os.path.join(data_dir, 'shards.json')
+  if not os.path.exists(meta_path):
+    what = 'does not exist' if not os.path.exists(data_dir) else 'holds no prepared data'
+    raise UserError(f'{data_dir} {what} (no shards.json): prepare videos into it with '
+                    'python -m data_pipelines.prepare --output_dir DIR ..., or make the '
+                    'built-in dataset with python -m data_pipelines.synthetic')
+  meta = read_json(meta_path)
+  if not isinstance(meta, dict) or not isinstance(meta.get('splits'), dict):
+    raise UserError(f'{meta_path}: damaged metadata (no "splits" table); prepare the dataset '
+                    'again')
+  return meta
 
 
 def write_json_atomic(path: str, value) -> None:
@@ -174,12 +199,9 @@ def write_json_atomic(path: str, value) -> None:
 
 def load_split_files(data_dir: str, split: str) -> (List[str], List[int]):
   """Shard paths and their example counts for ``split`` (from ``shards.json``)."""
-  meta_path = os.path.join(data_dir, 'shards.json')
-  if not os.path.exists(meta_path):
-    raise FileNotFoundError(f'{meta_path}: not found; is {data_dir} the output of '
-                            f'python -m data_pipelines.prepare?')
-  meta = read_json(meta_path)
+  meta = read_metadata(data_dir)
   if split not in meta['splits']:
-    raise KeyError(f'{meta_path}: no split {split!r} (have {sorted(meta["splits"])})')
+    raise UserError(f'{os.path.join(data_dir, "shards.json")}: no split {split!r} '
+                    f'(have {sorted(meta["splits"])})')
   entry = meta['splits'][split]
   return [os.path.join(data_dir, f) for f in entry['files']], list(entry['lengths'])

@@ -48,6 +48,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from data_pipelines import errors
+from data_pipelines.errors import UserError
 from data_pipelines.video_io import write_video
 
 MANIFEST_NAME = 'manifest.csv'
@@ -221,7 +223,7 @@ def _bar_field(rng, motion, times, height, width):
     else:
       cx, cy = _field_positions(x0, y0, px, py, margin, still, shift)
   else:
-    raise ValueError(f'unknown motion {motion!r}')
+    raise UserError(f'unknown motion {motion!r}')
   return _stamp(height, width, cx, cy, margin, _bar_coverage(angle, length, thickness))
 
 
@@ -378,7 +380,7 @@ def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int
   """
   spec = _BY_NAME.get(class_name)
   if spec is None:
-    raise ValueError(f'unknown class {class_name!r}; expected one of {CLASS_NAMES}')
+    raise UserError(f'unknown class {class_name!r}; expected one of {CLASS_NAMES}')
   width, height = size
   num_frames = int(round(duration_sec * fps))
   num_samples = int(round(duration_sec * sample_rate))
@@ -438,7 +440,7 @@ def _split_counts(num: int, val_fraction: float, test_fraction: float) -> Tuple[
     n_test = 1
   n_train = num - n_val - n_test
   if n_train < 1:
-    raise ValueError(f'{num} videos per class leave no training video '
+    raise UserError(f'{num} videos per class leave no training video '
                      f'(val_fraction={val_fraction}, test_fraction={test_fraction})')
   return n_train, n_val, n_test
 
@@ -469,13 +471,13 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
   """
   width, height = size
   if width % 2 or height % 2 or width < 16 or height < 16:
-    raise ValueError(f'size {width}x{height}: both sides must be even and >= 16')
+    raise UserError(f'size {width}x{height}: both sides must be even and >= 16')
   if duration_sec * fps < 2:
-    raise ValueError(f'duration {duration_sec} s at {fps} fps is too short')
+    raise UserError(f'duration {duration_sec} s at {fps} fps is too short')
   names = list(CLASS_NAMES if classes is None else classes)
   for name in names:
     if name not in _BY_NAME:
-      raise ValueError(f'unknown class {name!r}; expected some of {CLASS_NAMES}')
+      raise UserError(f'unknown class {name!r}; expected some of {CLASS_NAMES}')
   counts = _split_counts(num_videos_per_class, val_fraction, test_fraction)
   splits = ['train'] * counts[0] + ['validation'] * counts[1] + ['test'] * counts[2]
 
@@ -555,4 +557,4 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import kinetics
-from data_pipelines import adapters, inspect as inspect_lib, input_pipeline, prepare
+from data_pipelines import adapters, errors, inspect as inspect_lib, input_pipeline, prepare
 from data_pipelines.video_io import write_video
 
 NUM_TRAIN, NUM_TEST = 5, 3
@@ -141,7 +141,7 @@ def test_eval_crops_differ_and_clips_share_audio(data_dir):
 
 def test_inspect_writes_arrays_and_contact_sheet(data_dir, tmp_path, monkeypatch):
   pytest.importorskip('matplotlib')
-  monkeypatch.setattr(inspect_lib, 'load_config', lambda spec: _config())
+  monkeypatch.setattr(errors, 'load_config_file', lambda spec: _config())
   output, png = str(tmp_path / 'clips.npz'), str(tmp_path / 'sheet.png')
   inspect_lib.main(['--data_dir', data_dir, '--config', 'x', '--split', 'train', '--num_clips', '3',
                     '--output', output, '--png', png])

@@ -7,6 +7,7 @@ from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax.evaluation import metrics
 from avslowfast_jax.tasks import get_task
 from configs import charades, epic_kitchens, kinetics
+from data_pipelines.errors import UserError
 
 
 def test_mean_and_max_aggregation_ignore_padding():
@@ -24,7 +25,7 @@ def test_mean_and_max_aggregation_ignore_padding():
   mx.add(video[:2], scores[:2], labels[:2], valid[:2])
   mx.add(video[2:], scores[2:], labels[2:], valid[2:])  # views may arrive in several batches
   np.testing.assert_allclose(mx.result()[1], [[0.6, 0.8], [0.9, 0.1]])
-  with pytest.raises(ValueError, match='aggregate'):
+  with pytest.raises(UserError, match='aggregate'):
     metrics.VideoAggregator('median')
 
 
@@ -89,12 +90,12 @@ def test_tasks_aggregate_views_and_report_their_metrics():
   result, arrays = verb_noun.result()
   assert result['action_top1'] == 1.0 and set(arrays) == {
       'video_index', 'scores_verb', 'scores_noun', 'labels_verb', 'labels_noun'}
-  with pytest.raises(ValueError, match='no video'):
+  with pytest.raises(UserError, match='no video'):
     get_task(kinetics.get_config()).evaluation().result()
 
 
 def test_unknown_task_is_an_error_listing_the_tasks():
   config = kinetics.get_config()
   config.task = 'segmentation'
-  with pytest.raises(ValueError, match="classification"):
+  with pytest.raises(UserError, match="classification"):
     get_task(config)

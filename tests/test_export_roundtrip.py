@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from avslowfast_jax import export
+from data_pipelines.errors import UserError
 
 
 def logits_of(variables, inputs):
@@ -48,7 +49,7 @@ def test_export_load_roundtrip_with_any_batch(tmp_path):
   accelerators = jax.export.deserialize(
       bytearray((tmp_path / 'exp' / 'inference_accelerators.jaxexport').read_bytes()))
   assert accelerators.platforms == ('cuda', 'rocm', 'tpu')
-  with pytest.raises(ValueError, match="no inference artifact for platform 'metal'"):
+  with pytest.raises(UserError, match="no inference artifact for platform 'metal'"):
     export.load(out, platform='metal')
   assert json.load(open(tmp_path / 'exp' / 'config.json')) == {'x': 1}
   for batch in (1, 3):
@@ -63,5 +64,27 @@ def test_export_load_roundtrip_with_any_batch(tmp_path):
 
 
 def test_load_rejects_non_export_dir(tmp_path):
-  with pytest.raises(FileNotFoundError, match='not an export directory'):
+  with pytest.raises(UserError, match='not an export directory'):
     export.load(str(tmp_path))
+  with pytest.raises(UserError, match='no such export directory'):
+    export.load(str(tmp_path / 'nope'))
+
+
+@pytest.mark.parametrize('name, damage', [
+    ('weights.npz', 'missing'), ('weights.npz', 'truncated'), ('label_map.json', 'missing'),
+    ('signature.json', 'truncated'), ('inference_cpu.jaxexport', 'truncated')])
+def test_load_names_the_missing_or_broken_file(tmp_path, name, damage):
+  variables = {'params': {'head': {'kernel': np.ones((3, 4), np.float32)},
+                          'bn': {'scale': np.ones((4,), np.float32)}},
+               'batch_stats': {'bn': {'mean': np.zeros((4,), np.float32)}}}
+  out = export.export_inference(make_predict([]), variables,
+                                {'fast': (4, 8, 8, 3), 'audio': (16, 10, 1)},
+                                str(tmp_path / 'exp'), task='classification',
+                                class_names=['a', 'b', 'c', 'd'], config_json='{}')
+  path = tmp_path / 'exp' / name
+  if damage == 'missing':
+    path.unlink()
+  else:
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+  with pytest.raises(UserError, match=f'{name}: {damage if damage == "missing" else "damaged"}'):
+    export.load(out, platform='cpu')

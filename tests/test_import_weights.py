@@ -232,10 +232,10 @@ def test_cli_roundtrip_from_pyth(tiny, tmp_path, capsys):
   diff = np.abs(ref.ours(restored) - ref.logits).max()
   assert diff < TOL
   # A second run refuses to overwrite without --overwrite.
-  rc = iw.main(['import_weights', '--source=pyslowfast', f'--checkpoint={path}',
-                f'--config={REPO}/configs/kinetics.py:tiny_slowfast_8x8_r50',
-                f'--output={out}', '--config.model.fusion_kernel_size=7'])
-  assert rc == 1 and '--overwrite' in capsys.readouterr().err
+  with pytest.raises(iw.WeightImportError, match='--overwrite'):
+    iw.main(['import_weights', '--source=pyslowfast', f'--checkpoint={path}',
+             f'--config={REPO}/configs/kinetics.py:tiny_slowfast_8x8_r50',
+             f'--output={out}', '--config.model.fusion_kernel_size=7'])
 
 
 def test_weights_only_refuses_arbitrary_pickles(tmp_path):

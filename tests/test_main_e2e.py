@@ -1,13 +1,15 @@
 """End to end through ``python -m avslowfast_jax.main`` on tiny real shards.
 
 Train (with periodic eval and a best checkpoint), SIGTERM mid-run, a NaN run
-that must stop and leave the last checkpoint intact, resume, compare the loss
-sequence with an uninterrupted run, evaluate, export, reload the export and
-check it reproduces the evaluated scores, and predict on real files.
+that must stop and leave the last checkpoint intact, resume past a damaged
+newer checkpoint, compare the loss sequence with an uninterrupted run,
+evaluate, export, reload the export and check it reproduces the evaluated
+scores, and predict on real files.
 """
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,8 +92,19 @@ def test_train_kill_nan_resume_eval_export_predict(tmp_path, dirs):
   assert 'Loss became' in bad.stderr and 'last good checkpoint' in bad.stderr, bad.stderr[-3000:]
   assert steps_in(os.path.join(resumed, 'checkpoints')) == killed_at
 
-  # 4. Resume: the loss sequence equals the uninterrupted one.
-  run_main(resumed, shards, cache, '--config.train.eval_every_steps=-1')
+  # 4. Resume. A newer step whose array data was cut short by a crash (here run
+  #    a's last step, truncated) is skipped and kept aside, not deleted; the run
+  #    resumes from the newest intact step and the loss sequence equals the
+  #    uninterrupted one.
+  damaged = os.path.join(resumed, 'checkpoints', str(TOTAL))
+  shutil.copytree(os.path.join(uninterrupted, 'checkpoints', str(TOTAL)), damaged)
+  for name in os.listdir(os.path.join(damaged, 'default', 'd')):
+    with open(os.path.join(damaged, 'default', 'd', name), 'r+b') as f:
+      f.truncate(8)
+  out = run_main(resumed, shards, cache, '--config.train.eval_every_steps=-1')
+  assert f'Checkpoint step {TOTAL} is damaged' in out.stderr, out.stderr[-3000:]
+  assert f'Resuming from {resumed}/checkpoints/{killed_at[-1]}' in out.stderr
+  assert os.listdir(os.path.join(resumed, 'damaged_checkpoints')) == [str(TOTAL)]
   losses_b = td.read_losses(resumed)
   assert sorted(losses_b) == list(range(1, TOTAL + 1))
   np.testing.assert_allclose([losses_b[s] for s in range(1, TOTAL + 1)],

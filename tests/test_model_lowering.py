@@ -15,6 +15,7 @@ import pytest
 from avslowfast_jax import inference
 from avslowfast_jax.models import cpu as cpu_lib
 from avslowfast_jax.models import native, ops
+from data_pipelines.errors import UserError
 from tests.model_testing import tiny_config, tiny_inputs
 
 
@@ -254,7 +255,7 @@ def test_ops_dispatch():
   assert ops.resolve('auto', 'cuda') == ops.resolve('auto', 'tpu') == 'native'
   assert ops.resolve('native', 'cpu') == 'native' and ops.resolve('cpu', 'tpu') == 'cpu'
   assert ops.select('auto') is ops.CPU  # these tests run on the CPU backend
-  with pytest.raises(ValueError, match='conv_impl'):
+  with pytest.raises(UserError, match='conv_impl'):
     ops.resolve('lowered')
 
 

@@ -4,7 +4,6 @@ test_quickstart.py; the launch scripts' dry runs in test_launch.py.)
 """
 
 import functools
-import importlib
 import importlib.util
 import os
 import re
@@ -13,6 +12,8 @@ import subprocess
 import sys
 
 import pytest
+
+from data_pipelines import errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,10 +83,7 @@ def _config_field_exists(config, dotted):
 
 
 def _load_config(spec):
-  path, _, variant = spec.partition(':')
-  module_name = os.path.splitext(path)[0].replace('/', '.')
-  module = importlib.import_module(module_name)
-  return module.get_config(variant) if variant else module.get_config()
+  return errors.load_config_file(os.path.join(ROOT, spec))
 
 
 PY_COMMANDS = [c for c in COMMANDS if c.startswith('python')]

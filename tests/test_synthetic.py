@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import synthetic
+from data_pipelines.errors import UserError
 
 FPS, SR, DURATION, SIZE = 30, 16000, 3.0, (96, 72)
 
@@ -229,9 +230,9 @@ def test_render_is_a_function_of_the_rng():
 
 
 def test_unknown_class_and_odd_size_are_rejected(tmp_path):
-  with pytest.raises(ValueError, match='unknown class'):
+  with pytest.raises(UserError, match='unknown class'):
     synthetic.render_example('barking', np.random.default_rng(0))
-  with pytest.raises(ValueError, match='even'):
+  with pytest.raises(UserError, match='even'):
     synthetic.generate(str(tmp_path), 2, size=(95, 72), progress=False)
 
 
@@ -334,5 +335,5 @@ def test_split_counts(num, fractions, expected):
 
 
 def test_split_counts_need_a_training_video():
-  with pytest.raises(ValueError, match='no training video'):
+  with pytest.raises(UserError, match='no training video'):
     synthetic._split_counts(2, 0.5, 0.5)

@@ -7,6 +7,7 @@ import pytest
 
 from avslowfast_jax.train import checkpoints as ckpt_lib
 from avslowfast_jax.train.state import TrainState
+from data_pipelines.errors import UserError
 
 
 def make_state(step, head_classes=3, value=1.0):
@@ -30,7 +31,7 @@ def test_keeps_last_k_and_best(tmp_path):
   assert ckpt_lib.checkpoint_step(ckpt_lib.resolve_checkpoint(str(tmp_path), 'best')) == 2
   assert ckpt_lib.checkpoint_step(ckpt_lib.resolve_checkpoint(str(tmp_path), 'latest')) == 4
   assert ckpt_lib.checkpoint_step(ckpt_lib.resolve_checkpoint(str(tmp_path), '3')) == 3
-  with pytest.raises(FileNotFoundError, match='step 1'):
+  with pytest.raises(UserError, match='step 1'):
     ckpt_lib.resolve_checkpoint(str(tmp_path), '1')
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                           make_state(0))
@@ -64,5 +65,65 @@ def test_partial_restore_skips_new_head_and_reports(tmp_path):
 
 
 def test_missing_checkpoint_message(tmp_path):
-  with pytest.raises(FileNotFoundError, match='No latest checkpoint'):
+  with pytest.raises(UserError, match='no latest checkpoint.*--mode train'):
     ckpt_lib.resolve_checkpoint(str(tmp_path), 'latest')
+
+
+def _abstract(state):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def _files(root):
+  return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def _damage(step_dir, how):
+  if how == 'truncated':  # the array data of the step, cut short
+    data = [p for p in (step_dir / 'default' / 'd').iterdir()]
+    assert data
+    for p in data:
+      with open(p, 'r+b') as f:
+        f.truncate(10)
+  elif how == 'missing':  # the index of the step's arrays
+    (step_dir / 'default' / 'manifest.ocdbt').unlink()
+  else:  # the step folder exists, its writes never landed
+    for p in sorted(step_dir.rglob('*'), reverse=True):
+      p.unlink() if p.is_file() else p.rmdir()
+
+
+@pytest.mark.parametrize('how', ['truncated', 'missing', 'empty'])
+def test_resume_skips_a_damaged_newest_step_and_keeps_it(tmp_path, how):
+  io = ckpt_lib.CheckpointIO(str(tmp_path), keep=3)
+  for step in (1, 2, 3):
+    io.save(make_state(step, value=float(step)))
+  io.wait()
+  io.close()
+  step3 = tmp_path / 'checkpoints' / '3'
+  _damage(step3, how)
+  damaged = _files(step3)
+
+  io = ckpt_lib.CheckpointIO(str(tmp_path), keep=3)
+  state = io.restore_newest_intact(_abstract(make_state(0)))
+  assert int(state.step) == 2
+  np.testing.assert_array_equal(state.params['backbone']['conv']['kernel'], 2.0)
+  # Nothing written is lost: the damaged step is moved aside byte for byte.
+  assert _files(tmp_path / 'damaged_checkpoints' / '3') == damaged
+  assert not step3.exists() and sorted(io.latest.all_steps()) == [1, 2]
+  # Training on from step 2 saves step 3 again.
+  io.save(make_state(3, value=30.0))
+  io.wait()
+  np.testing.assert_array_equal(io.restore(_abstract(make_state(0)), 3).params['head']
+                                ['classifier']['kernel'], 30.0)
+  io.close()
+
+
+def test_resume_into_another_model_is_a_config_error_not_damage(tmp_path):
+  io = ckpt_lib.CheckpointIO(str(tmp_path), keep=3)
+  io.save(make_state(1))
+  io.wait()
+  with pytest.raises(UserError, match='checkpoints/1 does not fit this config'):
+    io.restore_newest_intact(_abstract(make_state(0, head_classes=5)))
+  assert io.latest.all_steps() == [1] and not (tmp_path / 'damaged_checkpoints').exists()
+  assert ckpt_lib.CheckpointIO(str(tmp_path / 'fresh')).restore_newest_intact(
+      _abstract(make_state(0))) is None
+  io.close()

@@ -8,6 +8,7 @@ import pytest
 
 from avslowfast_jax.train import losses, optimizer, schedules, step
 from configs import common
+from data_pipelines.errors import UserError
 
 
 def _plan(**overrides):
@@ -44,7 +45,7 @@ def test_step_schedule_and_steps_override_epochs():
   lr = schedules.create_learning_rate_fn('steps', plan)
   np.testing.assert_allclose([lr(0), lr(199), lr(200), lr(249), lr(250)],
                              [0.1, 0.1, 0.01, 0.01, 0.001], rtol=1e-5)
-  with pytest.raises(ValueError, match='cosine'):
+  with pytest.raises(UserError, match='cosine'):
     schedules.create_learning_rate_fn('linear', plan)
 
 
@@ -79,7 +80,7 @@ def test_adamw_option_decays_only_kernels():
   np.testing.assert_allclose(updates['conv']['kernel'], -0.1)
   np.testing.assert_allclose(updates['bn']['scale'], 0.0)
   c.train.optimizer = 'lamb'
-  with pytest.raises(ValueError, match='sgd.*adamw'):
+  with pytest.raises(UserError, match='sgd.*adamw'):
     optimizer.create_optimizer(c.train, lambda s: 1.0)
 
 

@@ -20,6 +20,7 @@ from avslowfast_jax import inference, parallel
 from avslowfast_jax.tasks import Task
 from avslowfast_jax.train import checkpoints as ckpt_lib
 from data_pipelines import input_pipeline
+from data_pipelines.errors import UserError
 
 
 def evaluate(config: ml_collections.ConfigDict, model, task: Task, variables, mesh, *,
@@ -61,8 +62,8 @@ def evaluate(config: ml_collections.ConfigDict, model, task: Task, variables, me
     evaluation.add(jax.device_get(eval_step(variables, parallel.host_to_global(batch, mesh))))
   try:
     return evaluation.result()
-  except ValueError as e:
-    raise ValueError(f'Split {split!r} of {config.data.data_dir}: {e}') from e
+  except UserError as e:
+    raise UserError(f'split {split!r} of {config.data.data_dir}: {e}') from None
 
 
 def evaluate_during_training(config, model, task: Task, variables, mesh) -> dict:
@@ -71,7 +72,7 @@ def evaluate_during_training(config, model, task: Task, variables, mesh) -> dict
     metrics, _ = evaluate(config, model, task, variables, mesh,
                           num_clips=config.eval.train_num_clips,
                           num_crops=config.eval.train_num_crops)
-  except (FileNotFoundError, KeyError, ValueError) as e:
+  except UserError as e:  # no held-out split, or one that scores no video
     logging.warning('Skipping evaluation during training: %s', e)
     return {}
   logging.info('eval: %s', {k: v for k, v in metrics.items() if np.isscalar(v)})

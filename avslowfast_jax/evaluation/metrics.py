@@ -12,13 +12,15 @@ from typing import Any, Dict
 import jax
 import numpy as np
 
+from data_pipelines.errors import UserError
+
 
 class VideoAggregator:
   """Accumulates per-view scores into per-video scores (``mean`` or ``max``)."""
 
   def __init__(self, aggregate: str = 'mean'):
     if aggregate not in ('mean', 'max'):
-      raise ValueError(f"eval.aggregate must be 'mean' or 'max', got {aggregate!r}")
+      raise UserError(f"eval.aggregate must be 'mean' or 'max', got {aggregate!r}")
     self.aggregate = aggregate
     self.scores: Dict[int, Any] = {}
     self.views: Dict[int, int] = {}

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from avslowfast_jax.models.ops import IMPLS
+from data_pipelines.errors import UserError
 
 # Residual blocks per stage (res2..res5) of each ResNet depth.
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -92,7 +93,7 @@ class ModelConfig:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-      raise ValueError(f'Unknown config.model fields {unknown}; the fields are {names}')
+      raise UserError(f'Unknown config.model fields {unknown}; the fields are {names}')
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     out = cls(**kw)
     out.validate()
@@ -101,7 +102,7 @@ class ModelConfig:
   def validate(self) -> None:
     def check(field, allowed):
       if getattr(self, field) not in allowed:
-        raise ValueError(f'config.model.{field}={getattr(self, field)!r}: expected one of '
+        raise UserError(f'config.model.{field}={getattr(self, field)!r}: expected one of '
                          f'{tuple(allowed)}')
     check('arch', ARCHS)
     check('fusion', FUSIONS)
@@ -111,12 +112,12 @@ class ModelConfig:
     if not self.stage_blocks:
       check('depth', tuple(STAGE_BLOCKS))
     elif len(self.stage_blocks) != 4:
-      raise ValueError(f'config.model.stage_blocks={self.stage_blocks!r}: four stages '
+      raise UserError(f'config.model.stage_blocks={self.stage_blocks!r}: four stages '
                        '(res2..res5) expected')
     for s in self.audio_lateral_stages:
       if s not in ('res2', 'res3', 'res4'):
-        raise ValueError(f'config.model.audio_lateral_stages: {s!r} must be res2, res3 or res4')
+        raise UserError(f'config.model.audio_lateral_stages: {s!r} must be res2, res3 or res4')
     for s in self.fs_lateral_stages:
       if s not in ('pool1', 'res2', 'res3', 'res4'):
-        raise ValueError(f'config.model.fs_lateral_stages: {s!r} must be pool1, res2, res3 '
+        raise UserError(f'config.model.fs_lateral_stages: {s!r} must be pool1, res2, res3 '
                          'or res4')

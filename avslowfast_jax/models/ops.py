@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import jax
 
 from avslowfast_jax.models import cpu, native
+from data_pipelines.errors import UserError
 
 IMPLS = ('auto', 'native', 'cpu')
 
@@ -41,7 +42,7 @@ def resolve(impl: str, platform: Optional[str] = None) -> str:
   ``'rocm'``, ``'tpu'``); by default the process's default backend.
   """
   if impl not in IMPLS:
-    raise ValueError(f'model.conv_impl={impl!r}: expected one of {IMPLS}')
+    raise UserError(f'model.conv_impl={impl!r}: expected one of {IMPLS}')
   if impl != 'auto':
     return impl
   platform = platform or jax.default_backend()

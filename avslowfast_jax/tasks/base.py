@@ -20,6 +20,7 @@ import numpy as np
 from flax import linen as nn
 
 from avslowfast_jax.evaluation import metrics as metrics_lib
+from data_pipelines.errors import UserError
 
 TASKS: Dict[str, Type['Task']] = {}
 
@@ -41,7 +42,7 @@ def get_task(config) -> 'Task':
   """The task of ``config.task``."""
   name = config.task
   if name not in TASKS:
-    raise ValueError(f'config.task={name!r}: expected one of {sorted(TASKS)}')
+    raise UserError(f'config.task={name!r}: expected one of {sorted(TASKS)}')
   return TASKS[name](config)
 
 
@@ -134,7 +135,7 @@ class VideoEvaluation:
   def result(self):
     """``(metrics, arrays)``: the task's metrics, and per-video arrays to save."""
     if not self.aggregator.scores:
-      raise ValueError('the evaluation scored no video')
+      raise UserError('the evaluation scored no video: check eval.max_batches and that the split holds examples')
     ids, scores, labels = self.aggregator.result()
     metrics = self.task.video_metrics(scores, labels)
     metrics.update(num_videos=len(ids), num_views=self.num_views)

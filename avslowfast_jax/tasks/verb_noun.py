@@ -9,6 +9,7 @@ from avslowfast_jax.evaluation import metrics as metrics_lib
 from avslowfast_jax.models.heads import PooledLinearHead
 from avslowfast_jax.tasks.base import Task, register, softmax_scores
 from avslowfast_jax.train import losses
+from data_pipelines.errors import UserError
 
 
 @register('verb_noun')
@@ -21,7 +22,7 @@ class VerbNoun(Task):
   def head(self):
     m = self.config.model
     if m.num_nouns <= 0:
-      raise ValueError("task 'verb_noun' needs config.model.num_nouns > 0")
+      raise UserError("task 'verb_noun' needs config.model.num_nouns > 0")
     return PooledLinearHead((('verb', m.num_classes), ('noun', m.num_nouns)), m.dropout_rate)
 
   def loss(self, logits, batch):

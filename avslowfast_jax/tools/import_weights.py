@@ -82,6 +82,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from avslowfast_jax import inference, trees
+from data_pipelines import errors
+from data_pipelines.errors import UserError
 
 # Stage names in our config (``model.fs_lateral_stages``) for the Fast->Slow
 # lateral that follows each PySlowFast ``s{k}`` / PyTorchVideo ``blocks.{k-1}``.
@@ -131,7 +133,7 @@ def torchvision_stand_in():
         sys.modules[k] = v
 
 
-class WeightImportError(ValueError):
+class WeightImportError(UserError):
   """A checkpoint that cannot be imported into the configured model."""
 
 
@@ -719,21 +721,16 @@ def main(argv: list[str] | None = None) -> int:
           '[--config.x=y ...]\n')
     print(fv.get_help())
     return 0
-  fv(argv)
+  errors.parse_flags(argv, fv)
   for name in ('source', 'checkpoint', 'output', 'config'):
     if fv[name].value is None:
-      print(f'error: --{name} is required', file=sys.stderr)
-      return 2
+      raise UserError(f'--{name} is required')
   config = fv.config
   variant = config_flags.get_config_filename(fv['config'])
-  try:
-    state, extras = load_torch_state_dict(fv.checkpoint)
-    result = import_checkpoint(state, fv.source, config, extras=extras, new_head=fv.new_head)
-    report = build_report(result, source=fv.source, checkpoint=fv.checkpoint, variant=variant)
-    item = save_output(fv.output, result.variables, report, overwrite=fv.overwrite)
-  except WeightImportError as e:
-    print(f'import_weights: error: {e}', file=sys.stderr)
-    return 1
+  state, extras = load_torch_state_dict(fv.checkpoint)
+  result = import_checkpoint(state, fv.source, config, extras=extras, new_head=fv.new_head)
+  report = build_report(result, source=fv.source, checkpoint=fv.checkpoint, variant=variant)
+  item = save_output(fv.output, result.variables, report, overwrite=fv.overwrite)
   for line in summary_lines(report):
     print(line)
   print(f'wrote {item} and {os.path.join(os.path.dirname(item), "import_report.json")}')
@@ -742,4 +739,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  errors.run(main)

@@ -20,11 +20,11 @@ import json
 import math
 from collections import defaultdict
 
-from absl import app
 import jax
 from ml_collections import config_flags
 
 from avslowfast_jax import inference
+from data_pipelines import errors
 
 
 def _eqn_macs(eqn) -> int:
@@ -123,4 +123,4 @@ if __name__ == '__main__':
   # Defined here, not at import: other tools that import this module have their own --config.
   _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:variant].',
                                             lock_config=True)
-  app.run(main)
+  errors.run_absl(main)

@@ -7,6 +7,13 @@ Layout under the workdir::
 
 Restores take the *target* shardings, so a checkpoint written on N devices
 loads on M devices (orbax reshards on read).
+
+A resume skips a damaged step (a file truncated or missing, e.g. after a crash
+during a write on a filesystem without atomic renames): it restores the newest
+step that reads back whole and moves the damaged one, untouched, to
+``damaged_checkpoints/<step>/`` beside ``checkpoints/`` so that the step can be
+saved again. A step that reads back whole but does not fit the model is not
+damage: that is a config mistake, reported as one.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ import os
 from typing import Any, Iterable, Mapping, Optional
 
 from absl import logging
+from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
 from avslowfast_jax import inference, parallel, trees
+from data_pipelines.errors import UserError
 
 
 class CheckpointIO:
@@ -29,10 +39,9 @@ class CheckpointIO:
                async_save: bool = True):
     self.workdir = os.path.abspath(workdir)
     self.best_metric = best_metric
-    self.latest = ocp.CheckpointManager(
-        os.path.join(self.workdir, 'checkpoints'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
-                                             enable_async_checkpointing=async_save))
+    self._latest_options = ocp.CheckpointManagerOptions(
+        max_to_keep=max(1, keep), create=True, enable_async_checkpointing=async_save)
+    self.latest = self._latest_manager()
     self.best = ocp.CheckpointManager(
         os.path.join(self.workdir, 'best'),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
@@ -44,6 +53,10 @@ class CheckpointIO:
                                              # two concurrent orbax saves in one
                                              # process raced at shutdown here.
                                              enable_async_checkpointing=False))
+
+  def _latest_manager(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(os.path.join(self.workdir, 'checkpoints'),
+                                 options=self._latest_options)
 
   def latest_step(self) -> Optional[int]:
     return self.latest.latest_step()
@@ -73,6 +86,48 @@ class CheckpointIO:
     step = self.latest.latest_step() if step is None else step
     return self.latest.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
+  def restore_newest_intact(self, abstract_state):
+    """The train state of the newest step that reads back whole, or None without steps.
+
+    Damaged newer steps are logged and moved to ``damaged_checkpoints/``
+    (see the module docstring); nothing is deleted.
+    """
+    for step in sorted(self.latest.all_steps(), reverse=True):
+      # Read through the step's own folder, not the manager: the manager infers
+      # the layout of every step from what it finds, and a damaged step misleads it.
+      item_dir = _item_dir(os.path.join(self.workdir, 'checkpoints', str(step)))
+      try:
+        state = ocp.StandardCheckpointer().restore(item_dir, abstract_state)
+      except Exception as error:  # pylint: disable=broad-except  # classified below
+        damage = _damage(item_dir)
+        if damage is None:  # reads back whole: the model, not the files, differs
+          raise UserError(
+              f'{self.workdir}/checkpoints/{step} does not fit this config (was it written with '
+              f'another model or optimizer?): {_first_line(error)}') from None
+        logging.warning('Checkpoint step %d is damaged (%s); skipping it. Kept, untouched, '
+                        'in %s', step, damage, self._set_aside(step))
+        continue
+      logging.info('Resuming from %s/checkpoints/%d', self.workdir, step)
+      return state
+    return None
+
+  def _set_aside(self, step: int) -> str:
+    """Moves ``checkpoints/<step>`` to ``damaged_checkpoints/<step>`` (process 0)."""
+    source = epath.Path(self.workdir) / 'checkpoints' / str(step)
+    target = epath.Path(self.workdir) / 'damaged_checkpoints' / str(step)
+    if jax.process_count() > 1:  # every process has finished reading the step
+      multihost_utils.sync_global_devices(f'damaged checkpoint {step}')
+    if jax.process_index() == 0:
+      if target.exists():  # damaged twice at the same step: keep both
+        target = target.parent / f'{step}.{len(list(target.parent.iterdir()))}'
+      target.parent.mkdir(parents=True, exist_ok=True)
+      source.rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'damaged checkpoint {step} moved')
+    self.latest.close()
+    self.latest = self._latest_manager()
+    return str(target)
+
   def wait(self) -> None:
     self.latest.wait_until_finished()
     self.best.wait_until_finished()
@@ -89,16 +144,18 @@ def resolve_checkpoint(workdir: str, which: str) -> str:
     root = os.path.join(workdir, 'checkpoints' if which == 'latest' else 'best')
     steps = _steps_in(root)
     if not steps:
-      raise FileNotFoundError(f'No {which} checkpoint under {root}')
+      raise UserError(f'no {which} checkpoint under {root}: train into this workdir first '
+                      "(--mode train), or set --config.eval.checkpoint to 'latest', 'best', a "
+                      'step or a checkpoint path')
     return _item_dir(os.path.join(root, str(max(steps))))
   if which.isdigit():
     path = os.path.join(workdir, 'checkpoints', which)
     if not os.path.isdir(path):
-      raise FileNotFoundError(f'No checkpoint for step {which} in {workdir}/checkpoints '
-                              f'(have {sorted(_steps_in(os.path.join(workdir, "checkpoints")))})')
+      raise UserError(f'no checkpoint for step {which} in {workdir}/checkpoints '
+                      f'(have {sorted(_steps_in(os.path.join(workdir, "checkpoints")))})')
     return _item_dir(path)
   if not os.path.exists(which):
-    raise FileNotFoundError(f'Checkpoint path {which} does not exist')
+    raise UserError(f'checkpoint path {which} does not exist')
   if os.path.isdir(os.path.join(which, 'checkpoints')):  # another run's workdir
     return resolve_checkpoint(which, 'latest')
   return _item_dir(which)
@@ -206,6 +263,26 @@ def restore_variables(config, model, workdir: str, mesh, which: str):
   replicated = parallel.replicated(mesh)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
                           inference.abstract_variables(config, model))
-  variables = restore_subtree(item_dir, abstract)
+  try:
+    variables = restore_subtree(item_dir, abstract)
+  except Exception as error:  # pylint: disable=broad-except  # reported with the directory
+    raise UserError(f'{item_dir}: cannot restore the model variables (a damaged checkpoint, or '
+                    f'one of another model): {_first_line(error)}') from None
   logging.info('Restored %s', item_dir)
   return variables, item_dir
+
+
+def _damage(item_dir: str) -> Optional[str]:
+  """Why the checkpoint in ``item_dir`` cannot be read back as it was written, or None."""
+  try:
+    ocp.StandardCheckpointer().restore(item_dir)
+  except Exception as error:  # pylint: disable=broad-except  # any failure to read is damage
+    return _first_line(error)
+  return None
+
+
+def _first_line(error: BaseException) -> str:
+  """The gist of a restore error (tensorstore appends its whole spec to messages)."""
+  text = str(error).strip()
+  text = text.splitlines()[0] if text else ''
+  return f'{type(error).__name__}: {text.split(" [tensorstore_spec=")[0][:400]}'

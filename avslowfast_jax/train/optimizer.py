@@ -12,6 +12,8 @@ import jax
 import ml_collections
 import optax
 
+from data_pipelines.errors import UserError
+
 
 def weight_decay_mask(params):
   """True for the leaves that get weight decay: kernels, not BN scales/offsets or biases.
@@ -41,5 +43,5 @@ def create_optimizer(train: ml_collections.ConfigDict, lr_fn: Callable) -> optax
     parts.append(optax.adamw(lr_fn, b1=0.9, b2=0.999, weight_decay=train.weight_decay,
                              mask=weight_decay_mask))
   else:
-    raise ValueError(f"train.optimizer must be 'sgd' or 'adamw', got {name!r}")
+    raise UserError(f"train.optimizer must be 'sgd' or 'adamw', got {name!r}")
   return optax.chain(*parts)

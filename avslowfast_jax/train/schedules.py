@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 import jax.numpy as jnp
 import ml_collections
 
+from data_pipelines.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
@@ -31,7 +33,7 @@ def make_plan(train: ml_collections.ConfigDict, num_train_examples: int) -> Step
   schedule does not depend on the batch size.
   """
   if num_train_examples <= 0 and train.total_steps <= 0:
-    raise ValueError('Need train.num_train_examples (or dataset metadata) or train.total_steps')
+    raise UserError('Need train.num_train_examples (or dataset metadata) or train.total_steps')
   steps_per_epoch = (num_train_examples / train.batch_size if num_train_examples > 0
                      else train.total_steps / max(train.num_epochs, 1e-9))
   total = train.total_steps if train.total_steps > 0 else int(round(train.num_epochs * steps_per_epoch))
@@ -70,7 +72,7 @@ def create_learning_rate_fn(kind: str, plan: StepPlan) -> Callable:
   elif kind == 'steps':
     main = lambda s: steps_value(s, plan.base_lr, plan.decay_steps)
   else:
-    raise ValueError(f"train.schedule must be 'cosine' or 'steps', got {kind!r}")
+    raise UserError(f"train.schedule must be 'cosine' or 'steps', got {kind!r}")
 
   def lr_fn(step):
     step = jnp.asarray(step, jnp.float32)

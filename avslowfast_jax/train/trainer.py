@@ -29,6 +29,7 @@ from avslowfast_jax.train import schedules
 from avslowfast_jax.train import state as state_lib
 from avslowfast_jax.train import step as step_lib
 from data_pipelines import input_pipeline
+from data_pipelines.errors import UserError
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,7 +43,7 @@ def num_train_examples(config: ml_collections.ConfigDict) -> int:
   try:
     return int(info['num_examples'][config.data.train_split])
   except KeyError as e:
-    raise ValueError(f'Dataset {config.data.data_dir} has no split '
+    raise UserError(f'Dataset {config.data.data_dir} has no split '
                      f'{config.data.train_split!r}: {info.get("num_examples")}') from e
 
 
@@ -96,17 +97,16 @@ def initial_state(config, model, tx, mesh, ckpts: ckpt_lib.CheckpointIO):
   """Latest checkpoint of the workdir, else ``train.init_from``, else scratch."""
   rng = jax.random.PRNGKey(config.seed)
   abstract, shardings = state_lib.abstract_train_state(config, model, tx, mesh, rng)
-  latest = ckpts.latest_step()
-  if latest is not None:
-    logging.info('Resuming from %s/checkpoints/%d', ckpts.workdir, latest)
-    return ckpts.restore(abstract, latest), shardings
+  resumed = ckpts.restore_newest_intact(abstract)
+  if resumed is not None:
+    return resumed, shardings
   state, shardings = state_lib.create_train_state(config, model, tx, mesh, rng)
   if config.train.init_from:
     params, stats, report = ckpt_lib.load_pretrained(
         config.train.init_from, jax.device_get(state.params), jax.device_get(state.batch_stats),
         config.train.init_skip)
     if not report['loaded']:
-      raise ValueError(f'train.init_from={config.train.init_from!r} matched no parameter of '
+      raise UserError(f'train.init_from={config.train.init_from!r} matched no parameter of '
                        'this model (check the path and train.init_skip)')
     params = jax.device_put(params, shardings.params)
     stats = jax.device_put(stats, shardings.batch_stats)
