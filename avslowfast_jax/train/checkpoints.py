@@ -97,7 +97,8 @@ class CheckpointIO:
       # the layout of every step from what it finds, and a damaged step misleads it.
       item_dir = _item_dir(os.path.join(self.workdir, 'checkpoints', str(step)))
       try:
-        state = ocp.StandardCheckpointer().restore(item_dir, abstract_state)
+        with ocp.StandardCheckpointer() as checkpointer:
+          state = checkpointer.restore(item_dir, abstract_state)
       except Exception as error:  # pylint: disable=broad-except  # classified below
         damage = _damage(item_dir)
         if damage is None:  # reads back whole: the model, not the files, differs
@@ -275,7 +276,8 @@ def restore_variables(config, model, workdir: str, mesh, which: str):
 def _damage(item_dir: str) -> Optional[str]:
   """Why the checkpoint in ``item_dir`` cannot be read back as it was written, or None."""
   try:
-    ocp.StandardCheckpointer().restore(item_dir)
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.restore(item_dir)
   except Exception as error:  # pylint: disable=broad-except  # any failure to read is damage
     return _first_line(error)
   return None
