@@ -155,6 +155,9 @@ def set_instantiation(c: ml_collections.ConfigDict, variant: str) -> ml_collecti
   # 2 s of audio per 64-frame window (128 log-mel frames), proportionally more
   # for longer windows.
   c.data.audio.num_frames = 128 * window // 64
+  if depth == 101:
+    # Paper appendix A: "a scale jittering range of [256, 340] pixels for R101".
+    c.data.train_jitter_scales = (256, 340)
   if nonlocal_:
     c.model.nonlocal_stages = ('res4',)
     # PySlowFast's R101+NL: Non-local after blocks 6, 13 and 20 of res4.

@@ -1,14 +1,22 @@
 r"""Kinetics-400 from scratch (paper Table 2, appendix A).
 
-Variants: ``{avslowfast,slowfast,audio}_{4x16,8x8}_r{50,101}``, with a
-``tiny_`` prefix for the few-thousand-parameter model used in tests, e.g.
+Variants: ``{avslowfast,slowfast,audio}_{4x16_r50,8x8_r50,8x8_r101}``, the
+R101 + Non-local models ``_8x8_r101_nl`` and ``_16x8_r101_nl`` (the Charades
+and AVA models start from these), with a ``tiny_`` prefix for the
+few-thousand-parameter model used in tests, e.g.
 
   python -m avslowfast_jax.main --config configs/kinetics.py:avslowfast_4x16_r50 \
       --workdir /tmp/k400 --config.data.data_dir=/data/k400_shards
 
 The paper's global batch is 1024 at lr 1.6; ``train.batch_size`` is the global
 batch and the lr follows it linearly from ``train.reference_batch_size`` (64,
-lr 0.1), so ``--config.train.batch_size=1024`` reproduces the paper.
+lr 0.1), so ``--config.train.batch_size=1024`` reproduces the paper. R101
+models train with scale jitter [256, 340] (appendix A). Models with Non-local
+blocks start from their counterparts trained without them (appendix A):
+
+  python -m avslowfast_jax.main --config configs/kinetics.py:avslowfast_16x8_r101_nl \
+      --workdir /tmp/k400_nl --config.data.data_dir=/data/k400_shards \
+      --config.train.init_from=/tmp/k400_16x8_r101
 
 Ablations (Tables 5 and 6, on 4x16 R50) are overrides of ``avslowfast_4x16_r50``:
 
@@ -28,7 +36,8 @@ from configs import common
 
 VARIANTS = tuple(f'{prefix}{arch}_{inst}' for prefix in ('', 'tiny_')
                  for arch in ('avslowfast', 'slowfast', 'audio')
-                 for inst in ('4x16_r50', '8x8_r50', '8x8_r101'))
+                 for inst in ('4x16_r50', '8x8_r50', '8x8_r101', '8x8_r101_nl',
+                              '16x8_r101_nl'))
 
 
 def get_config(variant: str = 'avslowfast_4x16_r50'):

@@ -43,6 +43,14 @@ def test_recipes():
   assert (ch.train.batch_size, ch.train.base_lr, ch.train.total_steps) == (8, 0.07, 40000)
   assert tuple(ch.train.lr_decay_steps) == (32000,) and ch.model.nonlocal_stages == ('res4',)
   assert ch.data.num_frames == 64 and ch.model.depth == 101
+  # Appendix A: R101 trains with scale jitter [256, 340]; R101+NL 16x8 is a listed model.
+  assert tuple(ch.data.train_jitter_scales) == (256, 340)
+  assert tuple(k.data.train_jitter_scales) == (256, 320)
+  assert 'avslowfast_16x8_r101_nl' in kinetics.VARIANTS
+  nl = kinetics.get_config('avslowfast_16x8_r101_nl')
+  assert (nl.model.depth, nl.model.nonlocal_stages, nl.model.nonlocal_every) == (101, ('res4',), 7)
+  assert (nl.data.num_frames, nl.data.sampling_rate, nl.model.alpha_f) == (64, 2, 4)
+  assert tuple(nl.data.train_jitter_scales) == (256, 340) and nl.train.num_epochs == 196
 
 
 def test_model_fields_are_defined_once_and_unknown_ones_are_errors():
