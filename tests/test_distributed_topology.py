@@ -146,8 +146,7 @@ def restore_in_subprocess(tmp_path, devices):
   code = RESTORE.format(repo=REPO, tests=os.path.join(REPO, 'tests'), devices=devices,
                         fsdp=devices > 1, workdir=str(tmp_path / 'run'),
                         expected=str(tmp_path / 'expected.npz'))
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=td.xla_flags(devices), JAX_PLATFORMS='cpu')
   result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                           timeout=300)
   assert result.returncode == 0 and 'RESTORED_OK' in result.stdout, result.stderr[-3000:]

@@ -316,8 +316,10 @@ def test_whole_model_native_and_cpu_agree(arch):
   variables = _random_variables(config, inputs)
   cpu_outs, cpu_grads = _model_outputs_and_grads(config, 'cpu', variables, inputs)
   nat_outs, nat_grads = _model_outputs_and_grads(config, 'native', variables, inputs)
+  # fp32 sums in another order: differences of a few 1e-5 of each array's scale.
   for got, want in zip(jax.tree.leaves(cpu_outs), jax.tree.leaves(nat_outs)):
-    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+    scale = float(np.max(np.abs(want))) + 1e-6
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-4 * scale)
   flat_cpu = jax.tree_util.tree_leaves_with_path(cpu_grads)
   flat_nat = dict(jax.tree_util.tree_leaves_with_path(nat_grads))
   assert len(flat_cpu) == len(flat_nat) > 0
