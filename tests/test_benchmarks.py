@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from avslowfast_jax.tools import accelerators
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -31,6 +33,20 @@ def test_train_step_benchmark_tiny():
   assert out['step_seconds'] > 0 and len(out['step_seconds_all']) == 2
   assert math.isclose(out['clips_per_sec'], 4 / out['step_seconds'], rel_tol=0.02)
   assert math.isfinite(out['loss']) and out['params'] > 0
+  # Model FLOPs: 6 x the forward multiply-adds of 4 training clips; no peak on CPU.
+  assert out['model_tflops_per_step'] > 0
+  assert math.isclose(out['achieved_gflops_per_sec'],
+                      1e3 * out['model_tflops_per_step'] / out['step_seconds'], rel_tol=0.02)
+  assert out['mfu'] is None
+
+
+def test_peak_flops_table():
+  assert accelerators.peak_flops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989e12
+  assert accelerators.peak_flops('NVIDIA A100-SXM4-80GB', 'float32') == 19.5e12
+  assert accelerators.peak_flops('TPU v5 lite', 'bfloat16') == 197e12
+  assert accelerators.peak_flops('TPU v4', 'float32') is None  # no vendor fp32 figure
+  assert accelerators.peak_flops('cpu', 'float32') is None
+  assert accelerators.utilisation(989e12 / 2, 'NVIDIA H200', 'bfloat16') == 0.5
 
 
 def test_train_step_benchmark_variants_interleaved():
