@@ -95,3 +95,30 @@ def test_pytorchvideo_baseline_runs():
   out = _run(['benchmarks/pytorchvideo_train_step.py', '--batch_size', '1', '--steps', '1'])
   assert out['params'] > 30_000_000  # AVSlowFast 8x8 R50, Kinetics-400 head
   assert out['step_seconds'] > 0 and math.isfinite(out['loss'])
+
+
+@pytest.mark.slow  # three tiny train-step compiles and a data preparation: minutes on 2 cores
+def test_device_check_reduced_has_every_field():
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  result = subprocess.run([sys.executable, 'benchmarks/device_check.py', '--reduced'], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=1200)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout)
+  assert report['reduced'] and report['backend'] == 'cpu' and report['num_devices'] == 1
+  (row,) = report['train_steps']
+  assert row['error'] is None, row
+  for key in ('step_seconds', 'clips_per_sec', 'model_tflops_per_step',
+              'achieved_tflops_per_sec', 'compile_seconds'):
+    assert row[key] > 0, key
+  assert row['mfu'] is None  # no peak figure for a CPU
+  assert 'peak_bytes_in_use' in row
+  assert set(row['memory_analysis_bytes']) == {'argument', 'output', 'temp', 'generated_code',
+                                               'alias'}
+  assert row['memory_analysis_bytes']['temp'] > 0
+  drop = report['drop_pathway']
+  assert drop['error'] is None, drop
+  assert drop['step_seconds_always_on'] > 0 and drop['step_seconds_drop_0.8'] > 0
+  assert 'saving' in drop
+  pipeline = report['input_pipeline']
+  assert pipeline['error'] is None, pipeline
+  assert pipeline['clips_per_sec'] > 0 and pipeline['cores'] >= 1
