@@ -16,7 +16,11 @@ dropped on every step), so that it compares with single-loss baselines
 Prints one JSON line per variant: ``step_seconds`` (median over ``--steps``
 timed steps, after ``--warmup_steps`` untimed ones, the first compiling),
 ``clips_per_sec``, ``compile_seconds``, CPU seconds and page faults per step,
-the device and the model. Variants (``--variant field=value[,field=value]``,
+the device and the model, and the model FLOPs of a step (forward
+multiply-adds of the training view x 2 x 3, from ``model_stats``), the
+achieved FLOP/s and the MFU against the device's peak
+(``avslowfast_jax/tools/accelerators.py``; null where the device has none,
+e.g. on CPU). Variants (``--variant field=value[,field=value]``,
 fields of ``config``) are all compiled first and then run in turn, one step
 each per round, so that every variant sees the same machine state: on a
 shared machine the speed drifts by more between minutes than most single
@@ -42,7 +46,8 @@ from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from avslowfast_jax import host_memory, inference, parallel  # noqa: E402
-from avslowfast_jax.tools.model_stats import model_stats  # noqa: E402
+from avslowfast_jax.tools import accelerators  # noqa: E402
+from avslowfast_jax.tools.model_stats import model_stats, train_flops_per_clip  # noqa: E402
 from avslowfast_jax.train import state as state_lib  # noqa: E402
 from avslowfast_jax.train import trainer  # noqa: E402
 
@@ -153,6 +158,9 @@ def main(argv):
   for name, v in zip(names, variants):
     median = statistics.median(v.times)
     stats = model_stats(v.config)
+    step_flops = train_flops_per_clip(v.config) * b
+    achieved = step_flops / median
+    kind = str(jax.devices()[0].device_kind)
     print(json.dumps({
         'variant': name,
         'clips_per_sec': round(b / median, 3),
@@ -175,7 +183,11 @@ def main(argv):
         'arch': v.config.model.arch,
         'params': stats['params'],
         'gflops_per_view_test': stats['gflops'],
-        'device': str(jax.devices()[0].device_kind),
+        'model_tflops_per_step': round(step_flops / 1e12, 4),
+        'achieved_tflops_per_sec': round(achieved / 1e12, 4),
+        'achieved_gflops_per_sec': round(achieved / 1e9, 2),
+        'mfu': accelerators.utilisation(achieved, kind, v.config.model.dtype, jax.device_count()),
+        'device': kind,
         'platform': jax.default_backend(),
         'num_devices': jax.device_count(),
         'loss': v.loss,

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from avslowfast_jax.tools import accelerators
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -31,6 +33,20 @@ def test_train_step_benchmark_tiny():
   assert out['step_seconds'] > 0 and len(out['step_seconds_all']) == 2
   assert math.isclose(out['clips_per_sec'], 4 / out['step_seconds'], rel_tol=0.02)
   assert math.isfinite(out['loss']) and out['params'] > 0
+  # Model FLOPs: 6 x the forward multiply-adds of 4 training clips; no peak on CPU.
+  assert out['model_tflops_per_step'] > 0
+  assert math.isclose(out['achieved_gflops_per_sec'],
+                      1e3 * out['model_tflops_per_step'] / out['step_seconds'], rel_tol=0.02)
+  assert out['mfu'] is None
+
+
+def test_peak_flops_table():
+  assert accelerators.peak_flops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989e12
+  assert accelerators.peak_flops('NVIDIA A100-SXM4-80GB', 'float32') == 19.5e12
+  assert accelerators.peak_flops('TPU v5 lite', 'bfloat16') == 197e12
+  assert accelerators.peak_flops('TPU v4', 'float32') is None  # no vendor fp32 figure
+  assert accelerators.peak_flops('cpu', 'float32') is None
+  assert accelerators.utilisation(989e12 / 2, 'NVIDIA H200', 'bfloat16') == 0.5
 
 
 def test_train_step_benchmark_variants_interleaved():
@@ -79,3 +95,32 @@ def test_pytorchvideo_baseline_runs():
   out = _run(['benchmarks/pytorchvideo_train_step.py', '--batch_size', '1', '--steps', '1'])
   assert out['params'] > 30_000_000  # AVSlowFast 8x8 R50, Kinetics-400 head
   assert out['step_seconds'] > 0 and math.isfinite(out['loss'])
+
+
+@pytest.mark.slow  # three tiny train-step compiles and a data preparation: minutes on 2 cores
+def test_device_check_reduced_has_every_field():
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  # No time budget: on a busy 2-core machine the reduced check alone can take minutes.
+  result = subprocess.run([sys.executable, 'benchmarks/device_check.py', '--reduced',
+                           '--budget_s', '1e9'], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1500)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout)
+  assert report['reduced'] and report['backend'] == 'cpu' and report['num_devices'] == 1
+  (row,) = report['train_steps']
+  assert row['error'] is None, row
+  for key in ('step_seconds', 'clips_per_sec', 'model_tflops_per_step',
+              'achieved_tflops_per_sec', 'compile_seconds'):
+    assert row[key] > 0, key
+  assert row['mfu'] is None  # no peak figure for a CPU
+  assert 'peak_bytes_in_use' in row
+  assert set(row['memory_analysis_bytes']) == {'argument', 'output', 'temp', 'generated_code',
+                                               'alias'}
+  assert row['memory_analysis_bytes']['temp'] > 0
+  drop = report['drop_pathway']
+  assert drop['error'] is None, drop
+  assert drop['step_seconds_always_on'] > 0 and drop['step_seconds_drop_0.8'] > 0
+  assert 'saving' in drop
+  pipeline = report['input_pipeline']
+  assert pipeline['error'] is None, pipeline
+  assert pipeline['clips_per_sec'] > 0 and pipeline['cores'] >= 1

@@ -90,6 +90,7 @@ def test_train_kill_nan_resume_eval_export_predict(tmp_path, dirs):
                  '--config.data.mean=(1e39,1e39,1e39)', check=False)
   assert bad.returncode != 0
   assert 'Loss became' in bad.stderr and 'last good checkpoint' in bad.stderr, bad.stderr[-3000:]
+  assert 'in the window of steps' in bad.stderr, bad.stderr[-3000:]
   assert steps_in(os.path.join(resumed, 'checkpoints')) == killed_at
 
   # 4. Resume. A newer step whose array data was cut short by a crash (here run

@@ -121,7 +121,8 @@ class AVSlowFast(nn.Module):
       fast_len = inputs['fast'].shape[1] if has_visual else 1
       pathway = AudioPathway(c.blocks, c.width, c.beta_a, conv, norm,
                              self._audio_laterals(slow_len, fast_len), c.a_fs_hidden_channels,
-                             c.avs_embed_dim if fuse_audio else 0, dtype=dtype, name='audio')
+                             c.avs_embed_dim if fuse_audio else 0, dtype=dtype, remat=c.remat,
+                             name='audio')
       audio_out = self._run_audio(pathway, audio_all, train,
                                   drop_audio if fuse_audio else False)
       positives = lambda t: t[:batch]
@@ -176,11 +177,13 @@ class AVSlowFast(nn.Module):
                               temporal_kernel=3 if stage in ('res4', 'res5') else 1,
                               stride=(1, spatial, spatial), conv=conv, norm=norm, dtype=dtype,
                               dilation=dilation, nonlocal_every=nl_every,
-                              nonlocal_instantiation=c.nonlocal_instantiation)
+                              nonlocal_instantiation=c.nonlocal_instantiation, remat=c.remat,
+                              owner=self)
         fast = residual_stage(fast, train, name=f'fast_{stage}', num_blocks=c.blocks[i],
                               inner=fast_w[stage][0], features=fast_w[stage][1],
                               temporal_kernel=3, stride=(1, spatial, spatial), conv=conv,
-                              norm=norm, dtype=dtype, dilation=dilation)
+                              norm=norm, dtype=dtype, dilation=dilation, remat=c.remat,
+                              owner=self)
         if stage != 'res5':
           slow, fast = fuse(stage, slow, fast)
       aux['res5'] = {'slow': slow, 'fast': fast}

@@ -19,6 +19,7 @@ ARCHS = ('avslowfast', 'slowfast', 'audio')
 FUSIONS = ('a_fs', 'a_f_s', 'av_nonlocal')
 DROP_PATHWAY_MODES = ('pathway', 'laterals')
 DTYPES = ('float32', 'bfloat16', 'float16')
+REMATS = ('none', 'stages', 'blocks')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,10 @@ class ModelConfig:
   # How convolutions, the stem max-pool and BatchNorm are computed (models/ops.py):
   # 'auto' (the CPU forms on the CPU backend, native elsewhere) | 'native' | 'cpu'.
   conv_impl: str = 'auto'
+  # Rematerialisation (activation checkpointing) of the residual stages: 'none' |
+  # 'stages' (keep each stage's input, recompute the stage in the backward pass) |
+  # 'blocks' (keep each bottleneck's input). Less activation memory for more compute.
+  remat: str = 'none'
 
   @property
   def blocks(self) -> tuple:
@@ -109,6 +114,7 @@ class ModelConfig:
     check('drop_pathway_mode', DROP_PATHWAY_MODES)
     check('dtype', DTYPES)
     check('conv_impl', IMPLS)
+    check('remat', REMATS)
     if not self.stage_blocks:
       check('depth', tuple(STAGE_BLOCKS))
     elif len(self.stage_blocks) != 4:

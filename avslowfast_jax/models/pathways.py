@@ -38,19 +38,34 @@ def residual_stage(x: jax.Array, train: bool, *, name: str, num_blocks: int, inn
                    features: int, temporal_kernel: int, stride: Sequence[int],
                    conv: ModuleFactory, norm: ModuleFactory, dtype, factorize_b: bool = False,
                    dilation: int = 1, nonlocal_every: int = 0,
-                   nonlocal_instantiation: str = 'dot_product') -> jax.Array:
+                   nonlocal_instantiation: str = 'dot_product', remat: str = 'none',
+                   owner: nn.Module | None = None) -> jax.Array:
   """``num_blocks`` bottlenecks named ``{name}_block{i}`` in the calling module;
   the first carries ``stride``. With ``nonlocal_every`` = n > 0, a Non-local
   block ``{name}_nonlocal{i}`` follows every block with ``(i + 1) % n == 0``
-  (n = 7 in res4 of R101 gives PySlowFast's blocks 6, 13, 20)."""
+  (n = 7 in res4 of R101 gives PySlowFast's blocks 6, 13, 20).
+
+  ``remat`` (``model.remat``): 'blocks' recomputes each bottleneck's
+  activations in the backward pass (only its input is kept), 'stages' the
+  whole stage's (``owner``, the calling module, is then required). Parameter
+  names are the same in every mode.
+  """
   ones = tuple(1 for _ in stride)
-  for i in range(num_blocks):
-    x = Bottleneck(inner, features, conv, norm, temporal_kernel, stride if i == 0 else ones,
-                   factorize_b, dilation, name=f'{name}_block{i}')(x, train)
-    if nonlocal_every and (i + 1) % nonlocal_every == 0:
-      x = NonLocal(features // 2, conv, norm, nonlocal_instantiation, dtype,
-                   name=f'{name}_nonlocal{i}')(x, train)
-  return x
+  block = nn.remat(Bottleneck, static_argnums=(2,)) if remat == 'blocks' else Bottleneck
+
+  def blocks(x):
+    for i in range(num_blocks):
+      x = block(inner, features, conv, norm, temporal_kernel, stride if i == 0 else ones,
+                factorize_b, dilation, name=f'{name}_block{i}')(x, train)
+      if nonlocal_every and (i + 1) % nonlocal_every == 0:
+        x = NonLocal(features // 2, conv, norm, nonlocal_instantiation, dtype,
+                     name=f'{name}_nonlocal{i}')(x, train)
+    return x
+
+  if remat == 'stages':
+    # Lifted over the calling module, so the blocks keep their names in it.
+    return nn.remat(lambda module, x: blocks(x))(owner, x)
+  return blocks(x)
 
 
 def l2_embed(x: jax.Array, dim: int, name: str) -> jax.Array:
@@ -88,6 +103,7 @@ class AudioPathway(nn.Module):
   hidden: int = 64
   embed_dim: int = 0
   dtype: Any = jnp.float32
+  remat: str = 'none'
 
   @nn.compact
   def __call__(self, audio: jax.Array, train: bool) -> dict:
@@ -99,7 +115,8 @@ class AudioPathway(nn.Module):
       stride = (1, 1) if i == 0 else (2, 2)
       x = residual_stage(x, train, name=stage, num_blocks=self.stage_blocks[i], inner=inner,
                          features=out, temporal_kernel=1, stride=stride, conv=self.conv,
-                         norm=self.norm, dtype=self.dtype, factorize_b=stage in ('res2', 'res3'))
+                         norm=self.norm, dtype=self.dtype, factorize_b=stage in ('res2', 'res3'),
+                         remat=self.remat, owner=self)
       features[stage] = x
     result = {'laterals': {}, 'avs': {}}
     for stage, length, channels in self.laterals:

@@ -3,6 +3,11 @@ r"""Parameter count and GFLOPs (multiply-adds) of a configured model.
   python -m avslowfast_jax.tools.model_stats \
       --config configs/kinetics.py:avslowfast_4x16_r50 [--config.model.beta_a=0.25]
 
+  # Memory of the compiled training step at a per-device batch, fp32 and bf16,
+  # with and without rematerialisation (compiles each: minutes for big models on CPU):
+  python -m avslowfast_jax.tools.model_stats --memory --batch_size 2 \
+      --config configs/kinetics.py:avslowfast_8x8_r50 [--remat none,blocks]
+
 prints one JSON line: ``params``, ``gflops`` (multiply-adds per view at the
 test view, ``data.test_crop_size``; the SlowFast papers' convention, which
 counts convolutions and matrix products, not BN/ReLU/pooling) and the split
@@ -12,6 +17,12 @@ pass (batch 1) of the native implementation (``model.conv_impl=native``: one
 convolution per conv layer) is counted from its shapes, and attributed to a
 pathway by the flax module path in its name stack. Nothing is compiled or
 executed.
+
+``--memory`` prints one JSON line per (dtype, remat): the train step of
+``avslowfast_jax.train.trainer`` (the config's own losses and DropPathway),
+lowered for one device at ``--batch_size`` clips and compiled for this
+machine's backend, with ``compiled.memory_analysis()``'s argument, output,
+temporary and generated-code sizes in bytes.
 """
 
 from __future__ import annotations
@@ -20,10 +31,15 @@ import json
 import math
 from collections import defaultdict
 
+from absl import flags
 import jax
+import jax.numpy as jnp
+import ml_collections
 from ml_collections import config_flags
 
-from avslowfast_jax import inference
+from avslowfast_jax import inference, parallel
+from avslowfast_jax.train import state as state_lib
+from avslowfast_jax.train import trainer
 from data_pipelines import errors
 
 
@@ -110,9 +126,71 @@ def model_stats(config, image_size: int | None = None) -> dict:
   }
 
 
+def train_flops_per_clip(config) -> float:
+  """Model FLOPs of one training clip: forward multiply-adds at the training crop x 2 x 3.
+
+  2 FLOPs per multiply-add; the backward pass counted as twice the forward.
+  The AVS negatives' extra audio forward and DropPathway's skipped steps are
+  not counted.
+  """
+  return model_stats(config, image_size=config.data.train_crop_size)['gflops'] * 1e9 * 2 * 3
+
+
+def abstract_batch(config, batch: int) -> dict:
+  """``ShapeDtypeStruct`` of a training batch of ``batch`` clips (every key the step may read)."""
+  specs = dict(inference.input_specs(config, batch))
+  specs['label'] = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  specs['noun_label'] = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  specs['audio_mask'] = jax.ShapeDtypeStruct((batch,), jnp.float32)
+  if 'audio' in specs:
+    specs['audio_shifted'] = specs['audio']
+  return specs
+
+
+def train_step_memory(config: ml_collections.ConfigDict, per_device_batch: int) -> dict:
+  """``compiled.memory_analysis()`` of the config's train step on one device, in bytes."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.train.batch_size = per_device_batch
+  config.train.reference_batch_size = per_device_batch
+  if config.train.total_steps <= 0:
+    config.train.total_steps = 1000
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  model, task, plan, lr_fn, tx = trainer.setup(config)
+  state, shardings = state_lib.abstract_train_state(config, model, tx, mesh)
+  step = trainer.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
+  compiled = step.lower(state, abstract_batch(config, per_device_batch),
+                        jax.ShapeDtypeStruct((2,), jnp.uint32)).compile()
+  m = compiled.memory_analysis()
+  sizes = {name: int(getattr(m, f'{name}_size_in_bytes'))
+           for name in ('argument', 'output', 'temp', 'generated_code', 'alias')}
+  # Donated state: its output aliases its argument and is not allocated twice.
+  sizes['total'] = sizes['argument'] + sizes['output'] - sizes['alias'] + sizes['temp']
+  return sizes
+
+
+def memory_report(config, per_device_batch: int, dtypes=('float32', 'bfloat16'),
+                  remats=('none', 'blocks')) -> list:
+  """One dict per (dtype, remat): the train step's memory, labelled with the backend."""
+  rows = []
+  for dtype in dtypes:
+    for remat in remats:
+      c = ml_collections.ConfigDict(config.to_dict())
+      c.model.dtype = dtype
+      c.model.remat = remat
+      rows.append({'arch': c.model.arch, 'view': [c.data.num_frames, c.data.train_crop_size],
+                   'per_device_batch': per_device_batch, 'dtype': dtype, 'remat': remat,
+                   'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
+                   'bytes': train_step_memory(c, per_device_batch)})
+  return rows
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
+  if _MEMORY.value:
+    for row in memory_report(config, _BATCH.value, tuple(_DTYPES.value), tuple(_REMATS.value)):
+      print(json.dumps(row), flush=True)
+    return
   stats = model_stats(config)
   stats['arch'] = config.model.arch
   stats['view'] = [config.data.num_frames, config.data.test_crop_size]
@@ -123,4 +201,8 @@ if __name__ == '__main__':
   # Defined here, not at import: other tools that import this module have their own --config.
   _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:variant].',
                                             lock_config=True)
+  _MEMORY = flags.DEFINE_boolean('memory', False, 'Compile the train step and print its memory.')
+  _BATCH = flags.DEFINE_integer('batch_size', 2, '--memory: clips per device.')
+  _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], '--memory: model.dtype values.')
+  _REMATS = flags.DEFINE_list('remat', ['none', 'blocks'], '--memory: model.remat values.')
   errors.run_absl(main)

@@ -10,7 +10,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import time
@@ -18,6 +17,7 @@ import time
 from absl import logging
 from clu import metric_writers
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -33,7 +33,46 @@ from data_pipelines.errors import UserError
 
 
 class NonFiniteLossError(RuntimeError):
-  """Raised when the loss becomes NaN or inf; the last good checkpoint is kept."""
+  """The loss or the gradient norm became NaN or inf; the last good checkpoint is kept."""
+
+
+def fetch(tree):
+  """``jax.device_get``: the loop's one way of reading device values (tests count its calls)."""
+  return jax.device_get(tree)
+
+
+@jax.jit
+def _accumulate(window, metrics, step):
+  """Adds one step's metrics into the window's sums, on the device.
+
+  ``first_bad`` is the first step of the window whose loss or gradient norm
+  was not finite (-1: none yet) and ``at_bad`` that step's metrics. (A NaN
+  input can give NaN gradients with a finite loss.)
+  """
+  bad = ~(jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm']))
+  if window is None:
+    return {'sum': metrics, 'first_bad': jnp.where(bad, step, -1), 'at_bad': metrics}
+  newly_bad = bad & (window['first_bad'] < 0)
+  return {'sum': jax.tree.map(jnp.add, window['sum'], metrics),
+          'first_bad': jnp.where(newly_bad, step, window['first_bad']),
+          'at_bad': jax.tree.map(lambda old, new: jnp.where(newly_bad, new, old),
+                                 window['at_bad'], metrics)}
+
+
+def _stop_on_non_finite(fetched, first, last, ckpts, workdir):
+  """Raises :class:`NonFiniteLossError` for a fetched window that went bad."""
+  ckpts.wait()
+  ckpts.close()
+  good = ckpts.latest_step()
+  bad_step = int(fetched['first_bad'])
+  at_bad = fetched['at_bad']
+  terms = {k: float(v) for k, v in at_bad.items() if k.startswith('loss')}
+  raise NonFiniteLossError(
+      f'Loss became {float(at_bad["loss"])} (gradient norm {float(at_bad["grad_norm"])}) at '
+      f'step {bad_step}, in the window of steps {first}-{last} (checked at step {last}; terms '
+      f'at step {bad_step}: {terms}). '
+      f'Stopped; the last good checkpoint is step {good} in {workdir}/checkpoints. '
+      'Lower train.base_lr, raise train.warmup_epochs or set train.grad_clip_norm.')
 
 
 def num_train_examples(config: ml_collections.ConfigDict) -> int:
@@ -123,7 +162,10 @@ def _eval_every(config, plan) -> int:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains ``config`` in ``workdir`` until ``total_steps`` or SIGTERM; returns the last metrics."""
+  """Trains ``config`` in ``workdir`` until ``total_steps`` or SIGTERM.
+
+  Returns the mean metrics of the last log window.
+  """
   mesh = parallel.create_mesh()
   parallel.log_topology(mesh)
   is_main = jax.process_index() == 0
@@ -138,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpts = ckpt_lib.CheckpointIO(workdir, config.train.keep_checkpoints, config.train.best_metric,
                                 async_save=config.train.async_checkpoints)
   state, shardings = initial_state(config, model, tx, mesh, ckpts)
-  start = int(jax.device_get(state.step))
+  start = int(fetch(state.step))
   train_step = jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
   base_key = jax.random.PRNGKey(config.seed)
 
@@ -156,36 +198,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       config, config.data.data_dir, config.data.train_split, per_host, seed=config.seed,
       start_step=start, process_index=jax.process_index(), process_count=jax.process_count())
 
-  window, window_start, window_steps = {}, time.time(), 0
+  # The loop never waits for a step: each step's metrics are added into a
+  # window sum on the device, and the host fetches that sum (the only
+  # device-to-host transfer of the loop) at log, checkpoint and evaluation
+  # steps, where it also checks the loss. A NaN is thus caught at the next of
+  # those steps, always before a checkpoint of the NaN state is written.
+  window, window_first, window_start, window_steps = None, start + 1, time.time(), 0
   last = {}
   with _Preemption() as preemption:
     for step in range(start, total):
       batch = parallel.host_to_global(next(data), mesh)
       t0 = time.time()
       state, metrics = train_step(state, batch, base_key)
-      metrics = jax.device_get(metrics)
+      dispatch_time = time.time() - t0
       done = step + 1
-      if not math.isfinite(float(metrics['loss'])):
-        ckpts.wait()
-        ckpts.close()
-        good = ckpts.latest_step()
-        raise NonFiniteLossError(
-            f'Loss became {float(metrics["loss"])} at step {done} (terms: '
-            f'{ {k: float(v) for k, v in metrics.items() if k.startswith("loss")} }). '
-            f'Stopped; the last good checkpoint is step {good} in {workdir}/checkpoints. '
-            'Lower train.base_lr, raise train.warmup_epochs or set train.grad_clip_norm.')
-      for k, v in metrics.items():
-        window[k] = window.get(k, 0.0) + float(v)
+      window = _accumulate(window, metrics, done)
       window_steps += 1
-      last = metrics
 
-      if schedules.itstime(done, config.train.log_every_steps, total):
+      # Read the flag once: a signal landing between two reads would stop
+      # the run without the checkpoint.
+      stop = preemption.requested
+      log_now = schedules.itstime(done, config.train.log_every_steps, total)
+      save_now = schedules.itstime(done, config.train.checkpoint_every_steps, total) or stop
+      eval_now = (eval_every > 0 and config.train.eval_every_steps >= 0 and
+                  schedules.itstime(done, eval_every, total))
+      if not (log_now or save_now or eval_now):
+        continue
+      fetched = fetch(window)
+      if fetched['first_bad'] >= 0:
+        _stop_on_non_finite(fetched, window_first, done, ckpts, workdir)
+
+      if log_now:
         elapsed = time.time() - window_start
-        summary = {f'train/{k}': v / window_steps for k, v in window.items()}
+        means = {k: float(v) / window_steps for k, v in fetched['sum'].items()}
+        last = means
+        summary = {f'train/{k}': v for k, v in means.items()}
         summary['train/drop_pathway_rate'] = summary.pop('train/drop_pathway', 0.0)
         summary['train/step_time'] = elapsed / window_steps
         summary['train/clips_per_sec'] = config.train.batch_size * window_steps / elapsed
-        summary['train/last_step_dispatch_time'] = time.time() - t0
+        summary['train/last_step_dispatch_time'] = dispatch_time
         writer.write_scalars(done, summary)
         if is_main:
           # Plain-text copy of the logged scalars: easy to compare across runs.
@@ -199,16 +250,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                if k in summary),
                        summary['train/lr'], summary['train/clips_per_sec'],
                        time.strftime('%H:%M:%S', time.gmtime(eta)))
-        window, window_start, window_steps = {}, time.time(), 0
+        window, window_first, window_start, window_steps = None, done + 1, time.time(), 0
 
-      # Read the flag once: a signal landing between two reads would stop
-      # the run without the checkpoint.
-      stop = preemption.requested
-      if schedules.itstime(done, config.train.checkpoint_every_steps, total) or stop:
+      if save_now:
         ckpts.save(state, force=stop)
 
-      if eval_every > 0 and config.train.eval_every_steps >= 0 and \
-          schedules.itstime(done, eval_every, total):
+      if eval_now:
         # An async save overlapping the evaluation failed inside orbax now and
         # then ("cannot schedule new futures after shutdown"): let it finish.
         ckpts.wait()
@@ -226,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpts.wait()
   ckpts.close()
   writer.close()
-  return {k: float(v) for k, v in last.items()}
+  return last
 
 
 def _flat_config(config) -> dict:
