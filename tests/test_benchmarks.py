@@ -13,31 +13,19 @@ import sys
 import pytest
 
 from avslowfast_jax.tools import accelerators
+import train_testdata as td
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(args, timeout=600, **env_extra):
-  env = dict(os.environ, **env_extra)
-  env.pop('XLA_FLAGS', None)  # one CPU device, as a user runs them
+  # One CPU device, as a user runs them; the tests' compile-fast flags, since
+  # these runs check the scripts, not their speed.
+  env = dict(os.environ, XLA_FLAGS=td.xla_flags(1), **env_extra)
   result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def test_train_step_benchmark_tiny():
-  out = _run(['benchmarks/train_step.py', '--config', 'configs/quickstart.py:avslowfast',
-              '--batch_size', '4', '--steps', '2', '--image_size', '64'])
-  assert out['batch_size'] == 4 and out['image_size'] == 64 and out['platform'] == 'cpu'
-  assert out['step_seconds'] > 0 and len(out['step_seconds_all']) == 2
-  assert math.isclose(out['clips_per_sec'], 4 / out['step_seconds'], rel_tol=0.02)
-  assert math.isfinite(out['loss']) and out['params'] > 0
-  # Model FLOPs: 6 x the forward multiply-adds of 4 training clips; no peak on CPU.
-  assert out['model_tflops_per_step'] > 0
-  assert math.isclose(out['achieved_gflops_per_sec'],
-                      1e3 * out['model_tflops_per_step'] / out['step_seconds'], rel_tol=0.02)
-  assert out['mfu'] is None
 
 
 def test_peak_flops_table():
@@ -51,19 +39,29 @@ def test_peak_flops_table():
 
 def test_train_step_benchmark_variants_interleaved():
   """An A/B of the two convolution implementations: both variants compiled in
-  one process, timed in turn, and the same loss (same model, same batch)."""
+  one process, timed in turn, the same loss (same model, same batch), and every
+  field the README quotes."""
   result = subprocess.run(
       [sys.executable, 'benchmarks/train_step.py', '--config', 'configs/quickstart.py:avslowfast',
-       '--batch_size', '2', '--image_size', '64', '--steps', '2', '--warmup_steps', '1',
+       '--batch_size', '4', '--image_size', '64', '--steps', '2', '--warmup_steps', '1',
        '--variant', 'model.conv_impl=cpu', '--variant', 'model.conv_impl=native'],
       cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'})
+      env=dict(os.environ, XLA_FLAGS=td.xla_flags(1)))
   assert result.returncode == 0, result.stderr[-3000:]
   cpu, native = [json.loads(l) for l in result.stdout.strip().splitlines()[-2:]]
   assert (cpu['conv_impl'], native['conv_impl']) == ('cpu', 'native')
   assert len(cpu['step_seconds_all']) == len(native['step_seconds_all']) == 2
   assert math.isfinite(cpu['loss'])
   assert math.isclose(cpu['loss'], native['loss'], rel_tol=1e-4, abs_tol=1e-5)
+  out = cpu
+  assert out['batch_size'] == 4 and out['image_size'] == 64 and out['platform'] == 'cpu'
+  assert out['step_seconds'] > 0 and out['params'] > 0
+  assert math.isclose(out['clips_per_sec'], 4 / out['step_seconds'], rel_tol=0.02)
+  # Model FLOPs: 6 x the forward multiply-adds of 4 training clips; no peak on CPU.
+  assert out['model_tflops_per_step'] > 0
+  assert math.isclose(out['achieved_gflops_per_sec'],
+                      1e3 * out['model_tflops_per_step'] / out['step_seconds'], rel_tol=0.02)
+  assert out['mfu'] is None
 
 
 def test_cpu_ops_benchmark_prints_each_rule():
@@ -71,7 +69,7 @@ def test_cpu_ops_benchmark_prints_each_rule():
       [sys.executable, 'benchmarks/cpu_ops.py', '--batch_size', '1', '--repeats', '1',
        '--only', 'pointwise', '--only', 'spectrogram_conv_in_cond'],
       cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'})
+      env=dict(os.environ, XLA_FLAGS=td.xla_flags(1)))
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [json.loads(l) for l in result.stdout.strip().splitlines()]
   assert [r['rule'] for r in rows] == ['pointwise', 'spectrogram_conv_in_cond']
@@ -99,7 +97,7 @@ def test_pytorchvideo_baseline_runs():
 
 @pytest.mark.slow  # three tiny train-step compiles and a data preparation: minutes on 2 cores
 def test_device_check_reduced_has_every_field():
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = dict(os.environ, XLA_FLAGS=td.xla_flags(1))
   # No time budget: on a busy 2-core machine the reduced check alone can take minutes.
   result = subprocess.run([sys.executable, 'benchmarks/device_check.py', '--reduced',
                            '--budget_s', '1e9'], cwd=ROOT, env=env, capture_output=True,
