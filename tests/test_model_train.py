@@ -9,6 +9,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from avslowfast_jax import inference
 from avslowfast_jax.models.norm import GroupBatchNorm
+from data_pipelines.errors import UserError
 from model_testing import init, tiny_config, tiny_inputs
 
 
@@ -154,5 +155,5 @@ def test_remat_gives_the_same_gradients():
 
 
 def test_remat_is_validated():
-  with pytest.raises(ValueError, match='remat'):
+  with pytest.raises(UserError, match='remat'):
     inference.build(tiny_config(remat='layers'))

@@ -9,14 +9,17 @@ import sys
 
 import pytest
 
+import train_testdata as td
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
 def test_quickstart_smallest_setting(tmp_path):
   workdir = tmp_path / 'qs'
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)  # one CPU device, as a user's machine
+  # One CPU device, as a user's machine; the tests' compile-fast flags (the
+  # quickstart's compiles, not its 60 steps, take most of this test's time).
+  env = dict(os.environ, XLA_FLAGS=td.xla_flags(1))
   cmd = [sys.executable, '-m', 'avslowfast_jax.quickstart', '--workdir', str(workdir),
          '--num_videos', '10', '--steps', '60', '--variants', 'avslowfast']
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
