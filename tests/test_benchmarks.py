@@ -37,6 +37,7 @@ def test_peak_flops_table():
   assert accelerators.utilisation(989e12 / 2, 'NVIDIA H200', 'bfloat16') == 0.5
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_variants_interleaved():
   """An A/B of the two convolution implementations: both variants compiled in
   one process, timed in turn, the same loss (same model, same batch), and every
@@ -77,6 +78,7 @@ def test_cpu_ops_benchmark_prints_each_rule():
     assert row['native_ms'] > 0 and row['cpu_ms'] > 0 and row['platform'] == 'cpu'
 
 
+@pytest.mark.slow
 def test_input_pipeline_benchmark_small(tmp_path):
   out = _run(['benchmarks/input_pipeline.py', '--num_videos', '2', '--num_clips', '16',
               '--batch_size', '4', '--baseline_clips', '2', '--num_workers', '1'],
@@ -87,6 +89,7 @@ def test_input_pipeline_benchmark_small(tmp_path):
   assert out['cores'] >= 1
 
 
+@pytest.mark.slow
 def test_pytorchvideo_baseline_runs():
   pytest.importorskip('torch')
   pytest.importorskip('pytorchvideo')

@@ -62,8 +62,9 @@ def inputs():
   return tiny_inputs()
 
 
-@pytest.mark.parametrize('fusion,modes', [('a_fs', ('laterals', 'pathway')),
-                                          ('a_f_s', ('pathway',)), ('av_nonlocal', ('pathway',))])
+@pytest.mark.parametrize('fusion,modes', [
+    pytest.param('a_fs', ('laterals', 'pathway'), marks=pytest.mark.slow),
+    ('a_f_s', ('pathway',)), ('av_nonlocal', ('pathway',))])
 def test_dropped_audio_gives_the_slowfast_output(fusion, modes, inputs):
   """Both DropPathway modes: with the audio dropped, the visual features are
   those of a SlowFast (zero-audio) model with the same weights, whatever the

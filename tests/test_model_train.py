@@ -59,6 +59,7 @@ def test_frozen_bn_uses_running_statistics():
   np.testing.assert_array_equal(state['batch_stats']['mean'], v['batch_stats']['mean'])
 
 
+@pytest.mark.slow
 def test_tiny_model_loss_falls():
   config = tiny_config(dropout_rate=0.0)
   model = inference.build(config)[0]
