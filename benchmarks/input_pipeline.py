@@ -27,7 +27,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from avslowfast_jax import host_memory  # noqa: E402
-from data_pipelines import adapters, audio, errors, input_pipeline, prepare, shards  # noqa: E402
+from data_pipelines import adapters, audio, errors, fs, input_pipeline, prepare, shards  # noqa: E402
 from data_pipelines.video_io import write_video  # noqa: E402
 
 
@@ -210,14 +210,14 @@ def main(argv=None):
   data_dir, video_dir = args.data_dir, args.videos
   timings = {}
   if data_dir is None:
-    video_dir = video_dir or os.path.join(workdir, 'videos')
+    video_dir = video_dir or os.path.join(workdir, 'videos')  # the benchmark's own scratch folder
     os.makedirs(video_dir, exist_ok=True)
     t = time.perf_counter()
     make_videos(video_dir, args.num_videos)
     timings['write_videos_sec'] = round(time.perf_counter() - t, 1)
     data_dir = os.path.join(workdir, 'prepared')
     t = time.perf_counter()
-    prepare_folder(sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir)), data_dir,
+    prepare_folder([fs.join(video_dir, f) for f in fs.listdir(video_dir)], data_dir,
                    args.num_workers)
     timings['prepare_sec'] = round(time.perf_counter() - t, 1)
   cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
@@ -230,7 +230,7 @@ def main(argv=None):
             'clips_per_sec': round(rate, 2), 'clips_per_sec_per_core': round(rate / cores, 2),
             'clips_per_cpu_sec': round(rate_cpu, 2)}
   if video_dir:
-    paths = sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir) if f.endswith('.mp4'))
+    paths = [fs.join(video_dir, f) for f in fs.listdir(video_dir) if f.endswith('.mp4')]
     base, base_cpu = baseline_rate(config, paths, args.baseline_clips, faithful=True)
     lean, lean_cpu = baseline_rate(config, paths, args.baseline_clips, faithful=False)
     result.update(baseline_pyav_clips_per_sec=round(base, 2),

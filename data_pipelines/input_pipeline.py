@@ -17,14 +17,13 @@ stays exactly the frames' span; only the spectrogram's frame spacing changes.
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from data_pipelines import audio as audio_lib
-from data_pipelines import augment, sampling, shards
+from data_pipelines import augment, fs, sampling, shards
 from data_pipelines.errors import UserError
 
 # TensorFlow only feeds the host: it must never take an accelerator from JAX.
@@ -38,8 +37,8 @@ _MAX_INT32 = 2**31 - 1
 def dataset_info(data_dir: str) -> dict:
   """``{'num_examples': {split: n}, 'label_map': [...], 'noun_map': [...], 'name', 'fps', ...}``."""
   meta = shards.read_metadata(data_dir)
-  labels_path = os.path.join(data_dir, 'label_map.json')
-  labels = shards.read_json(labels_path) if os.path.exists(labels_path) else {}
+  labels_path = fs.join(data_dir, 'label_map.json')
+  labels = shards.read_json(labels_path) if fs.exists(labels_path) else {}
   return {
       'name': meta['name'],
       'num_examples': {s: int(sum(v['lengths'])) for s, v in meta['splits'].items()},
@@ -231,7 +230,7 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
   file_of, header_of, size_of, footer_of, video_of = [], [], [], [], []
   for file_index, (path, length, first) in enumerate(zip(files, lengths, offsets)):
     starts = _record_offsets(path, length)
-    file_size = os.path.getsize(path)
+    file_size = fs.size(path)
     ends = np.append(starts[1:], file_size)
     for record, (begin, end) in enumerate(zip(starts, ends)):
       data_bytes = int(end - begin - 16)  # 12-byte header, 4-byte footer CRC

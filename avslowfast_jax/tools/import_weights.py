@@ -68,6 +68,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import io
 import json
 import os
 import re
@@ -82,7 +83,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from avslowfast_jax import inference, trees
-from data_pipelines import errors
+from data_pipelines import errors, fs
 from data_pipelines.errors import UserError
 
 # Stage names in our config (``model.fs_lateral_stages``) for the Fast->Slow
@@ -178,10 +179,11 @@ def load_torch_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, A
     raise WeightImportError(
         'Importing PyTorch checkpoints needs torch: pip install "avslowfast-jax[import]" '
         '(a CPU build of torch is enough)') from e
-  if not os.path.isfile(path):
+  if not fs.isfile(path):
     raise WeightImportError(f'Checkpoint file {path!r} does not exist')
   try:
-    obj = torch.load(path, weights_only=True, map_location='cpu')
+    # From memory: torch.load cannot open gs:// paths.
+    obj = torch.load(io.BytesIO(fs.read_bytes(path)), weights_only=True, map_location='cpu')
   except Exception as e:  # torch raises several types (UnpicklingError, RuntimeError ...)
     raise WeightImportError(
         f'torch.load({path!r}, weights_only=True) failed: {e}. Only checkpoints made '
@@ -636,7 +638,7 @@ def build_report(result: ImportResult, *, source: str, checkpoint: str, variant:
   """The ``import_report.json`` content."""
   return {
       'source': source,
-      'checkpoint': os.path.abspath(checkpoint) if checkpoint else None,
+      'checkpoint': fs.abspath(checkpoint) if checkpoint else None,
       'config_variant': variant,
       'counts': {
           'imported_arrays': len(result.imported),
@@ -678,23 +680,22 @@ def save_output(output_dir: str, variables: Mapping, report: dict, overwrite: bo
 
   Returns the path of the orbax item (what ``train.init_from`` points at).
   """
-  output_dir = os.path.abspath(output_dir)
-  item = os.path.join(output_dir, 'variables')
-  if os.path.exists(item) and not overwrite:
+  output_dir = fs.abspath(output_dir)
+  item = fs.join(output_dir, 'variables')
+  if fs.exists(item) and not overwrite:
     raise WeightImportError(f'{item} exists; pass --overwrite to replace it')
-  os.makedirs(output_dir, exist_ok=True)
+  fs.makedirs(output_dir)
   tree = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(item, tree, force=overwrite)
   checkpointer.wait_until_finished()
-  with open(os.path.join(output_dir, 'import_report.json'), 'w') as f:
-    json.dump(report, f, indent=1)
+  fs.write_text(fs.join(output_dir, 'import_report.json'), json.dumps(report, indent=1))
   return item
 
 
 def load_output(output_dir: str) -> dict:
   """Reads back ``{'params', 'batch_stats'}`` written by :func:`save_output` (numpy)."""
-  item = os.path.join(os.path.abspath(output_dir), 'variables')
+  item = fs.join(fs.abspath(output_dir), 'variables')
   return jax.device_get(ocp.StandardCheckpointer().restore(item))
 
 
@@ -733,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
   item = save_output(fv.output, result.variables, report, overwrite=fv.overwrite)
   for line in summary_lines(report):
     print(line)
-  print(f'wrote {item} and {os.path.join(os.path.dirname(item), "import_report.json")}')
+  print(f'wrote {item} and {fs.join(fs.dirname(item), "import_report.json")}')
   print(f'train from it with --config.train.init_from={item}')
   return 0
 
