@@ -104,15 +104,6 @@ def test_prepared_examples_and_tfds(videos, tmp_path):
   assert good['frames'][0][:2] == b'\xff\xd8'  # JPEG
 
 
-def test_beam_runner_is_optional(videos, tmp_path):
-  pytest.importorskip('apache_beam')
-  out = str(tmp_path / 'beam')
-  items = [it for it in _items(videos) if it.video_id in ('good', 'zero')]
-  report = prepare.prepare(items, out, name='toy', label_names=['a', 'b', 'c'], runner='beam',
-                           videos_per_shard=1, verbose=False)
-  assert report['summary']['num_written'] == 1 and report['summary']['num_skipped'] == 1
-
-
 def test_shard_record_offsets(videos, tmp_path):
   out = str(tmp_path / 'prepared')
   items = [it for it in _items(videos) if it.video_id in ('good', 'silent', 'short')]
