@@ -174,7 +174,8 @@ def record_offsets(path: str) -> np.ndarray:
       (length,) = struct.unpack('<Q', header)
       offsets.append(position)
       position += 12 + length + 4
-      f.seek(position)
+      if position < size:  # GFile cannot seek past the end (a truncated last record)
+        f.seek(position)
     if position != size:
       raise UserError(f'{path}: damaged shard file (truncated TFRecord: the last record ends '
                       f'at byte {position}, the file has {size} bytes)')
