@@ -7,8 +7,8 @@ r"""Prepares a folder of videos into TFRecord shards for the input pipeline.
   python -m data_pipelines.prepare --output_dir D --manifest videos.csv --num_workers 4
 
 Each shard is one unit of work: a worker decodes its videos (decode.py),
-writes ``<shard>.tmp`` and renames it, then records the shard's report in
-``_progress/``. A rerun skips shards whose progress file exists, so an
+writes ``<shard>.tmp`` and renames it, writes the shard's frame index
+(frame_index.py), then records the shard's report in ``_progress/``. A rerun skips shards whose progress file exists, so an
 interrupted job resumes where it stopped. Bad inputs are skipped and reported,
 never fatal. See shards.py for the output format.
 """
@@ -33,7 +33,7 @@ import av.logging
 import tensorflow as tf
 from tqdm import tqdm
 
-from data_pipelines import adapters, decode, errors, fs, shards
+from data_pipelines import adapters, decode, errors, frame_index, fs, shards
 from data_pipelines.errors import UserError
 
 
@@ -79,6 +79,7 @@ def process_shard(task: ShardTask, progress_queue=None) -> dict:
   tmp = f'{final}.tmp-{os.getpid()}'
   entries = []
   written = 0
+  index = frame_index.Builder()
   with tf.io.TFRecordWriter(tmp) as writer:
     for item in task.items:
       entry = {'path': item.path, 'video_id': item.video_id, 'split': task.split}
@@ -93,7 +94,9 @@ def process_shard(task: ShardTask, progress_queue=None) -> dict:
           repairs.append(f'{video.num_frames} frames, shorter than a '
                          f'{task.options.min_frames}-frame '
                          f'window: clips repeat the last frame, audio is zero-padded')
-        writer.write(shards.serialize_example(video, item))
+        record = shards.serialize_example(video, item)
+        index.add(record, video.jpegs, shards.audio_bytes(video))
+        writer.write(record)
         written += 1
         entry.update(status='written', num_frames=video.num_frames,
                      duration_sec=round(video.duration_sec, 3), has_audio=video.audio is not None,
@@ -106,6 +109,7 @@ def process_shard(task: ShardTask, progress_queue=None) -> dict:
       if progress_queue is not None:
         progress_queue.put(1)
   fs.rename(tmp, final, overwrite=True)
+  index.write(final)
   report = {'split': task.split, 'shard': task.index, 'file': fs.basename(final),
             'num_examples': written, 'num_bytes': fs.size(final), 'entries': entries}
   shards.write_json_atomic(_progress_path(task.output_dir, task.split, task.index), report)

@@ -7,6 +7,8 @@ Layout of a prepared directory (``tfds.builder_from_directory`` reads it):
   shards.json                               splits, shard files and lengths, fps, ...
   label_map.json                            {"labels": [...], "nouns": [...]}
   prepare_report.json                       every input: written / skipped / repaired, why
+  <shard>.frames.npz                        byte ranges of each record's frames and audio
+                                            (frame_index.py; absent in older prepared data)
   _progress/<split>-<shard>.json            one per finished shard (what makes a run resumable)
 
 Features of an example (all scalars unless noted):
@@ -56,9 +58,14 @@ def _floats(values):
   return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
 
 
+def audio_bytes(video) -> bytes:
+  """The ``audio`` feature of a ``decode.DecodedVideo``: int16 little-endian PCM, or empty."""
+  return b'' if video.audio is None else video.audio.astype('<i2').tobytes()
+
+
 def serialize_example(video, item) -> bytes:
   """Serialized ``tf.train.Example`` of a ``decode.DecodedVideo`` and its ``adapters.VideoItem``."""
-  audio = b'' if video.audio is None else video.audio.astype('<i2').tobytes()
+  audio = audio_bytes(video)
   feature = {
       'video_id': _bytes([item.video_id.encode()]),
       'source_path': _bytes([item.path.encode()]),

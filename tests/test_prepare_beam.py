@@ -7,7 +7,7 @@ DirectRunner runs its workers in this process, where ``ram://`` lives.
 
 import pytest
 
-from data_pipelines import adapters, fs, prepare
+from data_pipelines import adapters, frame_index, fs, prepare
 from data_pipelines.video_io import write_video
 import test_data_prepare as videos_lib
 
@@ -37,7 +37,10 @@ def manifest(tmp_path_factory):
 def _prepared(out):
   """Every shard file's bytes, and the report without its timing."""
   files = {name: fs.read_bytes(fs.join(out, name)) for name in fs.listdir(out)
-           if '.tfrecord-' in name}
+           if '.tfrecord-' in name and not name.endswith(frame_index.SUFFIX)}
+  for name in fs.listdir(out):  # npz files hold their write time: compare the arrays
+    if name.endswith(frame_index.SUFFIX):
+      files[name] = {k: v.tolist() for k, v in fs.load_npz(fs.join(out, name)).items()}
   report = fs.read_json(fs.join(out, 'prepare_report.json'))
   del report['summary']['elapsed_sec']
   meta = {name: fs.read_text(fs.join(out, name))
@@ -59,9 +62,10 @@ def test_direct_runner_matches_local_runner_and_writes_to_a_bucket(manifest, tmp
                 '--direct_num_workers=2 --direct_running_mode=multi_threading'])
   local_files, local_report, local_meta = _prepared(local)
   beam_files, beam_report, beam_meta = _prepared(bucket)
-  assert sorted(beam_files) == sorted(local_files) == [
-      'toy-train.tfrecord-00000-of-00002', 'toy-train.tfrecord-00001-of-00002',
-      'toy-validation.tfrecord-00000-of-00001']
+  shard_names = ['toy-train.tfrecord-00000-of-00002', 'toy-train.tfrecord-00001-of-00002',
+                 'toy-validation.tfrecord-00000-of-00001']
+  assert sorted(beam_files) == sorted(local_files) == sorted(
+      shard_names + [n + frame_index.SUFFIX for n in shard_names])
   for name, data in local_files.items():
     assert beam_files[name] == data, name  # the same examples, byte for byte
   assert beam_report == local_report
