@@ -95,7 +95,7 @@ def process_shard(task: ShardTask, progress_queue=None) -> dict:
                          f'{task.options.min_frames}-frame '
                          f'window: clips repeat the last frame, audio is zero-padded')
         record = shards.serialize_example(video, item)
-        index.add(record, video.jpegs, shards.audio_bytes(video))
+        index.add(record, video, item)
         writer.write(record)
         written += 1
         entry.update(status='written', num_frames=video.num_frames,

@@ -1,11 +1,17 @@
-"""The frame index prepare writes beside each shard points at each frame's JPEG and the audio."""
+"""The frame index beside each shard points at each frame's JPEG and the audio; clips read
+by frame are the clips read from whole records."""
+
+import shutil
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from data_pipelines import adapters, fs, frame_index, prepare, shards
+from data_pipelines import adapters, fs, frame_index, input_pipeline, prepare, shards
+from data_pipelines.errors import UserError
 from data_pipelines.video_io import write_video
 import test_data_prepare as videos_lib
+from test_data_pipeline import _config, data_dir  # noqa: F401  # the fixture, too
 
 
 def test_index_locates_every_frame_and_the_audio(tmp_path):
@@ -40,6 +46,45 @@ def test_index_locates_every_frame_and_the_audio(tmp_path):
     audio = example['audio'].numpy()
     at, n = index['audio_offset'][r], index['audio_length'][r]
     assert n == len(audio) and data[at:at + n] == audio
-    assert (n > 0) == bool(example['has_audio'])
+    assert (n > 0) == bool(example['has_audio']) == bool(index['has_audio'][r])
+    for key in ('height', 'width', 'noun_label', 'audio_start_sec'):
+      assert index[key][r] == example[key].numpy(), key
+    assert index['video_id'][r] == example['video_id'].numpy().decode()
+    labels = index['label'][index['label_start'][r]:index['label_start'][r + 1]]
+    assert labels.tolist() == example['label'].numpy().tolist() == [0]
   assert seen_duplicates  # the still video's frames: each found at its own place
   assert frame_index.read(fs.join(out, 'no-such-shard')) is None
+
+
+def test_reading_by_frame_gives_the_examples_of_whole_records(data_dir):
+  # Windows of 64 frames: the 45-frame video pads its clip, hard negatives run past the end.
+  config = _config(sampling_rate=8)
+  for seed, start_step in ((0, 0), (3, 2)):
+    batches = {}
+    for read in ('records', 'ranges'):
+      dataset = input_pipeline.make_train_dataset(
+          config, data_dir, 'train', 4, seed=seed, start_step=start_step, with_metadata=True,
+          read=read)
+      batches[read] = list(dataset.take(3).as_numpy_iterator())
+    for by_record, by_frame in zip(batches['records'], batches['ranges']):
+      assert set(by_record) == set(by_frame)
+      for key, value in by_record.items():
+        np.testing.assert_array_equal(by_frame[key], value, err_msg=key)
+    seen = np.concatenate([b['video_index'] for b in batches['ranges']])
+    assert {1, 2} <= set(seen.tolist())  # the short video and the silent one
+  sizes = input_pipeline.train_read_bytes(config, data_dir, 'train', 12, seed=0)
+  assert sizes['used'] <= sizes['ranges'] <= 1.5 * sizes['used']
+  assert sizes['records'] > 2 * sizes['ranges']
+
+
+def test_shards_without_an_index_are_read_by_record(data_dir, tmp_path):
+  copy = tmp_path / 'old'
+  shutil.copytree(data_dir, copy)
+  for path in copy.glob('*' + frame_index.SUFFIX):
+    path.unlink()
+  config = _config(avs_negatives=False)
+  old = next(input_pipeline.create_train_iterator(config, str(copy), 'train', 2, seed=1))
+  new = next(input_pipeline.create_train_iterator(config, data_dir, 'train', 2, seed=1))
+  np.testing.assert_array_equal(old['fast'], new['fast'])
+  with pytest.raises(UserError, match=r'has shards without a frame index'):
+    input_pipeline.make_train_dataset(config, str(copy), 'train', 2, seed=1, read='ranges')
