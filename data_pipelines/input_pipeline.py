@@ -327,6 +327,13 @@ def _index_tables(files, lengths, offsets) -> Optional[Dict[str, np.ndarray]]:
     if len(index['record_offset']) != length:
       raise UserError(f'{frame_index.index_path(path)}: indexes {len(index["record_offset"])} '
                       f'records, shards.json says {length}; prepare the dataset again')
+    if not fs.exists(path):
+      raise UserError(f'{path}: shard file missing (shards.json lists it); prepare the dataset '
+                      'again into the same --output_dir to rewrite it')
+    end = int(index['record_offset'][-1] + index['record_length'][-1] + 4) if length else 0
+    if fs.size(path) != end:
+      raise UserError(f'{path}: damaged shard file ({fs.size(path)} bytes, its frame index '
+                      f'says {end}); prepare the dataset again')
     parts.append(index)
   frame_totals = np.cumsum([0] + [len(p['frame_offset']) for p in parts])
   label_totals = np.cumsum([0] + [len(p['label']) for p in parts])
