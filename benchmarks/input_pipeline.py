@@ -9,12 +9,14 @@ folder. Prints one JSON line. ``clips_per_sec_per_core`` divides by the CPU
 cores the process may use; the baseline runs on one core (one process), as a
 PySlowFast data-loader worker does, so its per-core figure is its rate.
 
-With the shards' frame index (what prepare writes) the same run also reports,
-side by side: the pipeline reading whole records (``records_*``), the
-decode-only bound (the JPEG decode and crop of the same clips' frames, held
-in memory: ``decode_only_*``, ``cpu_rate_vs_decode_only``), the megabytes a
-training clip reads, uses and would read as a whole record, and the
-evaluation pipeline's videos/s (``eval_*``, every view of every video).
+``clips_per_*`` is the pipeline as training runs it on this path
+(``read='auto'``). With the shards' frame index (what prepare writes) the
+same run also reports, side by side: the pipeline reading whole records
+(``records_*``) and reading only each clip's frames and audio spans
+(``ranges_*``), the decode-only bound (the JPEG decode and crop of the same
+clips' frames, held in memory: ``decode_only_*``), the megabytes a training
+clip reads by range, uses, and reads as a whole record; and the evaluation
+pipeline's videos/s (``eval_*``, every view of every video).
 """
 
 from __future__ import annotations
@@ -296,18 +298,22 @@ def main(argv=None):
             'clips_per_cpu_sec': round(rate_cpu, 2)}
   if input_pipeline._index_tables(*input_pipeline._host_files(  # pylint: disable=protected-access
       data_dir, config.data.train_split, 0, 1)) is not None:
-    # Side by side in this process: whole-record reads, the decode-only bound, bytes per clip.
+    # Side by side in this process: both ways of reading, the decode-only bound, bytes per clip.
     records, records_cpu = pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
                                          read='records')
+    ranges, ranges_cpu = pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
+                                       read='ranges')
     bound, bound_cpu = decode_only_rate(config, data_dir, args.num_clips, args.batch_size)
     sizes = input_pipeline.train_read_bytes(config, data_dir, config.data.train_split,
                                             args.bytes_clips, seed=0)
     result.update(
         records_clips_per_sec=round(records, 2), records_clips_per_cpu_sec=round(records_cpu, 2),
+        ranges_clips_per_sec=round(ranges, 2), ranges_clips_per_cpu_sec=round(ranges_cpu, 2),
         decode_only_clips_per_sec=round(bound, 2),
         decode_only_clips_per_cpu_sec=round(bound_cpu, 2),
-        cpu_rate_vs_decode_only=round(rate_cpu / bound_cpu, 3),
-        cpu_rate_vs_records=round(rate_cpu / records_cpu, 3),
+        records_cpu_rate_vs_decode_only=round(records_cpu / bound_cpu, 3),
+        ranges_cpu_rate_vs_decode_only=round(ranges_cpu / bound_cpu, 3),
+        ranges_cpu_rate_vs_records=round(ranges_cpu / records_cpu, 3),
         mb_read_per_clip=round(sizes['ranges'] / 1e6, 3),
         mb_used_per_clip=round(sizes['used'] / 1e6, 3),
         mb_whole_record_per_clip=round(sizes['records'] / 1e6, 3),

@@ -84,7 +84,8 @@ def test_shards_without_an_index_are_read_by_record(data_dir, tmp_path):
     path.unlink()
   config = _config(avs_negatives=False)
   old = next(input_pipeline.create_train_iterator(config, str(copy), 'train', 2, seed=1))
-  new = next(input_pipeline.create_train_iterator(config, data_dir, 'train', 2, seed=1))
+  new = next(input_pipeline.make_train_dataset(config, data_dir, 'train', 2, seed=1,
+                                               read='ranges').as_numpy_iterator())
   np.testing.assert_array_equal(old['fast'], new['fast'])
   with pytest.raises(UserError, match=r'has shards without a frame index'):
     input_pipeline.make_train_dataset(config, str(copy), 'train', 2, seed=1, read='ranges')
@@ -93,8 +94,8 @@ def test_shards_without_an_index_are_read_by_record(data_dir, tmp_path):
 def test_a_truncated_shard_is_named_before_reading(data_dir, tmp_path):
   copy = tmp_path / 'cut'
   shutil.copytree(data_dir, copy)
-  shard = sorted(p for p in copy.glob('*.tfrecord-*') if '.frames' not in p.name)[0]
+  shard = sorted(p for p in copy.glob('*-train.tfrecord-*') if '.frames' not in p.name)[0]
   with open(shard, 'r+b') as f:
     f.truncate(100)
   with pytest.raises(UserError, match=rf'{shard.name}: damaged shard file \(100 bytes'):
-    input_pipeline.make_train_dataset(_config(), str(copy), 'train', 2, seed=0)
+    input_pipeline.make_train_dataset(_config(), str(copy), 'train', 2, seed=0, read='ranges')
