@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 from typing import List, Optional
 
 import av

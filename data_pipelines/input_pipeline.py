@@ -345,7 +345,8 @@ def _index_tables(files, lengths, offsets) -> Optional[Dict[str, np.ndarray]]:
       'file': np.concatenate([np.full(n, i, np.int64) for i, n in enumerate(lengths)]),
       'video': np.concatenate([first + np.arange(n) for first, n in zip(offsets, lengths)]),
       'num_frames': np.concatenate([np.diff(p['frame_start']) for p in parts]),
-      'frame_base': np.concatenate([p['frame_start'][:-1] + t for p, t in zip(parts, frame_totals)]),
+      'frame_base': np.concatenate([p['frame_start'][:-1] + t
+                                    for p, t in zip(parts, frame_totals)]),
       'label_start': np.concatenate([p['label_start'][:-1] + t for p, t in zip(parts, label_totals)]
                                     + [label_totals[-1:]]),
   }

@@ -8,8 +8,9 @@ r"""Prepares a folder of videos into TFRecord shards for the input pipeline.
 
 Each shard is one unit of work: a worker decodes its videos (decode.py),
 writes ``<shard>.tmp`` and renames it, writes the shard's frame index
-(frame_index.py), then records the shard's report in ``_progress/``. A rerun skips shards whose progress file exists, so an
-interrupted job resumes where it stopped. Bad inputs are skipped and reported,
+(frame_index.py), then records the shard's report in ``_progress/``. A
+rerun skips shards whose progress file exists, so an interrupted job
+resumes where it stopped. Bad inputs are skipped and reported,
 never fatal. See shards.py for the output format.
 """
 

@@ -11,7 +11,13 @@ from data_pipelines import adapters, fs, frame_index, input_pipeline, prepare, s
 from data_pipelines.errors import UserError
 from data_pipelines.video_io import write_video
 import test_data_prepare as videos_lib
-from test_data_pipeline import _config, data_dir  # noqa: F401  # the fixture, too
+from test_data_pipeline import _config, data_dir  # noqa: F401  # its fixture, used below
+
+
+@pytest.fixture(scope='module')
+def pipeline_dir(request):
+  """test_data_pipeline's prepared videos (one without audio, one shorter than a window)."""
+  return request.getfixturevalue('data_dir')
 
 
 def test_index_locates_every_frame_and_the_audio(tmp_path):
@@ -56,14 +62,14 @@ def test_index_locates_every_frame_and_the_audio(tmp_path):
   assert frame_index.read(fs.join(out, 'no-such-shard')) is None
 
 
-def test_reading_by_frame_gives_the_examples_of_whole_records(data_dir):
+def test_reading_by_frame_gives_the_examples_of_whole_records(pipeline_dir):
   # Windows of 64 frames: the 45-frame video pads its clip, hard negatives run past the end.
   config = _config(sampling_rate=8)
   for seed, start_step in ((0, 0), (3, 2)):
     batches = {}
     for read in ('records', 'ranges'):
       dataset = input_pipeline.make_train_dataset(
-          config, data_dir, 'train', 4, seed=seed, start_step=start_step, with_metadata=True,
+          config, pipeline_dir, 'train', 4, seed=seed, start_step=start_step, with_metadata=True,
           read=read)
       batches[read] = list(dataset.take(3).as_numpy_iterator())
     for by_record, by_frame in zip(batches['records'], batches['ranges']):
@@ -72,28 +78,28 @@ def test_reading_by_frame_gives_the_examples_of_whole_records(data_dir):
         np.testing.assert_array_equal(by_frame[key], value, err_msg=key)
     seen = np.concatenate([b['video_index'] for b in batches['ranges']])
     assert {1, 2} <= set(seen.tolist())  # the short video and the silent one
-  sizes = input_pipeline.train_read_bytes(config, data_dir, 'train', 12, seed=0)
+  sizes = input_pipeline.train_read_bytes(config, pipeline_dir, 'train', 12, seed=0)
   assert sizes['used'] <= sizes['ranges'] <= 1.5 * sizes['used']
   assert sizes['records'] > 2 * sizes['ranges']
 
 
-def test_shards_without_an_index_are_read_by_record(data_dir, tmp_path):
+def test_shards_without_an_index_are_read_by_record(pipeline_dir, tmp_path):
   copy = tmp_path / 'old'
-  shutil.copytree(data_dir, copy)
+  shutil.copytree(pipeline_dir, copy)
   for path in copy.glob('*' + frame_index.SUFFIX):
     path.unlink()
   config = _config(avs_negatives=False)
   old = next(input_pipeline.create_train_iterator(config, str(copy), 'train', 2, seed=1))
-  new = next(input_pipeline.make_train_dataset(config, data_dir, 'train', 2, seed=1,
+  new = next(input_pipeline.make_train_dataset(config, pipeline_dir, 'train', 2, seed=1,
                                                read='ranges').as_numpy_iterator())
   np.testing.assert_array_equal(old['fast'], new['fast'])
   with pytest.raises(UserError, match=r'has shards without a frame index'):
     input_pipeline.make_train_dataset(config, str(copy), 'train', 2, seed=1, read='ranges')
 
 
-def test_a_truncated_shard_is_named_before_reading(data_dir, tmp_path):
+def test_a_truncated_shard_is_named_before_reading(pipeline_dir, tmp_path):
   copy = tmp_path / 'cut'
-  shutil.copytree(data_dir, copy)
+  shutil.copytree(pipeline_dir, copy)
   shard = sorted(p for p in copy.glob('*-train.tfrecord-*') if '.frames' not in p.name)[0]
   with open(shard, 'r+b') as f:
     f.truncate(100)

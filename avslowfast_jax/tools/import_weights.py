@@ -70,7 +70,6 @@ import dataclasses
 import importlib
 import io
 import json
-import os
 import re
 import sys
 import types

@@ -281,8 +281,8 @@ def _read_weights(path: str) -> dict:
 
 def restore_variables(config, model, workdir: str, mesh, which: str):
   """``({'params', 'batch_stats'}, item_dir)`` of checkpoint ``which`` of ``workdir``
-  (``train.checkpoint_dir`` when set; ``latest``, ``best``, a step or a path), replicated on ``mesh``; the optimizer
-  state is not read."""
+  (``train.checkpoint_dir`` when set; ``latest``, ``best``, a step or a path),
+  replicated on ``mesh``; the optimizer state is not read."""
   item_dir = resolve_checkpoint(checkpoint_root(config, workdir), which)
   replicated = parallel.replicated(mesh)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
