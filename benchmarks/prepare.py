@@ -83,8 +83,8 @@ def main(argv=None):
   result = {
       'videos': written, 'seconds_per_video': args.seconds, 'source_size': f'{width}x{height}',
       'short_side': args.short_side, 'num_workers': args.num_workers, 'cores': cores,
-      'write_videos_sec': round(write_sec, 1), 'prepare_wall_sec': round(wall, 2),
-      'prepare_cpu_sec': round(cpu, 2), 'videos_per_sec': round(written / wall, 3),
+      'write_videos_sec': round(write_sec, 1), 'prepare_wall_sec': round(wall, 3),
+      'prepare_cpu_sec': round(cpu, 3), 'videos_per_sec': round(written / wall, 3),
       'videos_per_sec_per_core': round(written / wall / cores, 3),
       'videos_per_cpu_sec': round(per_cpu_sec, 3),
       'source_mb_per_video': round(source_bytes / written / 1e6, 2),
