@@ -63,6 +63,9 @@ class ModelConfig:
   # 3.2: "stride 2^2 convolution in the center filter") | 'conv_a' (PyTorchVideo: the
   # 1x1 conv_a strides time, the centre conv frequency).
   audio_time_stride: str = 'conv_b'
+  # Stride 2 in time and frequency also at res2's first block (section 3.2 reads "in each
+  # stage from res2 to res5"; the authors' code and PyTorchVideo stride from res3 on).
+  audio_stride_res2: bool = False
   # Non-local blocks: stages (e.g. ('res4',) for R101+NL), after every n-th block.
   nonlocal_stages: tuple = ()
   nonlocal_every: int = 2

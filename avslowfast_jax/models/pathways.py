@@ -82,9 +82,9 @@ class AudioPathway(nn.Module):
 
   Stem ``[9x1, 1x9]`` (no pool), res2..res5 with the 3x3 conv factorised into
   3x1 and 1x3 in res2/res3 (``factorized``: 'parallel' | 'serial'), stride 2 in
-  time and frequency at the first block of res3, res4 and res5, in the centre
-  conv (``stride_time_in_a``: the time stride in the 1x1 conv_a instead, as
-  PyTorchVideo). Widths are ``beta_a`` x Slow.
+  time and frequency at the first block of res3, res4 and res5 (and res2 with
+  ``stride_res2``), in the centre conv (``stride_time_in_a``: the time stride
+  in the 1x1 conv_a instead, as PyTorchVideo). Widths are ``beta_a`` x Slow.
 
   Attributes:
     stage_blocks: blocks per stage (res2..res5).
@@ -110,6 +110,7 @@ class AudioPathway(nn.Module):
   remat: str = 'none'
   factorized: str = 'parallel'
   stride_time_in_a: bool = False
+  stride_res2: bool = False
 
   @nn.compact
   def __call__(self, audio: jax.Array, train: bool) -> dict:
@@ -118,7 +119,7 @@ class AudioPathway(nn.Module):
     features = {'pool1': x}
     for i, stage in enumerate(STAGES):
       inner, out = widths[stage]
-      stride = (1, 1) if i == 0 else (2, 2)
+      stride = (2, 2) if i or self.stride_res2 else (1, 1)
       x = residual_stage(x, train, name=stage, num_blocks=self.stage_blocks[i], inner=inner,
                          features=out, temporal_kernel=1, stride=stride, conv=self.conv,
                          norm=self.norm, dtype=self.dtype,

@@ -8,6 +8,11 @@ pathways of AVSlowFast (or the whole SlowFast baseline) start from it and only
 the audio pathway, the audio laterals and, when the class count differs, the
 head are newly initialised.
 
+PyTorchVideo's ``create_audio_visual_slowfast`` (``--source
+pytorchvideo_avslowfast``) imports whole, the Audio pathway and its laterals
+included, into a model configured as that network (docs/models.md, "The
+Audio pathway against PyTorchVideo's builder").
+
 Usage::
 
   python -m avslowfast_jax.tools.import_weights --source pytorchvideo \
