@@ -407,5 +407,5 @@ def test_pytorchvideo_avslowfast_logits_match(capsys):
   # The paper's lateral placement (res3, res4) cannot take this checkpoint: named error.
   paper = _config('tiny_avslowfast_8x8_r50', 7)
   paper.model.a_fs_hidden_channels = 0
-  with pytest.raises(iw.WeightImportError, match='to_visual_pool1'):
+  with pytest.raises(iw.WeightImportError, match=r'to_visual_pool1.*audio_lateral_stages'):
     iw.import_checkpoint(state, 'pytorchvideo_avslowfast', paper)

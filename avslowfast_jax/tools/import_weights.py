@@ -480,6 +480,10 @@ def _missing_hint(t: SourceTensor, config) -> str:
     return (f" The checkpoint has a Fast->Slow lateral after {stage}: add '{stage}' to "
             f'model.fs_lateral_stages (now {tuple(config.model.fs_lateral_stages)!r}); '
             "SlowFast checkpoints have ('pool1', 'res2', 'res3', 'res4').")
+  if t.layer.startswith('audio_to_visual/'):
+    return (f" The checkpoint has an audio lateral after {t.layer.split('/')[1]}: "
+            f'model.audio_lateral_stages is {tuple(config.model.audio_lateral_stages)!r}; '
+            "PyTorchVideo's AVSlowFast has ('pool1', 'res2', 'res3', 'res4').")
   if '/nonlocal' in t.layer:
     return (f' The checkpoint has a Non-local block there: set model.nonlocal_stages / '
             f'nonlocal_every to match (now {tuple(config.model.nonlocal_stages)!r}, '
