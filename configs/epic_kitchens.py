@@ -19,9 +19,10 @@ of training, and tests with a single centre crop:
 | ``_noun`` | ``noun`` (classification on the noun) | 352 | 0.0006 | 30k | 20k, 25k |
 | none | ``verb_noun``: one network, both heads | 125 + 352 | 0.01 | 24k | 16k, 20k |
 
-What the paper leaves out follows PySlowFast's EPIC-Kitchens fine-tuning
-recipe (epic-kitchens/epic-kitchens-slowfast,
-``configs/EPIC-KITCHENS/SLOWFAST_8x8_R50.yaml``): SGD momentum 0.9, weight
+What the paper leaves out follows the EPIC-Kitchens team's PySlowFast fork
+(epic-kitchens/epic-kitchens-slowfast, ``configs/EPIC-KITCHENS/SLOWFAST_8x8_R50.yaml``,
+a SlowFast fine-tuned on EPIC-KITCHENS-100 with the same batch 32, lr 0.01 and
+decays at 2/3 and 5/6; PySlowFast itself has no EPIC config): SGD momentum 0.9, weight
 decay 1e-4 (none on BatchNorm), dropout 0.5, a linear warm-up over the first
 epoch from a tenth of the base lr (that file: 0.001 to 0.01), training crops
 224 from a short side jittered in [256, 320] (here [256, 340], the paper's

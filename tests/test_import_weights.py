@@ -362,8 +362,9 @@ def test_pytorchvideo_avslowfast_logits_match(capsys):
   pool1..res4 (the paper's default is res3, res4), the time stride of the audio
   blocks in conv_a (the paper's is in the centre conv), PyTorchVideo's hidden
   width (a quarter of the audio channels; the default), the 7x1x1 Fast->Slow kernel
-  and the parallel factorised audio convs (the default). Every weight and BN statistic is imported (the AVS
-  projections, which PyTorchVideo lacks, are the only new variables)."""
+  and the parallel factorised audio convs (the default). Every weight and BN
+  statistic is imported (the AVS projections, which PyTorchVideo lacks, are the
+  only new variables)."""
   import jax
   from avslowfast_jax import inference
   pytest.importorskip('pytorchvideo')

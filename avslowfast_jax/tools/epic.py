@@ -54,7 +54,8 @@ SERVER_CLASSES = {'verb': 125, 'noun': 352}
 def load_run(run_dir: str, head: str):
   """``(config, video_index, scores [N, C], labels [N])`` of the ``head`` ('verb' | 'noun')
   of an evaluated run."""
-  scores_path, config_path = fs.join(run_dir, 'per_video_scores.npz'), fs.join(run_dir, 'config.json')
+  scores_path = fs.join(run_dir, 'per_video_scores.npz')
+  config_path = fs.join(run_dir, 'config.json')
   for path, how in ((scores_path, 'evaluate it first (--mode eval)'),
                     (config_path, 'it is written when the run trains')):
     if not fs.exists(path):
