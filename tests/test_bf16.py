@@ -17,6 +17,7 @@ import pytest
 
 from avslowfast_jax import inference, parallel
 from avslowfast_jax.evaluation import evaluator
+from data_pipelines import input_pipeline
 from train_testdata import session_dirs, tiny_config
 
 STEPS = 6
@@ -57,7 +58,6 @@ def _train(config, variables, batches):
 
 @pytest.mark.slow
 def test_bf16_train_steps_track_fp32_and_evaluation_agrees(tmp_path_factory):
-  from data_pipelines import input_pipeline  # pylint: disable=g-import-not-at-top
   shards, _ = session_dirs(tmp_path_factory)
   fp32, bf16 = _config(shards, 'float32'), _config(shards, 'bfloat16')
   data = input_pipeline.create_train_iterator(fp32, shards, 'train', fp32.train.batch_size,
