@@ -216,13 +216,20 @@ def cap_detections(detections: Boxes, capacity: int = MAX_DETECTIONS_PER_KEY) ->
   return Boxes(detections.boxes[order], detections.labels[order], detections.scores[order])
 
 
+def select_classes(boxes: Boxes, class_ids: Set[int]) -> Boxes:
+  """The rows of ``boxes`` whose action id is in ``class_ids``."""
+  keep = np.isin(boxes.labels, np.asarray(sorted(class_ids), np.int64))
+  return Boxes(boxes.boxes[keep], boxes.labels[keep], boxes.scores[keep])
+
+
 def frame_map(groundtruth: Mapping[str, Boxes], detections: Mapping[str, Boxes],
               class_ids: Iterable[int], excluded: Iterable[str] = ()) -> dict:
   """Frame mAP@0.5: ``{'mAP', 'AP': {action id: AP (nan without ground truth)},
   'num_gt': {...}, 'num_detections': {...}}``.
 
-  ``detections`` are taken in key order (as a detection file lists them) and
-  capped to 50 per key; ``class_ids`` are the label map's action ids.
+  ``detections`` are taken in key order (as a detection file lists them),
+  restricted to ``class_ids`` (the label map's action ids) and capped to 50
+  per key.
   """
   class_ids = sorted(int(c) for c in class_ids)
   wanted = set(class_ids)
@@ -240,12 +247,11 @@ def frame_map(groundtruth: Mapping[str, Boxes], detections: Mapping[str, Boxes],
   for key, det in detections.items():
     if key in excluded:
       continue
-    det = cap_detections(det)
+    # The label map's classes first, then the cap (the official reader's order).
+    det = cap_detections(select_classes(det, wanted))
     valid = (det.boxes[:, 2] > det.boxes[:, 0]) & (det.boxes[:, 3] > det.boxes[:, 1])
     gt = groundtruth.get(key, empty)
     for label in dict.fromkeys(int(l) for l in det.labels[valid]):
-      if label not in wanted:
-        continue
       mine = valid & (det.labels == label)
       scores[label].append(det.scores[mine])
       tps[label].append(_match(det.boxes[mine], gt.boxes[gt.labels == label]))

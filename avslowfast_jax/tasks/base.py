@@ -13,7 +13,7 @@ Adding a task: write a module in ``avslowfast_jax/tasks/`` with a
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Type
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import jax
 import numpy as np
@@ -60,6 +60,23 @@ class Task:
   def __init__(self, config):
     self.config = config
 
+  @property
+  def eval_keys(self) -> Sequence[str]:
+    """The batch keys an evaluation keeps next to the scores (its accumulator reads them)."""
+    return ('video_index', 'valid', *self.label_keys)
+
+  # ------------------------------------------------------------- inputs
+  def view_size(self, train: bool) -> Tuple[int, int]:
+    """``(height, width)`` of the frames the model sees: the train or test crop."""
+    data = self.config.data
+    size = data.train_crop_size if train else data.test_crop_size
+    return size, size
+
+  def extra_input_specs(self, batch, train: bool) -> dict:
+    """``ShapeDtypeStruct`` of inputs the head reads besides the frames and audio."""
+    del batch, train
+    return {}
+
   # ------------------------------------------------------------ model side
   def head(self) -> Optional[nn.Module]:
     """The head module the network calls as ``head(aux, inputs, train)`` (params ``head/``)."""
@@ -87,9 +104,15 @@ class Task:
     """What an evaluation reports, from per-video scores and targets (numpy)."""
     raise NotImplementedError
 
-  def evaluation(self) -> 'VideoEvaluation':
-    """A fresh accumulator of one evaluation pass."""
+  def evaluation(self, split: Optional[str] = None) -> 'VideoEvaluation':
+    """A fresh accumulator of one evaluation pass over ``split``."""
+    del split
     return VideoEvaluation(self)
+
+  def write_outputs(self, out_dir: str, arrays: Mapping[str, np.ndarray]) -> List[str]:
+    """Writes task-specific result files of an evaluation into ``out_dir``; their paths."""
+    del out_dir, arrays
+    return []
 
   def video_scores(self, view_scores):
     """One video's scores from its views' scores (``[V, ...]``), as evaluation aggregates."""
