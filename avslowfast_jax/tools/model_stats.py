@@ -143,6 +143,9 @@ def abstract_batch(config, batch: int) -> dict:
   specs['label'] = jax.ShapeDtypeStruct((batch,), jnp.int32)
   specs['noun_label'] = jax.ShapeDtypeStruct((batch,), jnp.int32)
   specs['audio_mask'] = jax.ShapeDtypeStruct((batch,), jnp.float32)
+  if 'boxes' in specs:  # detection: per-box multi-hot labels
+    specs['box_labels'] = jax.ShapeDtypeStruct(
+        (*specs['box_mask'].shape, config.model.num_classes), jnp.float32)
   if 'audio' in specs:
     specs['audio_shifted'] = specs['audio']
   return specs
