@@ -23,9 +23,11 @@ scoring >= ``data.ava.detection_score_threshold`` (highest scores first).
 Batch keys besides ``slow``, ``fast``, ``audio``, ``audio_mask`` (and
 ``audio_shifted`` when ``data.avs_negatives``): ``boxes`` ``[N, 4]`` float32
 ``(x1, y1, x2, y2)`` in pixels of the model's input frame, ``box_mask`` ``[N]``
-(1 = a real box), ``video_index``, ``timestamp`` (the keyframe second); training adds ``box_labels`` ``[N, C]``
-multi-hot (class = action id - 1); evaluation adds ``image_size`` ``(height, width)`` of the frame inside the canvas and
-``valid`` (0 for padding rows). ``N = data.ava.max_boxes``, ``C = model.num_classes``.
+(1 = a real box), ``video_index``, ``timestamp`` (the keyframe second);
+training adds ``box_labels`` ``[N, C]`` multi-hot (class = action id - 1);
+evaluation adds ``image_size`` ``(height, width)`` of the frame inside the
+canvas and ``valid`` (0 for padding rows). ``N = data.ava.max_boxes``,
+``C = model.num_classes``.
 """
 
 from __future__ import annotations
