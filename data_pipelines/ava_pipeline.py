@@ -16,8 +16,9 @@ step ``s`` depends only on ``(seed, s)``); short side jittered in
 horizontal flip; boxes go through the same scale, crop and flip and are
 clipped to the crop, and a box left empty is masked out. Evaluation: every
 keyframe once, its short side resized to ``test_short_side``, the whole frame
-at the top left of a static canvas (the largest resized frame of the split,
-rounded up to a multiple of 32) padded with zeros, and the detected boxes
+at the top left of a static canvas (``data.ava.test_canvas``, or else the
+largest resized frame of the split rounded up to a multiple of 32) padded with
+zeros, and the detected boxes
 scoring >= ``data.ava.detection_score_threshold`` (highest scores first).
 
 Batch keys besides ``slow``, ``fast``, ``audio``, ``audio_mask`` (and
@@ -60,6 +61,10 @@ def _meta(config, data_dir: str) -> dict:
         f'{data_dir}: segments store {a["margin_frames"]} frames around their keyframes, but '
         f'clips of {d.num_frames} x {d.sampling_rate} frames reach {max(before, after)} frames '
         f'from theirs; prepare again with --ava_margin_sec {max(before, after) / d.fps:.2f}')
+  if d.ava.max_boxes < a['max_boxes']:
+    raise UserError(f'{data_dir}: prepared with up to {a["max_boxes"]} boxes per keyframe, but '
+                    f'config.data.ava.max_boxes is {d.ava.max_boxes}: boxes would be dropped '
+                    f'uncounted; prepare again with --max_boxes {d.ava.max_boxes} or raise it')
   for field in ('detection_score_threshold', 'train_detection_score_threshold'):
     if d.ava[field] < a['detection_score_threshold'] - 1e-9:
       raise UserError(f'config.data.ava.{field} = {d.ava[field]} is below the '
@@ -260,13 +265,24 @@ def _resized(height, width, short_side: int):
 
 
 def eval_canvas(config, data_dir: str, split: str):
-  """``(height, width)`` of the eval canvas: the largest resized frame, rounded up to 32."""
+  """``(height, width)`` of the eval canvas: ``data.ava.test_canvas`` when the config sets
+  it (a frame that does not fit is an error), else the largest resized frame of the split
+  rounded up to a multiple of 32."""
   sizes = [_resized(h, w, config.data.test_short_side)
            for shard in _index(data_dir, split) for _, h, w, _ in shard]
   if not sizes:
     raise UserError(f'{data_dir}: split {split!r} has no keyframes')
+  largest = (max(h for h, _ in sizes), max(w for _, w in sizes))
+  canvas = tuple(config.data.ava.get('test_canvas') or ())
+  if canvas:
+    if largest[0] > canvas[0] or largest[1] > canvas[1]:
+      raise UserError(
+          f'{data_dir}: split {split!r} has frames of up to {largest[0]}x{largest[1]} pixels at '
+          f'short side {config.data.test_short_side}, larger than config.data.ava.test_canvas '
+          f'{tuple(canvas)}; set it to at least ({largest[0]}, {largest[1]})')
+    return int(canvas[0]), int(canvas[1])
   up = lambda v: -(-v // CANVAS_MULTIPLE) * CANVAS_MULTIPLE
-  return up(max(h for h, _ in sizes)), up(max(w for _, w in sizes))
+  return up(largest[0]), up(largest[1])
 
 
 def make_eval_example(record, slot, config, canvas) -> Dict[str, tf.Tensor]:

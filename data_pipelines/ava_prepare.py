@@ -56,7 +56,7 @@ import tensorflow_datasets as tfds
 from data_pipelines import adapters, ava, decode, fs, prepare, shards
 from data_pipelines.errors import UserError
 
-DEFAULT_MAX_BOXES = 32
+DEFAULT_MAX_BOXES = 16  # configs/ava.py's data.ava.max_boxes
 
 
 @dataclasses.dataclass

@@ -292,8 +292,9 @@ def main(argv=None):
                    'of a record (>= half the longest clip)')
   ava.add_argument('--ava_video_start_sec', type=float, default=900,
                    help='source time of the first frame of the video files (AVA cut: 900)')
-  ava.add_argument('--max_boxes', type=int, default=32,
-                   help='boxes of each kind kept per keyframe (the rest are counted, dropped)')
+  ava.add_argument('--max_boxes', type=int, default=16,
+                   help='boxes of each kind kept per keyframe (the rest are counted, dropped); '
+                   'at most the config\'s data.ava.max_boxes')
   ava.add_argument('--detection_score_threshold', type=float, default=0.8,
                    help='detected boxes below this score are not stored')
   parser.add_argument('--beam_options', nargs='*', default=[],

@@ -198,7 +198,7 @@ def _config(**ava_fields):
     c.task = 'ava'
     c.data.ava = ml_collections.ConfigDict(dict(
         max_boxes=3, detection_score_threshold=0.8, train_use_detected_boxes=False,
-        train_detection_score_threshold=0.9))
+        train_detection_score_threshold=0.9, test_canvas=(48, 64)))
   c.data.ava.update(ava_fields)
   return c
 
@@ -292,8 +292,8 @@ def test_eval_every_keyframe_once_with_detected_boxes(raw, prepared, hosts):
                                                        process_index=host, process_count=hosts))
     counts.append(len(batches))
     for b in batches:
-      # 64x48 at short side 40 is 53x40, on a 64x64 canvas.
-      assert b['fast'].shape == (3, 8, 64, 64, 3) and b['boxes'].shape == (3, 3, 4)
+      # 64x48 at short side 40 is 53x40, on the 48x64 canvas.
+      assert b['fast'].shape == (3, 8, 48, 64, 3) and b['boxes'].shape == (3, 3, 4)
       for i in np.flatnonzero(b['valid']):
         key = (names[b['video_index'][i]], int(b['timestamp'][i]))
         keys.append(key)
@@ -309,12 +309,20 @@ def test_eval_every_keyframe_once_with_detected_boxes(raw, prepared, hosts):
   assert sorted(keys) == sorted((v, t) for v in names for t in (901, 902))
 
 
-def test_pipeline_rejects_clips_longer_than_the_stored_margin(prepared):
+def test_pipeline_rejects_configs_the_prepared_data_cannot_serve(prepared):
   out, _ = prepared
   config = _config()
   config.data.num_frames, config.data.sampling_rate = 8, 16  # 128 frames: 64 before the centre
   with pytest.raises(UserError, match='--ava_margin_sec 2.13'):
     input_pipeline.create_eval_iterator(config, out, 'validation', 2)
+  with pytest.raises(UserError, match='max_boxes is 1: boxes would be dropped uncounted'):
+    input_pipeline.create_train_iterator(_config(max_boxes=1), out, 'train', 2, seed=0)
+  with pytest.raises(UserError, match=r'up to 40x53 .* set it to at least \(40, 53\)'):
+    input_pipeline.create_eval_iterator(_config(test_canvas=(40, 48)), out, 'validation', 2)
+  # Without a canvas in the config: the largest frame rounded up to 32.
+  config = _config()
+  del config.data.ava['test_canvas']
+  assert ava_pipeline.eval_canvas(config, out, 'validation') == (64, 64)
 
 
 def test_synthetic_detection_command_line(tmp_path, capsys):
