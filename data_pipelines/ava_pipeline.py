@@ -38,7 +38,7 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from data_pipelines import augment, ava_prepare, fs, input_pipeline, sampling, shards
+from data_pipelines import augment, ava, ava_prepare, fs, input_pipeline, sampling, shards
 from data_pipelines.errors import UserError
 
 CANVAS_MULTIPLE = 32
@@ -368,3 +368,44 @@ def create_eval_iterator(config, data_dir: str, split: str, per_host_batch: int,
   """One pass over every keyframe of ``split`` on this host (numpy dicts, module docstring)."""
   return make_eval_dataset(config, data_dir, split, per_host_batch, process_index=process_index,
                            process_count=process_count).as_numpy_iterator()
+
+
+def predict_batch(config, video, boxes=None, keyframe_frame: Optional[int] = None,
+                  canvas=None) -> Dict[str, np.ndarray]:
+  """The evaluation example of one keyframe of a decoded video, as a numpy batch of one.
+
+  ``video``: a ``decode.DecodedVideo`` (``decode.decode_video``); ``boxes``:
+  normalised ``(x1, y1, x2, y2)`` rows (default: the whole frame as one box);
+  ``keyframe_frame``: the centre frame of the clip (default: the middle of the
+  video); ``canvas``: ``(height, width)`` (default ``data.ava.test_canvas``, or
+  the resized frame rounded up to 32). For ``predict``: the same ops as
+  ``--mode eval``.
+  """
+  boxes = np.asarray([[0.0, 0.0, 1.0, 1.0]] if boxes is None else boxes, np.float32).reshape(-1, 4)
+  if len(boxes) > config.data.ava.max_boxes:
+    raise UserError(f'{len(boxes)} boxes, more than config.data.ava.max_boxes '
+                    f'({config.data.ava.max_boxes})')
+  if keyframe_frame is None:
+    keyframe_frame = video.num_frames // 2
+  if canvas is None:
+    canvas = tuple(config.data.ava.get('test_canvas') or ())
+    if not canvas:
+      up = lambda v: -(-v // CANVAS_MULTIPLE) * CANVAS_MULTIPLE
+      canvas = tuple(up(v) for v in _resized(video.height, video.width,
+                                             config.data.test_short_side))
+  keyframe = ava_prepare.Keyframe(0, [], [ava.Box(tuple(b), [], 1.0) for b in boxes])
+  item = ava_prepare.AvaVideo('predict', '', 0, [keyframe])
+  record = ava_prepare.serialize_segment(
+      item, video.jpegs, video.height, video.width, video.fps, video.audio,
+      video.audio_sample_rate, video.audio_start_sec, [keyframe], [keyframe_frame], 0.0)
+  canvas = (int(canvas[0]), int(canvas[1]))
+  config = _with_threshold(config, 0.0)  # the given boxes are all kept
+  example = make_eval_example(tf.constant(record), 0, config, canvas)
+  return {k: v.numpy()[None] for k, v in example.items()}
+
+
+def _with_threshold(config, threshold: float):
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.data.ava.detection_score_threshold = threshold
+  return config

@@ -335,3 +335,21 @@ def test_synthetic_detection_command_line(tmp_path, capsys):
   assert ava.read_label_map(str(tmp_path / 'annotations' / 'label_map.pbtxt'))[0] == (
       1, 'left_right')
   assert os.path.getsize(tmp_path / 'videos' / 'syn_validation_001.mp4') > 1000
+
+
+def test_predict_batch_is_the_eval_example_of_a_keyframe(raw, prepared):
+  out, _ = prepared
+  config = _config()
+  video = decode.decode_video(os.path.join(raw['video_dir'], 'syn_validation_003.mp4'),
+                              short_side=SHORT_SIDE)
+  det = ava.read_boxes(raw['detections']['validation'], detections=True, min_score=0.8)
+  boxes = [b.coords for b in sorted(det.boxes[('syn_validation_003', 902)],
+                                    key=lambda b: -b.score)][:2]
+  batch = ava_pipeline.predict_batch(config, video, boxes, keyframe_frame=60)
+  evals = [b for b in input_pipeline.create_eval_iterator(config, out, 'validation', 4)][0]
+  row = [i for i in range(4) if evals['video_index'][i] == 0 and evals['timestamp'][i] == 902]
+  for key in ('fast', 'audio', 'boxes', 'box_mask', 'image_size'):
+    np.testing.assert_allclose(batch[key][0], evals[key][row[0]], atol=1e-4, err_msg=key)
+  whole = ava_pipeline.predict_batch(config, video)  # no boxes: the whole frame
+  np.testing.assert_allclose(whole['boxes'][0, 0], [0, 0, 53, 40], atol=1e-3)
+  assert whole['box_mask'][0].tolist() == [1, 0, 0]
