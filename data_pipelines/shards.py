@@ -124,8 +124,12 @@ def tfds_features():
 
 
 def write_tfds_metadata(data_dir: str, name: str, split_lengths: Dict[str, Sequence[int]],
-                        split_bytes: Dict[str, int], description: str = '') -> None:
-  """Writes ``dataset_info.json`` / ``features.json`` so ``tfds.builder_from_directory`` works."""
+                        split_bytes: Dict[str, int], description: str = '',
+                        features=None) -> None:
+  """Writes ``dataset_info.json`` / ``features.json`` so ``tfds.builder_from_directory`` works.
+
+  ``features``: a ``tfds.features.FeaturesDict`` of the records (default: :func:`tfds_features`).
+  """
   template = tfds.core.ShardedFileTemplate(data_dir=data_dir, template=TFDS_TEMPLATE,
                                            dataset_name=name, filetype_suffix='tfrecord')
   split_infos = [
@@ -133,7 +137,7 @@ def write_tfds_metadata(data_dir: str, name: str, split_lengths: Dict[str, Seque
                           num_bytes=int(split_bytes.get(split, 0)),
                           filename_template=template.replace(split=split))
       for split, lengths in split_lengths.items()]
-  tfds.folder_dataset.write_metadata(data_dir=data_dir, features=tfds_features(),
+  tfds.folder_dataset.write_metadata(data_dir=data_dir, features=features or tfds_features(),
                                      split_infos=split_infos, filename_template=template,
                                      description=description, check_data=False)
 
