@@ -147,3 +147,40 @@ def test_gflops_at_the_papers_256x320_view(variant, paper):
   stats = model_stats(ava_configs.get_config(variant), image_size=(256, 320))
   assert abs(stats['gflops'] - paper) <= 0.05 * paper, stats
   assert 0 < stats['gflops_split']['head'] < 0.01 * stats['gflops']
+
+
+def predict_example():
+  """A keyframe example as ``ava_pipeline.predict_batch`` gives it: a 32 x 40 frame on a
+  32 x 48 canvas, two real boxes in three slots."""
+  fast = np.zeros((1, 8, 32, 48, 3), np.float32)
+  fast[0, 4, :16, :20] = 1.0  # a bright top-left quarter on the keyframe
+  return {'fast': fast, 'boxes': np.array([[[0, 0, 20, 16], [20, 16, 40, 32], [0, 0, 0, 0]]],
+                                          np.float32),
+          'box_mask': np.array([[1, 1, 0]], np.float32),
+          'image_size': np.array([[32, 40]], np.float32)}
+
+
+def test_predict_lines_and_png(tmp_path, tiny_model):
+  task = tiny_model[2]
+  scores = np.full((1, 3, 80), 0.01, np.float32)
+  scores[0, 0, [2, 7]] = [0.9, 0.5]
+  scores[0, 1, 11] = 0.8
+  scores[0, 2, 0] = 0.99  # a padded slot: never shown
+  names = [f'act{i + 1}' for i in range(80)]
+  lines = task.predict_lines(scores, predict_example(), names, k=2)
+  assert lines == ['box 0 (0.000, 0.000, 0.500, 0.500): act3 0.900, act8 0.500',
+                   'box 1 (0.500, 0.500, 1.000, 1.000): act12 0.800, act1 0.010']
+  path = str(tmp_path / 'keyframe.png')
+  assert task.plot_prediction(path, scores, predict_example(), names, (0.45,) * 3, (0.225,) * 3)
+  assert fs.read_bytes(path)[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_predict_boxes_file(tmp_path):
+  good = tmp_path / 'boxes.csv'
+  good.write_text('0.1,0.2,0.5,0.9\nvid,0902,0.5,0.5,1.0,1.0,12,0\nvid,0902,0.5,0.5,1.0,1.0,3,0\n')
+  np.testing.assert_allclose(ava.read_predict_boxes(str(good)),
+                             [[0.1, 0.2, 0.5, 0.9], [0.5, 0.5, 1.0, 1.0]])
+  bad = tmp_path / 'bad.csv'
+  bad.write_text('0.1,0.2,0.5,0.9\n10,20,50,90\n')
+  with pytest.raises(UserError, match=r'bad\.csv, line 2: .*normalised'):
+    ava.read_predict_boxes(str(bad))

@@ -284,3 +284,34 @@ def evaluate_files(groundtruth_csv: str, detections_csv: str, label_map: str,
                    read_boxes_csv(detections_csv, labels, capacity=MAX_DETECTIONS_PER_KEY,
                                   scored=True),
                    labels, excluded)
+
+
+def read_predict_boxes(path: str) -> np.ndarray:
+  """``[K, 4]`` normalised boxes of a ``predict --boxes`` CSV, in file order.
+
+  Rows are ``x1,y1,x2,y2`` (a fifth column, a score, is ignored), or AVA rows
+  ``video_id,timestamp,x1,y1,x2,y2,action_id[,...]``, whose distinct boxes are
+  taken. Every corner must lie in [0, 1] with ``x1 < x2`` and ``y1 < y2``.
+  """
+  boxes = []
+  for number, row in _rows(path):
+    if len(row) in (4, 5):
+      corners = row[:4]
+    elif len(row) in (7, 8):
+      corners = row[2:6]
+    else:
+      raise UserError(f'{path}, line {number}: expected x1,y1,x2,y2 or an AVA row '
+                      f'(video_id,timestamp,x1,y1,x2,y2,action_id[,...]), got {len(row)} columns')
+    try:
+      box = tuple(float(v) for v in corners)
+    except ValueError as e:
+      raise UserError(f'{path}, line {number}: not a number ({e})') from None
+    x1, y1, x2, y2 = box
+    if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
+      raise UserError(f'{path}, line {number}: box {box} is not normalised corners '
+                      '(0 <= x1 < x2 <= 1, 0 <= y1 < y2 <= 1)')
+    if box not in boxes:
+      boxes.append(box)
+  if not boxes:
+    raise UserError(f'{path}: no boxes')
+  return np.asarray(boxes, np.float32)

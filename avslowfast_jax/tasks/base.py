@@ -123,6 +123,29 @@ class Task:
     """The names of the scores' classes, from a prepared dataset's ``label_map.json``."""
     return list(label_map.get('labels', []))
 
+  # ------------------------------------------------------------ predict
+  def predict_inputs(self, video, boxes=None, keyframe_sec: Optional[float] = None):
+    """Model inputs of a decoded video for ``predict``; None: the classification views.
+
+    ``boxes`` (normalised ``x1, y1, x2, y2`` rows) and ``keyframe_sec`` are
+    for tasks that score boxes of a keyframe.
+    """
+    del video, boxes, keyframe_sec
+    return None
+
+  def predict_lines(self, view_scores, inputs: Mapping[str, Any], class_names,
+                    k: int = 5) -> List[str]:
+    """What ``predict`` prints for one file, from its views' scores and inputs."""
+    del inputs
+    return self.describe(self.video_scores(view_scores), class_names, k)
+
+  def plot_prediction(self, path: str, view_scores, inputs: Mapping[str, Any], class_names,
+                      mean, std) -> bool:
+    """Draws a prediction into the PNG ``path`` (``predict --png``); False if the task has
+    no drawing."""
+    del path, view_scores, inputs, class_names, mean, std
+    return False
+
   def describe(self, video_scores, class_names, k: int = 5) -> List[str]:
     """Lines that show one video's top-``k`` classes (``predict``)."""
     if isinstance(video_scores, Mapping):

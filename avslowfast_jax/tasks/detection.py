@@ -14,6 +14,7 @@ in the official CSV format.
 
 from __future__ import annotations
 
+import os
 from typing import Any, List, Mapping, Optional
 
 import jax
@@ -24,7 +25,7 @@ import optax
 from avslowfast_jax.evaluation import ava
 from avslowfast_jax.models.heads import DetectionHead
 from avslowfast_jax.tasks.base import Task, register
-from data_pipelines import fs
+from data_pipelines import ava_pipeline, fs
 from data_pipelines.errors import UserError
 
 DETECTIONS_FILE = 'detections.csv'
@@ -123,6 +124,50 @@ class Detection(Task):
           names[action - 1] = name
     return names
 
+  # ------------------------------------------------------------ predict
+  def predict_inputs(self, video, boxes=None, keyframe_sec: Optional[float] = None):
+    """The evaluation example of the keyframe at ``keyframe_sec`` (default: the middle of
+    the video) with ``boxes`` (default: the whole frame as one box)."""
+    frame = None if keyframe_sec is None else int(round(keyframe_sec * video.fps))
+    if frame is not None and not 0 <= frame < video.num_frames:
+      raise ValueError(f'keyframe at {keyframe_sec} s is outside the video '
+                       f'({video.num_frames / video.fps:.1f} s)')
+    return ava_pipeline.predict_batch(self.config, video, boxes, keyframe_frame=frame)
+
+  def predict_lines(self, view_scores, inputs, class_names, k: int = 5) -> List[str]:
+    """One line per real box: its normalised corners and top-``k`` actions."""
+    boxes, scores = _real_boxes(view_scores, inputs)
+    lines = self.describe(scores, class_names, k)
+    return [line.replace(f'box {i}:', f'box {i} ({", ".join(f"{v:.3f}" for v in box)}):', 1)
+            for i, (line, box) in enumerate(zip(lines, boxes))]
+
+  def plot_prediction(self, path, view_scores, inputs, class_names, mean, std) -> bool:
+    """The keyframe with each box and its top-3 actions."""
+    # matplotlib is the optional [plots] extra: imported only to draw.
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    height, width = (int(v) for v in inputs['image_size'][0])
+    fast = np.asarray(inputs['fast'][0])
+    frame = fast[len(fast) // 2, :height, :width] * np.asarray(std) + np.asarray(mean)
+    boxes, scores = _real_boxes(view_scores, inputs)
+    fig, ax = plt.subplots(figsize=(8, 8 * height / max(width, 1)))
+    ax.imshow(np.clip(frame, 0.0, 1.0))
+    name = lambda c: class_names[c] if class_names and c < len(class_names) else str(c + 1)
+    for i, (box, box_scores) in enumerate(zip(boxes, scores)):
+      x1, y1, x2, y2 = box * [width, height, width, height]
+      ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color='yellow', lw=2))
+      top = np.argsort(-box_scores)[:3]
+      ax.text(x1 + 2, y1 + 2, f'{i}: ' + '\n'.join(f'{name(c)} {box_scores[c]:.2f}' for c in top),
+              va='top', fontsize=8, color='black', backgroundcolor=(1, 1, 0, 0.7))
+    ax.axis('off')
+    fig.tight_layout()
+    fs.makedirs(os.path.dirname(path) or '.')
+    with fs.open(path, 'wb') as f:
+      fig.savefig(f, format='png', dpi=100)
+    plt.close(fig)
+    return True
+
   def describe(self, video_scores, class_names, k: int = 5) -> List[str]:
     """One line per box of ``[N, C]`` scores: its top-``k`` actions."""
     lines = []
@@ -131,6 +176,15 @@ class Detection(Task):
       label = lambda c: class_names[c] if class_names and c < len(class_names) else str(c + 1)
       lines.append(f'box {i}: ' + ', '.join(f'{label(c)} {scores[c]:.3f}' for c in order))
     return lines
+
+
+def _real_boxes(view_scores, inputs):
+  """``(boxes [K, 4] normalised to the frame, scores [K, C])`` of the first example's real
+  boxes."""
+  real = np.asarray(inputs['box_mask'][0]) > 0
+  height, width = (float(v) for v in inputs['image_size'][0])
+  boxes = np.asarray(inputs['boxes'][0], np.float64)[real] / [width, height, width, height]
+  return np.clip(boxes, 0.0, 1.0), np.asarray(view_scores)[0][real]
 
 
 def detection_rows(arrays: Mapping[str, np.ndarray], label_ids, capacity: int = 50):
