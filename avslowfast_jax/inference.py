@@ -10,7 +10,7 @@ inference function (:func:`make_predict_fn`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -34,24 +34,39 @@ def build(config: ml_collections.ConfigDict, conv_impl: Optional[str] = None):
 
 
 def input_specs(config: ml_collections.ConfigDict, batch, train: bool = True,
-                image_size: Optional[int] = None) -> dict:
+                image_size: Optional[Union[int, Tuple[int, int]]] = None) -> dict:
   """``ShapeDtypeStruct`` of each model input; ``batch`` may be symbolic.
 
-  The view is the training crop (``train``) or the test crop, unless
-  ``image_size`` is given.
+  The view is the task's training or test view (the square crops; a detection
+  task's test canvas), unless ``image_size`` (a side, or ``(height, width)``)
+  is given. The task adds what its head reads (detection: ``boxes``,
+  ``box_mask``).
   """
   data, arch = config.data, config.model.arch
-  size = image_size or (data.train_crop_size if train else data.test_crop_size)
+  height, width = task_view(config, image_size, train)
   specs = {}
   if arch in ('avslowfast', 'slowfast'):
     t_fast = data.num_frames
-    specs['slow'] = jax.ShapeDtypeStruct((batch, t_fast // config.model.alpha_f, size, size, 3),
-                                         jnp.float32)
-    specs['fast'] = jax.ShapeDtypeStruct((batch, t_fast, size, size, 3), jnp.float32)
+    specs['slow'] = jax.ShapeDtypeStruct(
+        (batch, t_fast // config.model.alpha_f, height, width, 3), jnp.float32)
+    specs['fast'] = jax.ShapeDtypeStruct((batch, t_fast, height, width, 3), jnp.float32)
   if arch in ('avslowfast', 'audio'):
     specs['audio'] = jax.ShapeDtypeStruct((batch, data.audio.num_frames, data.audio.num_mels, 1),
                                           jnp.float32)
+  specs.update(tasks.get_task(config).extra_input_specs(batch, train))
   return specs
+
+
+def task_view(config: ml_collections.ConfigDict,
+              image_size: Optional[Union[int, Tuple[int, int]]] = None,
+              train: bool = False) -> Tuple[int, int]:
+  """``(height, width)`` of ``image_size`` (a side or a pair), else of the task's view."""
+  if image_size is None:
+    return tuple(int(v) for v in tasks.get_task(config).view_size(train))
+  if isinstance(image_size, int):
+    return image_size, image_size
+  height, width = image_size
+  return int(height), int(width)
 
 
 def dummy_inputs(config: ml_collections.ConfigDict, batch: int = 1, train: bool = True) -> dict:

@@ -34,14 +34,24 @@ except RuntimeError:  # TF already initialised its devices (then by the caller's
 
 _MAX_INT32 = 2**31 - 1
 
+
+def _ava():
+  # Imported on use: the detection pipeline builds on this module.
+  from data_pipelines import ava_pipeline  # pylint: disable=g-import-not-at-top
+  return ava_pipeline
+
+
 def dataset_info(data_dir: str) -> dict:
   """``{'num_examples': {split: n}, 'label_map': [...], 'noun_map': [...], 'name', 'fps', ...}``."""
   meta = shards.read_metadata(data_dir)
   labels_path = fs.join(data_dir, 'label_map.json')
   labels = shards.read_json(labels_path) if fs.exists(labels_path) else {}
+  num_examples = {s: int(sum(v['lengths'])) for s, v in meta['splits'].items()}
+  if 'ava' in meta:  # an example is a keyframe with ground truth, not a record
+    num_examples = {s: int(n) for s, n in meta['ava']['num_keyframes_with_gt'].items()}
   return {
       'name': meta['name'],
-      'num_examples': {s: int(sum(v['lengths'])) for s, v in meta['splits'].items()},
+      'num_examples': num_examples,
       'label_map': list(labels.get('labels', [])),
       'noun_map': list(labels.get('nouns', [])),
       'num_classes': len(labels.get('labels', [])),
@@ -224,7 +234,12 @@ def create_train_iterator(config, data_dir: str, split: str, per_host_batch: int
   Deterministic given ``(seed, start_step)``: a resumed run sees the batches
   an uninterrupted run saw from ``start_step`` on. ``with_metadata`` adds
   ``video_id`` (bytes), ``clip_start_sec`` and ``clip_end_sec`` (for inspection).
+  A config with a ``data.ava`` section gets detection batches (data_pipelines/ava_pipeline.py).
   """
+  if 'ava' in config.data:
+    return _ava().create_train_iterator(config, data_dir, split, per_host_batch, seed=seed,
+                                        start_step=start_step, process_index=process_index,
+                                        process_count=process_count)
   dataset = make_train_dataset(config, data_dir, split, per_host_batch, seed=seed,
                                start_step=start_step, process_index=process_index,
                                process_count=process_count, with_metadata=with_metadata)
@@ -528,8 +543,12 @@ def create_eval_iterator(config, data_dir: str, split: str, per_host_batch: int,
   Each video gives ``num_test_clips * num_test_crops`` views tagged with
   ``video_index`` (global over hosts) and ``view_index``; rows with
   ``valid == 0`` pad the last batches so every host yields the same number of
-  batches and every view is evaluated exactly once.
+  batches and every view is evaluated exactly once. A config with a ``data.ava``
+  section gets one detection example per keyframe (data_pipelines/ava_pipeline.py).
   """
+  if 'ava' in config.data:
+    return _ava().create_eval_iterator(config, data_dir, split, per_host_batch,
+                                       process_index=process_index, process_count=process_count)
   return make_eval_dataset(config, data_dir, split, per_host_batch, process_index=process_index,
                            process_count=process_count,
                            with_metadata=with_metadata).as_numpy_iterator()

@@ -139,12 +139,13 @@ def plan_shards(items: Sequence[adapters.VideoItem], output_dir: str, name: str,
   return tasks
 
 
-def _run_local(tasks: List[ShardTask], num_workers: int, total_videos: int) -> None:
+def _run_local(tasks: List[ShardTask], num_workers: int, total_videos: int,
+               worker=process_shard) -> None:
   bar = tqdm(total=total_videos, unit='video', desc='prepare', dynamic_ncols=True,
              file=sys.stderr)
   if num_workers <= 0:
     for task in tasks:
-      report = process_shard(task)
+      report = worker(task)
       bar.update(len(report['entries']))
     bar.close()
     return
@@ -153,7 +154,7 @@ def _run_local(tasks: List[ShardTask], num_workers: int, total_videos: int) -> N
   with context.Manager() as manager:
     progress = manager.Queue()
     with context.Pool(num_workers) as pool:
-      result = pool.starmap_async(process_shard, [(t, progress) for t in tasks], chunksize=1)
+      result = pool.starmap_async(worker, [(t, progress) for t in tasks], chunksize=1)
       while not result.ready():
         try:
           progress.get(timeout=0.2)
@@ -167,7 +168,7 @@ def _run_local(tasks: List[ShardTask], num_workers: int, total_videos: int) -> N
   bar.close()
 
 
-def _run_beam(tasks: List[ShardTask], beam_options: Sequence[str]) -> None:
+def _run_beam(tasks: List[ShardTask], beam_options: Sequence[str], worker=process_shard) -> None:
   try:  # the optional [beam] extra
     import apache_beam as beam  # pylint: disable=g-import-not-at-top
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
@@ -178,7 +179,7 @@ def _run_beam(tasks: List[ShardTask], beam_options: Sequence[str]) -> None:
     _ = (pipeline
          | 'Shards' >> beam.Create(tasks)
          | 'Reshuffle' >> beam.Reshuffle()
-         | 'Prepare' >> beam.Map(process_shard))
+         | 'Prepare' >> beam.Map(worker))
 
 
 def finalize(output_dir: str, name: str, tasks: Sequence[ShardTask], label_names: Sequence[str],
@@ -263,7 +264,7 @@ def main(argv=None):
   parser.add_argument('--output_dir', required=True)
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument('--manifest', nargs='+', help='CSV path,label[,start_sec,end_sec][,split]')
-  source.add_argument('--dataset', choices=adapters.DATASETS[1:])
+  source.add_argument('--dataset', choices=adapters.DATASETS[1:] + ('ava',))
   parser.add_argument('--annotations', nargs='+', default=[],
                       help='annotation files (Kinetics/EPIC/Charades CSVs) or the split folder '
                            '(UCF101, HMDB51)')
@@ -275,18 +276,44 @@ def main(argv=None):
   parser.add_argument('--classes', default=None, help='Charades_v1_classes.txt')
   parser.add_argument('--name', default=None, help='dataset name (file prefix)')
   parser.add_argument('--num_workers', type=int, default=max(1, (os.cpu_count() or 2) - 1))
-  parser.add_argument('--videos_per_shard', type=int, default=32)
+  parser.add_argument('--videos_per_shard', type=int, default=None,
+                      help='default 32 (ava: 1, a 15-minute video makes ~110 records)')
   parser.add_argument('--fps', type=float, default=30.0)
   parser.add_argument('--short_side', type=int, default=320)
   parser.add_argument('--jpeg_quality', type=int, default=90)
   parser.add_argument('--sample_rate', type=int, default=16000)
   parser.add_argument('--min_frames', type=int, default=64)
   parser.add_argument('--runner', choices=('local', 'beam'), default='local')
+  ava = parser.add_argument_group('--dataset ava (data_pipelines/ava_prepare.py)')
+  ava.add_argument('--ava_groundtruth', nargs='+', default=[], metavar='SPLIT=CSV',
+                   help='ground-truth box CSVs, e.g. train=ava_train_v2.2.csv')
+  ava.add_argument('--ava_detections', nargs='+', default=[], metavar='SPLIT=CSV',
+                   help='detected person boxes (score in the last column)')
+  ava.add_argument('--ava_excluded', nargs='+', default=[], metavar='SPLIT=CSV',
+                   help='excluded timestamps (evaluation only)')
+  ava.add_argument('--ava_segment_sec', type=int, default=8,
+                   help='seconds of keyframes per record')
+  ava.add_argument('--ava_margin_sec', type=float, default=1.1,
+                   help='frames and audio stored before the first and after the last keyframe '
+                   'of a record (>= half the longest clip)')
+  ava.add_argument('--ava_video_start_sec', type=float, default=900,
+                   help='source time of the first frame of the video files (AVA cut: 900)')
+  ava.add_argument('--max_boxes', type=int, default=16,
+                   help='boxes of each kind kept per keyframe (the rest are counted, dropped); '
+                   'at most the config\'s data.ava.max_boxes')
+  ava.add_argument('--detection_score_threshold', type=float, default=0.8,
+                   help='detected boxes below this score are not stored')
   parser.add_argument('--beam_options', nargs='*', default=[],
                       help='Beam pipeline options in one quoted string after "=" (so that '
                            'they are not read as this command\'s flags), e.g. '
                            '--beam_options="--runner=DataflowRunner --project=P --region=R"')
   args = parser.parse_args(argv)
+  if args.dataset == 'ava':
+    # Imported here: AVA's preparation builds on this module.
+    from data_pipelines import ava_prepare  # pylint: disable=g-import-not-at-top
+    report = ava_prepare.main_from_args(args)
+    print(json.dumps(report['summary']))
+    return
   for flag, paths in (('--manifest', args.manifest or []), ('--annotations', args.annotations),
                       ('--label_map', [args.label_map] if args.label_map else []),
                       ('--classes', [args.classes] if args.classes else []),
@@ -315,7 +342,7 @@ def main(argv=None):
                            min_frames=args.min_frames)
   report = prepare(items, args.output_dir, name=args.name or args.dataset or 'videos',
                    label_names=labels, noun_names=nouns, options=options,
-                   num_workers=args.num_workers, videos_per_shard=args.videos_per_shard,
+                   num_workers=args.num_workers, videos_per_shard=args.videos_per_shard or 32,
                    runner=args.runner,
                    beam_options=[o for text in args.beam_options for o in shlex.split(text)])
   print(json.dumps(report['summary']))

@@ -133,8 +133,11 @@ def tfds_features():
 
 
 def write_tfds_metadata(data_dir: str, name: str, split_lengths: Dict[str, Sequence[int]],
-                        split_bytes: Dict[str, int], description: str = '') -> None:
+                        split_bytes: Dict[str, int], description: str = '',
+                        features=None) -> None:
   """Writes ``dataset_info.json`` / ``features.json`` so ``tfds.builder_from_directory`` works.
+
+  ``features``: a ``tfds.features.FeaturesDict`` of the records (default: :func:`tfds_features`).
 
   TFDS writes through etils.epath, which knows local paths and gs:// but not
   every filesystem TensorFlow has (ram://, ...): the metadata is written into
@@ -153,7 +156,7 @@ def write_tfds_metadata(data_dir: str, name: str, split_lengths: Dict[str, Seque
                             num_bytes=int(split_bytes.get(split, 0)),
                             filename_template=template.replace(split=split))
         for split, lengths in split_lengths.items()]
-    tfds.folder_dataset.write_metadata(data_dir=scratch, features=tfds_features(),
+    tfds.folder_dataset.write_metadata(data_dir=scratch, features=features or tfds_features(),
                                        split_infos=split_infos, filename_template=template,
                                        description=description, check_data=False)
     for filename in sorted(os.listdir(scratch)):

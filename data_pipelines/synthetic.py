@@ -4,6 +4,8 @@
 (H.264 video + AAC mono audio at 16 kHz, through PyAV), a ``manifest.csv``
 (``path,label,split``; the format ``data_pipelines.prepare`` consumes) and a
 ``classes.json``. Everything is a deterministic function of ``--seed``.
+With ``--detection`` it writes the AVA-format detection dataset instead
+(data_pipelines/synthetic_detection.py).
 
 The classes come in three groups. Inside a group, every class draws the
 modality it does *not* need from one shared generator that never sees the
@@ -536,8 +538,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
   parser.add_argument('--num_videos', type=int, default=20,
                       help='videos per class over all splits (default 20: 16 train + 4 validation)')
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--size', type=_parse_size, default=(96, 72), help='WIDTHxHEIGHT, both even')
-  parser.add_argument('--duration_sec', type=float, default=3.0)
+  parser.add_argument('--size', type=_parse_size, default=None,
+                      help='WIDTHxHEIGHT, both even (default 96x72)')
+  parser.add_argument('--duration_sec', type=float, default=None, help='default 3')
   parser.add_argument('--fps', type=int, default=30)
   parser.add_argument('--sample_rate', type=int, default=16000)
   parser.add_argument('--val_fraction', type=float, default=0.2)
@@ -545,10 +548,27 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
   parser.add_argument('--classes', default='',
                       help=f'comma-separated subset of {",".join(CLASS_NAMES)} (default: all)')
   parser.add_argument('--no_progress', action='store_true')
+  parser.add_argument('--detection', action='store_true',
+                      help='write the AVA-format detection dataset instead (moving actors with '
+                      'boxes; data_pipelines/synthetic_detection.py); --num_videos then counts '
+                      'videos over both splits, --size defaults to 128x96, --duration_sec to 4')
   args = parser.parse_args(argv)
+  if args.detection:
+    # Imported here: the detection mode builds on this module's patterns.
+    from data_pipelines import synthetic_detection  # pylint: disable=g-import-not-at-top
+    files = synthetic_detection.generate(
+        args.output_dir, args.num_videos, args.seed, size=args.size or (128, 96),
+        duration_sec=args.duration_sec or 4.0,
+        fps=args.fps, sample_rate=args.sample_rate, val_fraction=args.val_fraction,
+        classes=[c for c in args.classes.split(',') if c] or None,
+        progress=not args.no_progress)
+    print(f'Wrote {args.output_dir}; prepare it with:')
+    print(synthetic_detection.prepare_command(args.output_dir, files,
+                                              os.path.join(args.output_dir, 'prepared')))
+    return files['label_map']
   manifest = generate(
-      args.output_dir, args.num_videos, args.seed, size=args.size,
-      duration_sec=args.duration_sec, fps=args.fps, sample_rate=args.sample_rate,
+      args.output_dir, args.num_videos, args.seed, size=args.size or (96, 72),
+      duration_sec=args.duration_sec or 3.0, fps=args.fps, sample_rate=args.sample_rate,
       val_fraction=args.val_fraction, test_fraction=args.test_fraction,
       classes=[c for c in args.classes.split(',') if c] or None, progress=not args.no_progress)
   print(f'Wrote {manifest} and {fs.join(args.output_dir, CLASSES_NAME)}')

@@ -39,7 +39,7 @@ def evaluate(config: ml_collections.ConfigDict, model, task: Task, variables, me
   split = split or config.data.eval_split
   per_host = parallel.per_process_batch(config.eval.batch_size)
   predict = inference.make_predict_fn(model, task)
-  kept_keys = ('video_index', 'valid', *task.label_keys)
+  kept_keys = tuple(task.eval_keys)
 
   def eval_step(variables, batch):
     scores = predict(variables, inference.model_inputs(config, batch))['scores']
@@ -48,7 +48,7 @@ def evaluate(config: ml_collections.ConfigDict, model, task: Task, variables, me
   var_shardings = jax.tree.map(lambda x: x.sharding, variables)
   eval_step = jax.jit(eval_step, in_shardings=(var_shardings, parallel.batch_sharding(mesh)),
                       out_shardings=parallel.replicated(mesh))
-  evaluation = task.evaluation()
+  evaluation = task.evaluation(split)
   data = input_pipeline.create_eval_iterator(
       config, config.data.data_dir, split, per_host, process_index=jax.process_index(),
       process_count=jax.process_count())
@@ -101,5 +101,7 @@ def run_eval_mode(config: ml_collections.ConfigDict, workdir: str) -> dict:
            'aggregate': config.eval.aggregate}
   if jax.process_index() == 0:
     path = write_results(workdir, metrics, arrays, extra)
-    logging.info('Wrote %s: %s', path, {k: v for k, v in metrics.items() if np.isscalar(v)})
+    written = task.write_outputs(workdir, arrays)  # e.g. AVA's detections.csv
+    logging.info('Wrote %s: %s', ', '.join([path, *written]),
+                 {k: v for k, v in metrics.items() if np.isscalar(v)})
   return metrics

@@ -13,7 +13,7 @@ Adding a task: write a module in ``avslowfast_jax/tasks/`` with a
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Type
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import jax
 import numpy as np
@@ -60,6 +60,23 @@ class Task:
   def __init__(self, config):
     self.config = config
 
+  @property
+  def eval_keys(self) -> Sequence[str]:
+    """The batch keys an evaluation keeps next to the scores (its accumulator reads them)."""
+    return ('video_index', 'valid', *self.label_keys)
+
+  # ------------------------------------------------------------- inputs
+  def view_size(self, train: bool) -> Tuple[int, int]:
+    """``(height, width)`` of the frames the model sees: the train or test crop."""
+    data = self.config.data
+    size = data.train_crop_size if train else data.test_crop_size
+    return size, size
+
+  def extra_input_specs(self, batch, train: bool) -> dict:
+    """``ShapeDtypeStruct`` of inputs the head reads besides the frames and audio."""
+    del batch, train
+    return {}
+
   # ------------------------------------------------------------ model side
   def head(self) -> Optional[nn.Module]:
     """The head module the network calls as ``head(aux, inputs, train)`` (params ``head/``)."""
@@ -87,9 +104,15 @@ class Task:
     """What an evaluation reports, from per-video scores and targets (numpy)."""
     raise NotImplementedError
 
-  def evaluation(self) -> 'VideoEvaluation':
-    """A fresh accumulator of one evaluation pass."""
+  def evaluation(self, split: Optional[str] = None) -> 'VideoEvaluation':
+    """A fresh accumulator of one evaluation pass over ``split``."""
+    del split
     return VideoEvaluation(self)
+
+  def write_outputs(self, out_dir: str, arrays: Mapping[str, np.ndarray]) -> List[str]:
+    """Writes task-specific result files of an evaluation into ``out_dir``; their paths."""
+    del out_dir, arrays
+    return []
 
   def video_scores(self, view_scores):
     """One video's scores from its views' scores (``[V, ...]``), as evaluation aggregates."""
@@ -99,6 +122,29 @@ class Task:
   def class_names(self, label_map: Mapping[str, Any]):
     """The names of the scores' classes, from a prepared dataset's ``label_map.json``."""
     return list(label_map.get('labels', []))
+
+  # ------------------------------------------------------------ predict
+  def predict_inputs(self, video, boxes=None, keyframe_sec: Optional[float] = None):
+    """Model inputs of a decoded video for ``predict``; None: the classification views.
+
+    ``boxes`` (normalised ``x1, y1, x2, y2`` rows) and ``keyframe_sec`` are
+    for tasks that score boxes of a keyframe.
+    """
+    del video, boxes, keyframe_sec
+    return None
+
+  def predict_lines(self, view_scores, inputs: Mapping[str, Any], class_names,
+                    k: int = 5) -> List[str]:
+    """What ``predict`` prints for one file, from its views' scores and inputs."""
+    del inputs
+    return self.describe(self.video_scores(view_scores), class_names, k)
+
+  def plot_prediction(self, path: str, view_scores, inputs: Mapping[str, Any], class_names,
+                      mean, std) -> bool:
+    """Draws a prediction into the PNG ``path`` (``predict --png``); False if the task has
+    no drawing."""
+    del path, view_scores, inputs, class_names, mean, std
+    return False
 
   def describe(self, video_scores, class_names, k: int = 5) -> List[str]:
     """Lines that show one video's top-``k`` classes (``predict``)."""

@@ -9,7 +9,7 @@ r"""Parameter count and GFLOPs (multiply-adds) of a configured model.
       --config configs/kinetics.py:avslowfast_8x8_r50 [--remat none,blocks]
 
 prints one JSON line: ``params``, ``gflops`` (multiply-adds per view at the
-test view, ``data.test_crop_size``; the SlowFast papers' convention, which
+task's test view, ``data.test_crop_size``, or ``--view``; the SlowFast papers' convention, which
 counts convolutions and matrix products, not BN/ReLU/pooling) and the split
 per pathway. The count is exact for the traced program: every
 ``conv_general_dilated`` and ``dot_general`` of the jaxpr of an eval forward
@@ -106,8 +106,9 @@ def count_macs(jaxpr, split: dict, prefix: str = '') -> None:
       count_macs(sub, split, scope + '/')
 
 
-def model_stats(config, image_size: int | None = None) -> dict:
-  """``{'params', 'gflops', 'gflops_split', 'params_split'}`` of ``config``."""
+def model_stats(config, image_size=None) -> dict:
+  """``{'params', 'gflops', 'gflops_split', 'params_split'}`` of ``config`` at the task's test
+  view, or ``image_size`` (a side or ``(height, width)``)."""
   model, _ = inference.build(config, conv_impl='native')
   inputs = inference.input_specs(config, 1, train=False, image_size=image_size)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)
@@ -142,6 +143,9 @@ def abstract_batch(config, batch: int) -> dict:
   specs['label'] = jax.ShapeDtypeStruct((batch,), jnp.int32)
   specs['noun_label'] = jax.ShapeDtypeStruct((batch,), jnp.int32)
   specs['audio_mask'] = jax.ShapeDtypeStruct((batch,), jnp.float32)
+  if 'boxes' in specs:  # detection: per-box multi-hot labels
+    specs['box_labels'] = jax.ShapeDtypeStruct(
+        (*specs['box_mask'].shape, config.model.num_classes), jnp.float32)
   if 'audio' in specs:
     specs['audio_shifted'] = specs['audio']
   return specs
@@ -191,9 +195,14 @@ def main(argv):
     for row in memory_report(config, _BATCH.value, tuple(_DTYPES.value), tuple(_REMATS.value)):
       print(json.dumps(row), flush=True)
     return
-  stats = model_stats(config)
+  view = tuple(int(v) for v in _VIEW.value) if _VIEW.value else None
+  if view is not None and len(view) not in (1, 2):
+    raise errors.UserError(f'--view={",".join(_VIEW.value)}: expected SIZE or HEIGHT,WIDTH')
+  size = None if view is None else (view[0] if len(view) == 1 else view)
+  stats = model_stats(config, image_size=size)
   stats['arch'] = config.model.arch
-  stats['view'] = [config.data.num_frames, config.data.test_crop_size]
+  height, width = inference.task_view(config, size)
+  stats['view'] = [config.data.num_frames, height, width]
   print(json.dumps(stats))
 
 
@@ -205,4 +214,6 @@ if __name__ == '__main__':
   _BATCH = flags.DEFINE_integer('batch_size', 2, '--memory: clips per device.')
   _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], '--memory: model.dtype values.')
   _REMATS = flags.DEFINE_list('remat', ['none', 'blocks'], '--memory: model.remat values.')
+  _VIEW = flags.DEFINE_list('view', None, 'SIZE or HEIGHT,WIDTH of the counted view (default: '
+                            "the task's test view; AVA's Table 7 counts 256,320).")
   errors.run_absl(main)

@@ -1,0 +1,97 @@
+r"""AVA spatio-temporal action detection, fine-tuned from Kinetics-400 (paper Table 7, A.7).
+
+Variants: ``slowfast_4x16_r50``, ``avslowfast_4x16_r50``, ``slowfast_8x8_r101_nl``,
+``avslowfast_8x8_r101_nl`` (with a ``tiny_`` prefix: the few-thousand-parameter
+model of the tests), e.g.
+
+  python -m data_pipelines.prepare --dataset ava --data_dir /data/ava_shards ...
+  python -m avslowfast_jax.main --config configs/ava.py:avslowfast_4x16_r50 \
+      --workdir /tmp/ava --config.data.data_dir=/data/ava_shards \
+      --config.train.init_from=/tmp/k400_4x16_r50
+  python -m avslowfast_jax.main --config configs/ava.py:avslowfast_4x16_r50 \
+      --workdir /tmp/ava --config.data.data_dir=/data/ava_shards --mode eval
+
+Recipe (paper appendix A.7): initialise from the Kinetics model of the same
+instantiation (``train.init_from``; the head is new), 52k iterations at lr 0.4
+for a global batch of 256 (16 clips on each of 16 machines); the lr follows
+``train.batch_size`` linearly from that reference. The paper gives no
+schedule beyond this; the shape follows PySlowFast's AVA configs
+(``configs/AVA/SLOWFAST_32x2_R50_SHORT.yaml``: linear warm-up over the first
+quarter from 1/800 of the lr, x0.1 at half and at three quarters, weight
+decay 1e-7, none on BatchNorm), stretched over the 52k iterations.
+
+Model (PySlowFast's AVA configs): res5 with spatial stride 1 and dilation 2
+(``RESNET.SPATIAL_STRIDES``/``SPATIAL_DILATIONS``), so res5 is at 1/16 of the
+input; the ``ava`` task's head pools every box with RoIAlign (7x7, aligned,
+adaptive sampling) and classifies 80 actions with per-class sigmoids. Audio
+reaches a box's classifier through the laterals and the pooled audio feature
+appended to the box's feature (``model.audio_pool5``; ``=False`` for
+laterals only). Training uses the ground-truth boxes (``data.ava.
+train_use_detected_boxes`` adds detected ones above
+``train_detection_score_threshold``); evaluation the detected person boxes
+scored at least ``detection_score_threshold`` (0.8), on the whole frame with
+short side 256 padded to ``data.ava.test_canvas``.
+
+GFLOPs at the paper's 256x320 view (Table 7 reports 65.7, 67.1, 184, 210):
+
+  python -m avslowfast_jax.tools.model_stats --config configs/ava.py:avslowfast_4x16_r50 \
+      --view 256,320
+"""
+
+import ml_collections
+
+from configs import common
+from data_pipelines.errors import UserError
+
+VARIANTS = tuple(f'{prefix}{arch}_{inst}' for prefix in ('', 'tiny_')
+                 for arch in ('avslowfast', 'slowfast') for inst in ('4x16_r50', '8x8_r101_nl'))
+
+# Global batch and lr of the paper's recipe (appendix A.7).
+REFERENCE_BATCH = 256
+BASE_LR = 0.4
+TOTAL_STEPS = 52000
+
+
+def get_config(variant: str = 'avslowfast_4x16_r50'):
+  c = common.base_config()
+  tiny, name = common.split_tiny(variant)
+  if variant not in VARIANTS:
+    raise UserError(f'configs/ava.py has no variant {variant!r}; expected one of '
+                           f'{", ".join(VARIANTS)}')
+  common.set_instantiation(c, name)
+  c.task = 'ava'
+  c.data.name = 'ava'
+  c.model.num_classes = 80
+  c.model.res5_spatial_stride = 1
+  c.model.res5_dilation = 2
+  c.model.dropout_rate = 0.5
+
+  a = c.data.ava = ml_collections.ConfigDict()
+  a.max_boxes = 16  # boxes per clip (static); more are dropped and counted by prepare
+  a.detection_score_threshold = 0.8  # detected boxes kept at evaluation
+  a.train_use_detected_boxes = False
+  a.train_detection_score_threshold = 0.9
+  # Evaluation frames: short side test_short_side (256), the whole frame, padded at the
+  # bottom/right to this static (height, width) canvas (16:9 frames are 256 x 455).
+  a.test_canvas = (256, 464)
+  c.data.num_test_clips = 1
+  c.data.num_test_crops = 1
+
+  t = c.train
+  t.batch_size = REFERENCE_BATCH
+  t.reference_batch_size = REFERENCE_BATCH
+  t.base_lr = BASE_LR
+  t.total_steps = TOTAL_STEPS
+  t.schedule = 'steps'
+  t.warmup_steps = TOTAL_STEPS // 4
+  t.warmup_start_lr = BASE_LR / 800
+  t.lr_decay_steps = (TOTAL_STEPS // 2, TOTAL_STEPS * 3 // 4)
+  t.weight_decay = 1e-7
+  t.best_metric = 'mAP'
+  t.eval_every_steps = 4000
+  t.checkpoint_every_steps = 2000
+  t.init_skip = ('head',)
+  c.eval.batch_size = 16
+  if tiny:
+    common.tiny_model(c)
+  return c
