@@ -108,14 +108,21 @@ def _place_actors(rng, actions, num_frames, fps, width, height) -> List[Actor]:
 
 
 def _pattern(rng, action, times, box_h, box_w, flash):
-  """Coverage ``[T, box_h, box_w]`` of the action's pattern inside the box."""
+  """Coverage ``[T, box_h, box_w]`` of the action's pattern inside the box.
+
+  Drawn at half resolution and doubled: a box holds one or two large shapes
+  rather than a fine texture, which a tiny network at low resolution can see.
+  """
   modality = _modality(action)
+  h, w = -(-box_h // 2), -(-box_w // 2)
   # pylint: disable=protected-access
   if modality == 'visual':
-    return synthetic._bar_field(rng, action, times, box_h, box_w)
-  if modality == 'audio':
-    return synthetic._disk_field(rng, times, box_h, box_w)
-  return synthetic._square_field(rng, times, box_h, box_w, flash)
+    cover = synthetic._bar_field(rng, action, times, h, w)
+  elif modality == 'audio':
+    cover = synthetic._disk_field(rng, times, h, w)
+  else:
+    cover = synthetic._square_field(rng, times, h, w, flash)
+  return cover.repeat(2, axis=1).repeat(2, axis=2)[:, :box_h, :box_w]
 
 
 def _sound(rng, action: Optional[str], t, sr, onsets):
