@@ -205,7 +205,7 @@ def process_ava_shard(task: AvaShardTask, progress_queue=None) -> dict:
   tf.config.set_visible_devices([], 'GPU')
   prepare._quiet_ffmpeg()  # pylint: disable=protected-access
   o, a = task.options, task.ava
-  final = os.path.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
+  final = fs.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
                                                               task.count))
   tmp = f'{final}.tmp-{os.getpid()}'
   entries, records = [], []
@@ -252,9 +252,9 @@ def process_ava_shard(task: AvaShardTask, progress_queue=None) -> dict:
       entries.append(entry)
       if progress_queue is not None:
         progress_queue.put(1)
-  os.replace(tmp, final)
+  fs.rename(tmp, final, overwrite=True)
   report = {'split': task.split, 'shard': task.index, 'file': os.path.basename(final),
-            'num_examples': len(records), 'num_bytes': os.path.getsize(final),
+            'num_examples': len(records), 'num_bytes': fs.size(final),
             'entries': entries, 'records': records}
   shards.write_json_atomic(prepare._progress_path(task.output_dir, task.split, task.index),  # pylint: disable=protected-access
                            report)
@@ -343,7 +343,7 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
     plans[split], ground_truth[split] = plan_split(
         groundtruth.get(split), detections.get(split), video_dir, videos_on_disk, ava_options,
         counts[split])
-  os.makedirs(os.path.join(output_dir, '_progress'), exist_ok=True)
+  fs.makedirs(fs.join(output_dir, '_progress'))
   tasks = []
   for split in splits:
     videos = plans[split]
@@ -352,7 +352,7 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
     tasks += [AvaShardTask(output_dir, name, split, i, count, videos[bounds[i]:bounds[i + 1]],
                            options, ava_options) for i in range(count)]
   todo = [t for t in tasks
-          if not os.path.exists(prepare._progress_path(output_dir, t.split, t.index))]  # pylint: disable=protected-access
+          if not fs.exists(prepare._progress_path(output_dir, t.split, t.index))]  # pylint: disable=protected-access
   start = time.time()
   if runner == 'beam':
     prepare._run_beam(todo, beam_options, worker=process_ava_shard)  # pylint: disable=protected-access
@@ -434,8 +434,8 @@ def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, count
   report = {'summary': summary, 'ava': per_split, 'max_boxes': ava_options.max_boxes,
             'skipped': skipped, 'repaired': repaired,
             'options': dataclasses.asdict(options), 'ava_options': dataclasses.asdict(ava_options)}
-  shards.write_json_atomic(os.path.join(output_dir, 'prepare_report.json'), report)
-  shards.write_json_atomic(os.path.join(output_dir, 'label_map.json'),
+  shards.write_json_atomic(fs.join(output_dir, 'prepare_report.json'), report)
+  shards.write_json_atomic(fs.join(output_dir, 'label_map.json'),
                            {'labels': class_names, 'nouns': []})
   meta = {'format_version': shards.FORMAT_VERSION, 'name': name, 'fps': options.fps,
           'short_side': options.short_side, 'audio_sample_rate': options.sample_rate,
@@ -445,7 +445,7 @@ def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, count
                   'num_keyframes': {s: v['keyframes_written'] for s, v in per_split.items()},
                   'num_keyframes_with_gt': {s: v['keyframes_with_gt']
                                             for s, v in per_split.items()}}}
-  shards.write_json_atomic(os.path.join(output_dir, 'shards.json'), meta)
+  shards.write_json_atomic(fs.join(output_dir, 'shards.json'), meta)
   shards.write_tfds_metadata(output_dir, name, {s: v['lengths'] for s, v in splits.items()},
                              {s: v['num_bytes'] for s, v in splits.items()},
                              description=f'AVSlowFast prepared AVA segments ({name})',
@@ -472,7 +472,7 @@ def _print_report(report: dict, output_dir: str) -> None:
     print(f"  skipped {e['path']}: {e['reason']}")
   for e in report['repaired']:
     print(f"  repaired {e['path']}: {'; '.join(e['repairs'])}")
-  print(f"report: {os.path.join(output_dir, 'prepare_report.json')}")
+  print(f"report: {fs.join(output_dir, 'prepare_report.json')}")
 
 
 def main_from_args(args) -> dict:
@@ -498,5 +498,5 @@ def main_from_args(args) -> dict:
     reasons = sorted({e['reason'] for e in report['skipped']})
     raise UserError(f"none of the {report['summary']['num_inputs']} videos could be prepared "
                     f"(reasons: {'; '.join(reasons[:3])}); see "
-                    f"{os.path.join(args.output_dir, 'prepare_report.json')}")
+                    f"{fs.join(args.output_dir, 'prepare_report.json')}")
   return report

@@ -7,8 +7,10 @@ inside the test budget. The trained model must beat, by a clear margin, the
 constant-score baseline: the same detected boxes and classes, every score equal.
 """
 
+import io
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -52,7 +54,7 @@ def _constant_scores(detections_csv, out_csv):
 
 
 @pytest.mark.slow
-def test_prepare_train_eval_export_predict(tmp_path, capsys):
+def test_prepare_train_eval_export_predict(tmp_path):
   raw = synthetic_detection.generate(str(tmp_path / 'raw'), num_videos=20, size=(64, 48),
                                      duration_sec=3.0, val_fraction=0.3, classes=CLASSES,
                                      progress=False)
@@ -78,14 +80,16 @@ def test_prepare_train_eval_export_predict(tmp_path, capsys):
   _constant_scores(detections, constant)
   baseline = ava_eval.evaluate_files(files['groundtruth'], constant, files['label_map'],
                                      files['excluded'])['mAP']
-  print(f'frame mAP: tiny model {metrics["mAP"]:.3f}, constant scores {baseline:.3f}')
+  print(f'frame mAP: tiny model {metrics["mAP"]:.3f}, constant scores {baseline:.3f}',
+        file=sys.stderr)
   assert metrics['mAP'] > baseline + 0.1, (metrics['mAP'], baseline)
 
   export_dir = main_lib.export_checkpoint(config, workdir, str(tmp_path / 'export'))
   video = os.path.join(raw['video_dir'], 'syn_validation_019.mp4')
   png = str(tmp_path / 'keyframe.png')
-  capsys.readouterr()
-  assert predict.main(['--model', export_dir, '--keyframe_sec', '1', '--png', png, video]) == 0
-  lines = capsys.readouterr().out.strip().splitlines()
-  assert lines and lines[0].startswith(video + ': box 0 (0.000, 0.000, 1.000, 1.000):')
+  out = io.StringIO()
+  assert predict.predict_files(export_dir, [video], 2, out=out, keyframe_sec=1.0, png=png) == 0
+  lines = out.getvalue().strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(video + ': box 0 (0.000, 0.000, 1.000, 1.000):')
+  assert all(name in lines[0] for name in CLASSES)
   assert os.path.getsize(png) > 1000
