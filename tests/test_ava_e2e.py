@@ -90,6 +90,6 @@ def test_prepare_train_eval_export_predict(tmp_path):
   out = io.StringIO()
   assert predict.predict_files(export_dir, [video], 2, out=out, keyframe_sec=1.0, png=png) == 0
   lines = out.getvalue().strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith(video + ': box 0 (0.000, 0.000, 1.000, 1.000):')
+  assert lines[0].startswith(video + ': box 0 (0.000, 0.000, 1.000, 1.000):')
   assert all(name in lines[0] for name in CLASSES)
-  assert os.path.getsize(png) > 1000
+  assert lines[1] == f'{video}: drew {png}' and os.path.getsize(png) > 1000
