@@ -20,10 +20,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from avslowfast_jax.evaluation import evaluator  # pylint: disable=wrong-import-position
-from avslowfast_jax.train import trainer  # pylint: disable=wrong-import-position
-from configs import ava as ava_configs  # pylint: disable=wrong-import-position
-from data_pipelines import ava_prepare, errors, fs, prepare, synthetic_detection  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+from avslowfast_jax.evaluation import evaluator
+from avslowfast_jax.train import trainer
+from configs import ava as ava_configs
+from data_pipelines import ava_prepare, errors, fs, prepare, synthetic_detection
 
 CLASSES = ('left_right', 'up_down', 'whistle', 'hum')
 

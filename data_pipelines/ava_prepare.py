@@ -56,6 +56,9 @@ import tensorflow_datasets as tfds
 from data_pipelines import adapters, ava, decode, fs, prepare, shards
 from data_pipelines.errors import UserError
 
+# This module extends prepare.py and shares its private helpers.
+# pylint: disable=protected-access
+
 DEFAULT_MAX_BOXES = 16  # configs/ava.py's data.ava.max_boxes
 
 
@@ -203,7 +206,7 @@ def process_ava_shard(task: AvaShardTask, progress_queue=None) -> dict:
   Never raises for a bad video: it is recorded with the reason and skipped.
   """
   tf.config.set_visible_devices([], 'GPU')
-  prepare._quiet_ffmpeg()  # pylint: disable=protected-access
+  prepare._quiet_ffmpeg()
   o, a = task.options, task.ava
   final = fs.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
                                                               task.count))
@@ -256,7 +259,7 @@ def process_ava_shard(task: AvaShardTask, progress_queue=None) -> dict:
   report = {'split': task.split, 'shard': task.index, 'file': os.path.basename(final),
             'num_examples': len(records), 'num_bytes': fs.size(final),
             'entries': entries, 'records': records}
-  shards.write_json_atomic(prepare._progress_path(task.output_dir, task.split, task.index),  # pylint: disable=protected-access
+  shards.write_json_atomic(prepare._progress_path(task.output_dir, task.split, task.index),
                            report)
   return report
 
@@ -299,7 +302,7 @@ def plan_split(gt_path: Optional[str], det_path: Optional[str], video_dir: str,
   videos = []
   for number, video_id in enumerate(sorted(by_video)):
     keyframes = [by_video[video_id][s] for s in sorted(by_video[video_id])]
-    path = adapters._resolve(videos_on_disk, video_dir, video_id)  # pylint: disable=protected-access
+    path = adapters._resolve(videos_on_disk, video_dir, video_id)
     videos.append(AvaVideo(video_id, path, number, keyframes))
   counts['videos'] = len(videos)
   counts['keyframes'] = sum(len(v.keyframes) for v in videos)
@@ -352,12 +355,12 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
     tasks += [AvaShardTask(output_dir, name, split, i, count, videos[bounds[i]:bounds[i + 1]],
                            options, ava_options) for i in range(count)]
   todo = [t for t in tasks
-          if not fs.exists(prepare._progress_path(output_dir, t.split, t.index))]  # pylint: disable=protected-access
+          if not fs.exists(prepare._progress_path(output_dir, t.split, t.index))]
   start = time.time()
   if runner == 'beam':
-    prepare._run_beam(todo, beam_options, worker=process_ava_shard)  # pylint: disable=protected-access
+    prepare._run_beam(todo, beam_options, worker=process_ava_shard)
   elif runner == 'local':
-    prepare._run_local(todo, num_workers, sum(len(t.videos) for t in todo),  # pylint: disable=protected-access
+    prepare._run_local(todo, num_workers, sum(len(t.videos) for t in todo),
                        worker=process_ava_shard)
   else:
     raise UserError(f'unknown runner {runner!r} (local | beam)')
@@ -371,7 +374,7 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
 def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, counts, options,
              ava_options, elapsed_sec) -> dict:
   """Writes shards.json, the TFDS metadata, the ``ava/`` files and ``prepare_report.json``."""
-  reports = [shards.read_json(prepare._progress_path(output_dir, t.split, t.index))  # pylint: disable=protected-access
+  reports = [shards.read_json(prepare._progress_path(output_dir, t.split, t.index))
              for t in tasks]
   reports.sort(key=lambda r: (r['split'], r['shard']))
   splits = collections.OrderedDict()
@@ -463,7 +466,8 @@ def _print_report(report: dict, output_dir: str) -> None:
           f"truth) in {c['records']} records; {c['gt_boxes']} ground-truth boxes "
           f"({c['gt_boxes_clipped']} clipped to the frame, {c['gt_boxes_dropped_above_max']} "
           f"dropped above the maximum of {report['max_boxes']} per keyframe); "
-          f"{c['detections']} detected boxes >= {report['ava_options']['detection_score_threshold']}"
+          f"{c['detections']} detected boxes >= "
+          f"{report['ava_options']['detection_score_threshold']}"
           f" ({c['detections_clipped']} clipped, {c['detections_dropped_above_max']} dropped "
           f"above the maximum, {c['detections_below_threshold']} rows below the threshold); "
           f"{c['keyframes_outside_video']} keyframes outside their video; "
