@@ -41,12 +41,15 @@ import tensorflow as tf
 from data_pipelines import augment, ava, ava_prepare, fs, input_pipeline, sampling, shards
 from data_pipelines.errors import UserError
 
+# This module extends input_pipeline.py and shares its private helpers.
+# pylint: disable=protected-access
+
 CANVAS_MULTIPLE = 32
 
 
 def _meta(config, data_dir: str) -> dict:
   """The ``ava`` section of ``shards.json``, checked against the config."""
-  input_pipeline._check_config(config, data_dir)  # pylint: disable=protected-access
+  input_pipeline._check_config(config, data_dir)
   meta = shards.read_metadata(data_dir)
   if 'ava' not in meta:
     raise UserError(f'{data_dir}: not AVA-format data (shards.json has no "ava" section), but '
@@ -120,7 +123,7 @@ def _clip(example, slot, config):
 
 
 def _audio(example, start, config):
-  waveform = input_pipeline._waveform(example, config)  # pylint: disable=protected-access
+  waveform = input_pipeline._waveform(example, config)
   return waveform, input_pipeline.clip_log_mel(waveform, start, config,
                                                example['audio_start_sec'])
 
@@ -163,7 +166,7 @@ def make_train_example(record, position, slot, config, seed: int) -> Dict[str, t
   flip = uniforms[3] < 0.5 if d.random_flip else tf.constant(False)
   frames = augment.maybe_flip(frames, flip)
   frames = augment.resize_frames(frames, d.train_crop_size, d.train_crop_size)
-  slow, fast = input_pipeline._visual(frames, config)  # pylint: disable=protected-access
+  slow, fast = input_pipeline._visual(frames, config)
 
   boxes, labels = _boxes_of(example, 'gt', slot, config.model.num_classes, None)
   if a.train_use_detected_boxes:
@@ -207,13 +210,13 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
                        process_index=None, process_count=None):
   """Endless ``tf.data.Dataset`` of training batches (see the module docstring)."""
   _meta(config, data_dir)
-  process_index, process_count = input_pipeline._host(process_index, process_count)  # pylint: disable=protected-access
-  files, lengths, _ = input_pipeline._host_files(data_dir, split, process_index, process_count)  # pylint: disable=protected-access
+  process_index, process_count = input_pipeline._host(process_index, process_count)
+  files, lengths, _ = input_pipeline._host_files(data_dir, split, process_index, process_count)
   index = _index(data_dir, split)
   host_index = index[process_index::process_count]
   columns = {k: [] for k in ('file', 'header', 'size', 'footer', 'slot')}
   for file_index, (path, length, shard) in enumerate(zip(files, lengths, host_index)):
-    starts = input_pipeline._record_offsets(path, length)  # pylint: disable=protected-access
+    starts = input_pipeline._record_offsets(path, length)
     file_size = fs.size(path)
     ends = np.append(starts[1:], file_size)
     for record, slot in _train_keyframes(config, shard):
@@ -239,14 +242,14 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
     slot = tables['slot'][example]
     return record.map(lambda r: (r, position, slot))
 
-  dataset = input_pipeline._epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))  # pylint: disable=protected-access
+  dataset = input_pipeline._epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
   dataset = dataset.interleave(read_record, cycle_length=8, block_length=1,
                                num_parallel_calls=8, deterministic=True)
   dataset = dataset.map(lambda r, p, s: make_train_example(r, p, s, config, host_seed),
                         num_parallel_calls=config.data.num_parallel_calls, deterministic=True)
   dataset = dataset.batch(per_host_batch, drop_remainder=True)
   return dataset.prefetch(config.data.prefetch_batches).with_options(
-      input_pipeline._options())  # pylint: disable=protected-access
+      input_pipeline._options())
 
 
 def create_train_iterator(config, data_dir: str, split: str, per_host_batch: int, *, seed: int,
@@ -298,7 +301,7 @@ def make_eval_example(record, slot, config, canvas) -> Dict[str, tf.Tensor]:
   new_h = tf.cast(tf.round(height * scale), tf.int32)
   new_w = tf.cast(tf.round(width * scale), tf.int32)
   frames = augment.resize_frames(frames, new_h, new_w)
-  slow, fast = input_pipeline._visual(frames, config)  # pylint: disable=protected-access
+  slow, fast = input_pipeline._visual(frames, config)
   pad = lambda x: tf.ensure_shape(
       tf.pad(x, [[0, 0], [0, canvas[0] - new_h], [0, canvas[1] - new_w], [0, 0]]),
       [x.shape[0], canvas[0], canvas[1], 3])
@@ -329,10 +332,10 @@ def make_eval_dataset(config, data_dir, split, per_host_batch, *, process_index=
   """One pass over every keyframe of ``split`` on this host, padded like the classification
   eval iterator so that every host yields the same number of batches."""
   _meta(config, data_dir)
-  process_index, process_count = input_pipeline._host(process_index, process_count)  # pylint: disable=protected-access
-  files, lengths, _ = input_pipeline._host_files(data_dir, split, process_index, process_count)  # pylint: disable=protected-access
+  process_index, process_count = input_pipeline._host(process_index, process_count)
+  files, lengths, _ = input_pipeline._host_files(data_dir, split, process_index, process_count)
   for path, length in zip(files, lengths):
-    input_pipeline._record_offsets(path, length)  # pylint: disable=protected-access
+    input_pipeline._record_offsets(path, length)
   host_index = _index(data_dir, split)[process_index::process_count]
   counts = [len(r[3]) for shard in host_index for r in shard]
   canvas = eval_canvas(config, data_dir, split)
@@ -359,7 +362,7 @@ def make_eval_dataset(config, data_dir, split, per_host_batch, *, process_index=
   dataset = dataset.concatenate(tf.data.Dataset.from_tensors(filler).repeat())
   dataset = dataset.take(num_batches)
   return dataset.prefetch(config.data.prefetch_batches).with_options(
-      input_pipeline._options())  # pylint: disable=protected-access
+      input_pipeline._options())
 
 
 def create_eval_iterator(config, data_dir: str, split: str, per_host_batch: int, *,

@@ -56,6 +56,9 @@ import tensorflow_datasets as tfds
 from data_pipelines import adapters, ava, decode, fs, prepare, shards
 from data_pipelines.errors import UserError
 
+# This module extends prepare.py and shares its private helpers.
+# pylint: disable=protected-access
+
 DEFAULT_MAX_BOXES = 16  # configs/ava.py's data.ava.max_boxes
 
 
@@ -203,9 +206,9 @@ def process_ava_shard(task: AvaShardTask, progress_queue=None) -> dict:
   Never raises for a bad video: it is recorded with the reason and skipped.
   """
   tf.config.set_visible_devices([], 'GPU')
-  prepare._quiet_ffmpeg()  # pylint: disable=protected-access
+  prepare._quiet_ffmpeg()
   o, a = task.options, task.ava
-  final = os.path.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
+  final = fs.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
                                                               task.count))
   tmp = f'{final}.tmp-{os.getpid()}'
   entries, records = [], []
@@ -252,11 +255,11 @@ def process_ava_shard(task: AvaShardTask, progress_queue=None) -> dict:
       entries.append(entry)
       if progress_queue is not None:
         progress_queue.put(1)
-  os.replace(tmp, final)
+  fs.rename(tmp, final, overwrite=True)
   report = {'split': task.split, 'shard': task.index, 'file': os.path.basename(final),
-            'num_examples': len(records), 'num_bytes': os.path.getsize(final),
+            'num_examples': len(records), 'num_bytes': fs.size(final),
             'entries': entries, 'records': records}
-  shards.write_json_atomic(prepare._progress_path(task.output_dir, task.split, task.index),  # pylint: disable=protected-access
+  shards.write_json_atomic(prepare._progress_path(task.output_dir, task.split, task.index),
                            report)
   return report
 
@@ -299,7 +302,7 @@ def plan_split(gt_path: Optional[str], det_path: Optional[str], video_dir: str,
   videos = []
   for number, video_id in enumerate(sorted(by_video)):
     keyframes = [by_video[video_id][s] for s in sorted(by_video[video_id])]
-    path = adapters._resolve(videos_on_disk, video_dir, video_id)  # pylint: disable=protected-access
+    path = adapters._resolve(videos_on_disk, video_dir, video_id)
     videos.append(AvaVideo(video_id, path, number, keyframes))
   counts['videos'] = len(videos)
   counts['keyframes'] = sum(len(v.keyframes) for v in videos)
@@ -343,7 +346,7 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
     plans[split], ground_truth[split] = plan_split(
         groundtruth.get(split), detections.get(split), video_dir, videos_on_disk, ava_options,
         counts[split])
-  os.makedirs(os.path.join(output_dir, '_progress'), exist_ok=True)
+  fs.makedirs(fs.join(output_dir, '_progress'))
   tasks = []
   for split in splits:
     videos = plans[split]
@@ -352,12 +355,12 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
     tasks += [AvaShardTask(output_dir, name, split, i, count, videos[bounds[i]:bounds[i + 1]],
                            options, ava_options) for i in range(count)]
   todo = [t for t in tasks
-          if not os.path.exists(prepare._progress_path(output_dir, t.split, t.index))]  # pylint: disable=protected-access
+          if not fs.exists(prepare._progress_path(output_dir, t.split, t.index))]
   start = time.time()
   if runner == 'beam':
-    prepare._run_beam(todo, beam_options, worker=process_ava_shard)  # pylint: disable=protected-access
+    prepare._run_beam(todo, beam_options, worker=process_ava_shard)
   elif runner == 'local':
-    prepare._run_local(todo, num_workers, sum(len(t.videos) for t in todo),  # pylint: disable=protected-access
+    prepare._run_local(todo, num_workers, sum(len(t.videos) for t in todo),
                        worker=process_ava_shard)
   else:
     raise UserError(f'unknown runner {runner!r} (local | beam)')
@@ -371,7 +374,7 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
 def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, counts, options,
              ava_options, elapsed_sec) -> dict:
   """Writes shards.json, the TFDS metadata, the ``ava/`` files and ``prepare_report.json``."""
-  reports = [shards.read_json(prepare._progress_path(output_dir, t.split, t.index))  # pylint: disable=protected-access
+  reports = [shards.read_json(prepare._progress_path(output_dir, t.split, t.index))
              for t in tasks]
   reports.sort(key=lambda r: (r['split'], r['shard']))
   splits = collections.OrderedDict()
@@ -434,8 +437,8 @@ def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, count
   report = {'summary': summary, 'ava': per_split, 'max_boxes': ava_options.max_boxes,
             'skipped': skipped, 'repaired': repaired,
             'options': dataclasses.asdict(options), 'ava_options': dataclasses.asdict(ava_options)}
-  shards.write_json_atomic(os.path.join(output_dir, 'prepare_report.json'), report)
-  shards.write_json_atomic(os.path.join(output_dir, 'label_map.json'),
+  shards.write_json_atomic(fs.join(output_dir, 'prepare_report.json'), report)
+  shards.write_json_atomic(fs.join(output_dir, 'label_map.json'),
                            {'labels': class_names, 'nouns': []})
   meta = {'format_version': shards.FORMAT_VERSION, 'name': name, 'fps': options.fps,
           'short_side': options.short_side, 'audio_sample_rate': options.sample_rate,
@@ -445,7 +448,7 @@ def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, count
                   'num_keyframes': {s: v['keyframes_written'] for s, v in per_split.items()},
                   'num_keyframes_with_gt': {s: v['keyframes_with_gt']
                                             for s, v in per_split.items()}}}
-  shards.write_json_atomic(os.path.join(output_dir, 'shards.json'), meta)
+  shards.write_json_atomic(fs.join(output_dir, 'shards.json'), meta)
   shards.write_tfds_metadata(output_dir, name, {s: v['lengths'] for s, v in splits.items()},
                              {s: v['num_bytes'] for s, v in splits.items()},
                              description=f'AVSlowFast prepared AVA segments ({name})',
@@ -463,7 +466,8 @@ def _print_report(report: dict, output_dir: str) -> None:
           f"truth) in {c['records']} records; {c['gt_boxes']} ground-truth boxes "
           f"({c['gt_boxes_clipped']} clipped to the frame, {c['gt_boxes_dropped_above_max']} "
           f"dropped above the maximum of {report['max_boxes']} per keyframe); "
-          f"{c['detections']} detected boxes >= {report['ava_options']['detection_score_threshold']}"
+          f"{c['detections']} detected boxes >= "
+          f"{report['ava_options']['detection_score_threshold']}"
           f" ({c['detections_clipped']} clipped, {c['detections_dropped_above_max']} dropped "
           f"above the maximum, {c['detections_below_threshold']} rows below the threshold); "
           f"{c['keyframes_outside_video']} keyframes outside their video; "
@@ -472,7 +476,7 @@ def _print_report(report: dict, output_dir: str) -> None:
     print(f"  skipped {e['path']}: {e['reason']}")
   for e in report['repaired']:
     print(f"  repaired {e['path']}: {'; '.join(e['repairs'])}")
-  print(f"report: {os.path.join(output_dir, 'prepare_report.json')}")
+  print(f"report: {fs.join(output_dir, 'prepare_report.json')}")
 
 
 def main_from_args(args) -> dict:
@@ -498,5 +502,5 @@ def main_from_args(args) -> dict:
     reasons = sorted({e['reason'] for e in report['skipped']})
     raise UserError(f"none of the {report['summary']['num_inputs']} videos could be prepared "
                     f"(reasons: {'; '.join(reasons[:3])}); see "
-                    f"{os.path.join(args.output_dir, 'prepare_report.json')}")
+                    f"{fs.join(args.output_dir, 'prepare_report.json')}")
   return report

@@ -55,6 +55,9 @@ from data_pipelines import ava, fs, synthetic
 from data_pipelines.errors import UserError
 from data_pipelines.video_io import write_video
 
+# This module draws with synthetic.py's private pattern and sound helpers.
+# pylint: disable=protected-access
+
 DEFAULT_CLASSES = ('left_right', 'up_down', 'rotating', 'whistle', 'hum', 'noise_bursts',
                    'click_in_sync', 'click_out_of_sync')
 _SOUND_MODALITIES = ('audio', 'audiovisual')
@@ -71,7 +74,7 @@ class Actor:
 
 
 def _modality(name: str) -> str:
-  return synthetic._BY_NAME[name].modality  # pylint: disable=protected-access
+  return synthetic._BY_NAME[name].modality
 
 
 def _actions(rng: np.random.Generator, classes: Sequence[str], count: int) -> List[str]:
@@ -108,18 +111,25 @@ def _place_actors(rng, actions, num_frames, fps, width, height) -> List[Actor]:
 
 
 def _pattern(rng, action, times, box_h, box_w, flash):
-  """Coverage ``[T, box_h, box_w]`` of the action's pattern inside the box."""
+  """Coverage ``[T, box_h, box_w]`` of the action's pattern inside the box.
+
+  Drawn at half resolution and doubled: a box holds one or two large shapes
+  rather than a fine texture, which a tiny network at low resolution can see.
+  """
   modality = _modality(action)
-  # pylint: disable=protected-access
+  h, w = -(-box_h // 2), -(-box_w // 2)
+
   if modality == 'visual':
-    return synthetic._bar_field(rng, action, times, box_h, box_w)
-  if modality == 'audio':
-    return synthetic._disk_field(rng, times, box_h, box_w)
-  return synthetic._square_field(rng, times, box_h, box_w, flash)
+    cover = synthetic._bar_field(rng, action, times, h, w)
+  elif modality == 'audio':
+    cover = synthetic._disk_field(rng, times, h, w)
+  else:
+    cover = synthetic._square_field(rng, times, h, w, flash)
+  return cover.repeat(2, axis=1).repeat(2, axis=2)[:, :box_h, :box_w]
 
 
 def _sound(rng, action: Optional[str], t, sr, onsets):
-  # pylint: disable=protected-access
+
   if action is None:
     return synthetic._ambient(rng, t, sr)
   if action == 'click_in_sync':
@@ -142,15 +152,15 @@ def render_video(rng: np.random.Generator, classes: Sequence[str], *,
   t = np.arange(num_samples) / sample_rate
   actions = _actions(rng, classes, int(rng.integers(1, 4)))
   actors = _place_actors(rng, actions, num_frames, fps, width, height)
-  frames, _ = synthetic._scene(rng, num_frames, height, width)  # pylint: disable=protected-access
+  frames, _ = synthetic._scene(rng, num_frames, height, width)
   # Audiovisual events: period and phase drawn the same way for both classes.
-  period = rng.uniform(*synthetic._AV_PERIOD_SEC)  # pylint: disable=protected-access
+  period = rng.uniform(*synthetic._AV_PERIOD_SEC)
   onsets = rng.uniform(0.0, period) + period * np.arange(-2, int(duration_sec / period) + 2)
-  flash = synthetic._flash_envelope(times, onsets)  # pylint: disable=protected-access
+  flash = synthetic._flash_envelope(times, onsets)
   sounding = None
   for actor in actors:
-    body = synthetic._random_colour(rng, (0.0, 0.4), (0.15, 0.85))  # pylint: disable=protected-access
-    ink = synthetic._random_colour(rng, (0.6, 1.0), (0.5, 0.95))  # pylint: disable=protected-access
+    body = synthetic._random_colour(rng, (0.0, 0.4), (0.15, 0.85))
+    ink = synthetic._random_colour(rng, (0.6, 1.0), (0.5, 0.95))
     cover = _pattern(rng, actor.action, times, actor.height, actor.width, flash)
     inks = np.broadcast_to(ink, (num_frames, 3))
     if _modality(actor.action) == 'audiovisual':
@@ -163,9 +173,9 @@ def render_video(rng: np.random.Generator, classes: Sequence[str], *,
       frames[i, y:y + actor.height, x:x + actor.width] = patch
   frames = np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
   sound = _sound(rng, sounding, t, sample_rate, onsets)
-  sound = sound * synthetic._fade(num_samples, int(0.005 * sample_rate))  # pylint: disable=protected-access
+  sound = sound * synthetic._fade(num_samples, int(0.005 * sample_rate))
   sound = sound / (np.max(np.abs(sound)) + 1e-9) * rng.uniform(0.2, 0.6)
-  noise = synthetic._background_noise(rng, num_samples)  # pylint: disable=protected-access
+  noise = synthetic._background_noise(rng, num_samples)
   audio = np.clip(sound + noise, -1.0, 1.0).astype(np.float32)
   return frames, audio, actors
 
@@ -266,7 +276,7 @@ def generate(output_dir: str, num_videos: int = 24, seed: int = 0, *,
   fs.write_text(files['excluded']['validation'], ava.format_excluded_csv(excluded))
   fs.write_text(files['label_map'],
                 ava.format_label_map((i + 1, name) for i, name in enumerate(names)))
-  info = {'classes': [dataclasses.asdict(synthetic._BY_NAME[n]) | {'action_id': i + 1}  # pylint: disable=protected-access
+  info = {'classes': [dataclasses.asdict(synthetic._BY_NAME[n]) | {'action_id': i + 1}
                       for i, n in enumerate(names)],
           'settings': {'seed': seed, 'num_videos': num_videos,
                        'split_counts': {'train': splits.count('train'),
