@@ -3,7 +3,7 @@
 See :mod:`avslowfast_jax.tasks.base` for the interface and how to add one.
 """
 
-from avslowfast_jax.tasks import classification, multilabel, verb_noun  # noqa: F401 (registers)
+from avslowfast_jax.tasks import classification, multilabel, pretrain, verb_noun  # noqa: F401 (registers)
 from avslowfast_jax.tasks.base import TASKS, Task, VideoEvaluation, get_task, register
 
 __all__ = ['TASKS', 'Task', 'VideoEvaluation', 'get_task', 'register']

@@ -28,7 +28,7 @@ from avslowfast_jax.train import optimizer as optimizer_lib
 from avslowfast_jax.train import schedules
 from avslowfast_jax.train import state as state_lib
 from avslowfast_jax.train import step as step_lib
-from data_pipelines import input_pipeline
+from data_pipelines import fs, input_pipeline
 from data_pipelines.errors import UserError
 
 
@@ -143,10 +143,16 @@ def initial_state(config, model, tx, mesh, ckpts: ckpt_lib.CheckpointIO):
   if config.train.init_from:
     params, stats, report = ckpt_lib.load_pretrained(
         config.train.init_from, jax.device_get(state.params), jax.device_get(state.batch_stats),
-        config.train.init_skip)
+        config.train.init_skip, strict=config.train.init_strict)
     if not report['loaded']:
       raise UserError(f'train.init_from={config.train.init_from!r} matched no parameter of '
                        'this model (check the path and train.init_skip)')
+    for line in ckpt_lib.describe_report(report):
+      logging.info('init_from %s: %s', config.train.init_from, line)
+    if jax.process_index() == 0:
+      fs.write_json(fs.join(ckpts.workdir, 'init_report.json'),
+                    {'init_from': config.train.init_from, **report,
+                     'summary': ckpt_lib.describe_report(report)})
     params = jax.device_put(params, shardings.params)
     stats = jax.device_put(stats, shardings.batch_stats)
     # Fresh optimizer state for the new parameters.
