@@ -334,11 +334,11 @@ def evidence_data(workdir: str, videos_per_class: int, seed: int = 0) -> str:
   """The synthetic dataset, generated and prepared under ``workdir`` (skipped if there)."""
   # Lazy: the video writer (PyAV) is needed only to generate the data.
   from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
-  raw = os.path.join(workdir, 'videos')
-  shards = os.path.join(workdir, 'shards')
+  raw = fs.join(workdir, 'videos')
+  shards = fs.join(workdir, 'shards')
   if fs.exists(fs.join(shards, 'shards.json')):
     return shards
-  manifest = os.path.join(raw, synthetic.MANIFEST_NAME)
+  manifest = fs.join(raw, synthetic.MANIFEST_NAME)
   if not fs.exists(manifest):
     synthetic.generate(raw, num_videos_per_class=videos_per_class, seed=seed, size=(64, 48),
                        duration_sec=2.4, val_fraction=0.25, progress=False)

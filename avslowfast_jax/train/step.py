@@ -106,8 +106,10 @@ def make_train_step(config: ml_collections.ConfigDict, model, task: Task,
         keep = 1.0 - jnp.asarray(dropped, jnp.float32)
         avs_total = avs_total * keep * config.avs.weight
         terms['loss_avs'] = avs_total
-        terms['avs_top1'] = losses.avs_accuracy(aux['avs'], config.avs.junctions, pair_mask *
-                                                negative_mask)
+        # 0 on a dropped step: the logged mean over a window is the accuracy times the share
+        # of steps that ran the audio pathway (1 - train/drop_pathway_rate).
+        terms['avs_top1'] = keep * losses.avs_accuracy(aux['avs'], config.avs.junctions,
+                                                       pair_mask * negative_mask)
         for name, value in avs_terms.items():
           terms[f'loss_avs_{name}'] = value * keep
         loss = loss + avs_total
