@@ -19,8 +19,10 @@ system.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import posixpath
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
@@ -54,7 +56,7 @@ def export_inference(make_predict: Callable[[Optional[str]], Callable], variable
   needs no device of the target platform); one that fails to lower is left
   out with a message, and the signature lists what was written.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  _makedirs(out_dir)
   variables = jax.device_get({k: variables[k] for k in ('params', 'batch_stats') if k in variables})
   variables = jax.tree.map(np.asarray, variables)
   batch = jax.export.symbolic_shape('batch')[0]
@@ -70,22 +72,25 @@ def export_inference(make_predict: Callable[[Optional[str]], Callable], variable
     except Exception as e:  # pylint: disable=broad-except
       print(f'Not exporting {filename} for {platforms}: {type(e).__name__}: {e}')
       continue
-    with open(os.path.join(out_dir, filename), 'wb') as f:
+    with _open(_join(out_dir, filename), 'wb') as f:
       f.write(exported.serialize())
     served.update({platform: filename for platform in exported.platforms})
   if not served:
     raise RuntimeError(f'No inference artifact could be exported to {out_dir}')
-  np.savez(os.path.join(out_dir, 'weights.npz'), **trees.flatten(variables))
+  weights = io.BytesIO()  # zipfile needs tell(), which a gs:// upload does not have
+  np.savez(weights, **trees.flatten(variables))
+  with _open(_join(out_dir, 'weights.npz'), 'wb') as f:
+    f.write(weights.getvalue())
   signature = {'inputs': {k: {'shape': ['batch', *shape], 'dtype': 'float32'}
                           for k, shape in input_shapes.items()},
                'task': task, 'outputs': ['logits', 'scores'], 'artifacts': served,
                **dict(extra_signature or {})}
-  with open(os.path.join(out_dir, 'signature.json'), 'w') as f:
-    json.dump(signature, f, indent=2)
-  with open(os.path.join(out_dir, 'label_map.json'), 'w') as f:
-    json.dump(class_names, f, indent=2)
+  with _open(_join(out_dir, 'signature.json'), 'w') as f:
+    f.write(json.dumps(signature, indent=2))
+  with _open(_join(out_dir, 'label_map.json'), 'w') as f:
+    f.write(json.dumps(class_names, indent=2))
   if config_json is not None:
-    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
+    with _open(_join(out_dir, 'config.json'), 'w') as f:
       f.write(config_json)
   return out_dir
 
@@ -102,22 +107,22 @@ class ExportedModel:
 
   def __init__(self, path: str, platform: Optional[str] = None):
     self.path = path
-    self.signature = _read(path, 'signature.json', json.load)
+    self.signature = _read(path, 'signature.json', lambda f: json.loads(f.read()))
     platform = platform or jax.default_backend()
     artifacts = self.signature.get('artifacts')
     if not isinstance(artifacts, dict):
-      raise UserError(f'{os.path.join(path, "signature.json")}: damaged (no artifacts table); '
+      raise UserError(f'{_join(path, "signature.json")}: damaged (no artifacts table); '
                       'export the checkpoint again')
     if platform not in artifacts:
       raise UserError(f'{path} has no inference artifact for platform {platform!r} '
                       f'(it has {sorted(artifacts)})')
     self._exported = _read(path, artifacts[platform],
                            lambda f: jax.export.deserialize(bytearray(f.read())), mode='rb')
-    self.label_map = _read(path, 'label_map.json', json.load)
+    self.label_map = _read(path, 'label_map.json', lambda f: json.loads(f.read()))
     self.variables = _read(path, 'weights.npz', _read_weights, mode='rb')
     # The experiment config (an export may be written without one).
-    self.config = (_read(path, 'config.json', json.load)
-                   if os.path.exists(os.path.join(path, 'config.json')) else None)
+    self.config = (_read(path, 'config.json', lambda f: json.loads(f.read()))
+                   if _exists(_join(path, 'config.json')) else None)
     self.task = self.signature['task']
     self.input_names = tuple(self.signature['inputs'])
 
@@ -137,18 +142,18 @@ class ExportedModel:
 
 
 def _read_weights(f) -> dict:
-  with np.load(f) as weights:
+  with np.load(io.BytesIO(f.read())) as weights:
     return trees.unflatten({k: weights[k] for k in weights.files})
 
 
 def _read(path: str, name: str, parse: Callable, mode: str = 'r'):
   """``parse`` of file ``name`` of export ``path``; a missing or broken file is a ``UserError``."""
-  file_path = os.path.join(path, name)
-  if not os.path.exists(file_path):
+  file_path = _join(path, name)
+  if not _exists(file_path):
     raise UserError(f'{file_path}: missing from the export directory; export the checkpoint '
                     'again (--mode export)')
   try:
-    with open(file_path, mode) as f:
+    with _open(file_path, mode) as f:
       return parse(f)
   except Exception as e:  # pylint: disable=broad-except  # any parse failure: a broken file
     raise UserError(f'{file_path}: damaged ({type(e).__name__}: {e}); export the checkpoint '
@@ -157,9 +162,46 @@ def _read(path: str, name: str, parse: Callable, mode: str = 'r'):
 
 def load(path: str, platform: Optional[str] = None) -> ExportedModel:
   """Loads an export directory written by ``--mode export``."""
-  if not os.path.isdir(path):
+  if not _isdir(path):
     raise UserError(f'{path}: no such export directory')
-  if not os.path.exists(os.path.join(path, 'signature.json')):
+  if not _exists(_join(path, 'signature.json')):
     raise UserError(f'{path} is not an export directory (no signature.json); make one with '
                     'python -m avslowfast_jax.main --mode export ...')
   return ExportedModel(path, platform)
+
+
+# Files: local paths with Python's own calls, remote ones (gs://, ...) through
+# data_pipelines.fs. That layer needs TensorFlow's filesystems, so it is
+# imported only for a remote path: loading a local export keeps needing jax and
+# numpy alone (a serving process without TensorFlow), while exports to and from
+# a bucket work wherever TensorFlow is installed (as it is with this project).
+def _remote(path: str) -> bool:
+  return '://' in str(path)
+
+
+def _fs():
+  from data_pipelines import fs  # pylint: disable=g-import-not-at-top  # TF: remote paths only
+  return fs
+
+
+def _join(path: str, name: str) -> str:
+  return posixpath.join(path, name) if _remote(path) else os.path.join(path, name)
+
+
+def _exists(path: str) -> bool:
+  return _fs().exists(path) if _remote(path) else os.path.exists(path)
+
+
+def _isdir(path: str) -> bool:
+  return _fs().isdir(path) if _remote(path) else os.path.isdir(path)
+
+
+def _makedirs(path: str) -> None:
+  if _remote(path):
+    _fs().makedirs(path)
+  else:
+    os.makedirs(path, exist_ok=True)
+
+
+def _open(path: str, mode: str):
+  return _fs().open(path, mode) if _remote(path) else open(path, mode)  # pylint: disable=W1514

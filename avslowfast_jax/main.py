@@ -11,7 +11,6 @@ under SLURM, where they are detected); every process runs the same command.
 
 from __future__ import annotations
 
-import json
 import logging as std_logging
 import os
 
@@ -27,7 +26,7 @@ from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax.models import ops
 from avslowfast_jax.train import checkpoints as ckpt_lib
 from avslowfast_jax.train import trainer
-from data_pipelines import errors
+from data_pipelines import errors, fs, shards
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally with :variant.', lock_config=True)
@@ -80,10 +79,7 @@ def quiet_library_logs() -> None:
 
 
 def _read_json(path: str) -> dict:
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+  return shards.read_json(path) if fs.exists(path) else {}
 
 
 def export_checkpoint(config, workdir: str, out_dir: str) -> str:
@@ -93,8 +89,8 @@ def export_checkpoint(config, workdir: str, out_dir: str) -> str:
   variables, item_dir = ckpt_lib.restore_variables(config, model, workdir, mesh,
                                                    config.eval.checkpoint)
   data_dir = config.data.data_dir
-  meta = _read_json(os.path.join(data_dir, 'shards.json')) if data_dir else {}
-  label_map = _read_json(os.path.join(data_dir, 'label_map.json')) if data_dir else {}
+  meta = _read_json(fs.join(data_dir, 'shards.json')) if data_dir else {}
+  label_map = _read_json(fs.join(data_dir, 'label_map.json')) if data_dir else {}
   specs = inference.input_specs(config, 1, train=False)
   path = export.export_inference(
       lambda conv_impl: inference.make_predict_fn(inference.build(config, conv_impl)[0], task),
@@ -136,7 +132,7 @@ def main(argv):
   elif _MODE.value == 'eval':
     evaluator.run_eval_mode(config, workdir)
   else:
-    export_checkpoint(config, workdir, _EXPORT_DIR.value or os.path.join(workdir, 'export'))
+    export_checkpoint(config, workdir, _EXPORT_DIR.value or fs.join(workdir, 'export'))
 
 
 if __name__ == '__main__':

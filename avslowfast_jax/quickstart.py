@@ -240,6 +240,10 @@ def _env() -> Dict[str, str]:
 def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed: int,
         overrides: Sequence[str] = ()) -> dict:
   """Runs every stage; returns the summary written to ``WORKDIR/summary.json``."""
+  if '://' in workdir:
+    # The quickstart tails its runs' files and logs its subprocesses through
+    # local file descriptors: it is a local demo (training itself takes gs://).
+    raise UserError(f'--workdir {workdir}: the quickstart runs in a local folder')
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   log = os.path.join(workdir, 'quickstart.log')

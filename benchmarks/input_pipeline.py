@@ -8,6 +8,15 @@ Without ``--data_dir`` it writes a small set of realistic videos (426x320,
 folder. Prints one JSON line. ``clips_per_sec_per_core`` divides by the CPU
 cores the process may use; the baseline runs on one core (one process), as a
 PySlowFast data-loader worker does, so its per-core figure is its rate.
+
+``clips_per_*`` is the pipeline as training runs it on this path
+(``read='auto'``). With the shards' frame index (what prepare writes) the
+same run also reports, side by side: the pipeline reading whole records
+(``records_*``) and reading only each clip's frames and audio spans
+(``ranges_*``), the decode-only bound (the JPEG decode and crop of the same
+clips' frames, held in memory: ``decode_only_*``), the megabytes a training
+clip reads by range, uses, and reads as a whole record; and the evaluation
+pipeline's videos/s (``eval_*``, every view of every video).
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from avslowfast_jax import host_memory  # noqa: E402
-from data_pipelines import adapters, audio, errors, input_pipeline, prepare, shards  # noqa: E402
+from data_pipelines import adapters, audio, augment, errors, fs, input_pipeline, prepare  # noqa: E402,E501
+from data_pipelines import shards  # noqa: E402
 from data_pipelines.video_io import write_video  # noqa: E402
 
 
@@ -78,11 +88,8 @@ def mean_jpeg_bytes(data_dir):
   return float(np.mean([len(f) for f in frames]))
 
 
-def pipeline_rate(config, data_dir, num_clips, batch_size):
-  """Clips/s of the real training iterator after a warm-up of a few batches."""
-  iterator = input_pipeline.create_train_iterator(config, data_dir, config.data.train_split,
-                                                  batch_size, seed=0, process_index=0,
-                                                  process_count=1)
+def _rate(iterator, num_clips, batch_size, check=None):
+  """(clips/s, clips per CPU-second) of ``iterator`` after a warm-up of a few batches."""
   for _ in range(3):
     next(iterator)
   start, cpu_start = time.perf_counter(), time.process_time()
@@ -90,11 +97,69 @@ def pipeline_rate(config, data_dir, num_clips, batch_size):
   for _ in range(batches):
     batch = next(iterator)
   elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-  assert batch['fast'].shape[1:] == (config.data.num_frames, config.data.train_crop_size,
-                                     config.data.train_crop_size, 3)
+  if check:
+    check(batch)
   # The prefetch buffers keep working after the last batch is taken; the CPU
   # time they spend on later clips is small next to the measured span.
   return batches * batch_size / elapsed, batches * batch_size / cpu
+
+
+def pipeline_rate(config, data_dir, num_clips, batch_size, read='auto'):
+  """Clips/s of the real training iterator (``read``: ranges | records | auto)."""
+  dataset = input_pipeline.make_train_dataset(config, data_dir, config.data.train_split,
+                                              batch_size, seed=0, process_index=0,
+                                              process_count=1, read=read)
+
+  def check(batch):
+    assert batch['fast'].shape[1:] == (config.data.num_frames, config.data.train_crop_size,
+                                       config.data.train_crop_size, 3)
+  return _rate(dataset.as_numpy_iterator(), num_clips, batch_size, check)
+
+
+def decode_only_rate(config, data_dir, num_clips, batch_size):
+  """The pipeline's physical bound: the JPEG decode and crop of the same clips' frames (the
+  training stream's first clips, their JPEGs already in memory) and nothing else, with the
+  training pipeline's parallelism."""
+  d = config.data
+  files, lengths, offsets = input_pipeline._host_files(data_dir, d.train_split, 0, 1)  # pylint: disable=protected-access
+  tables = input_pipeline._index_tables(files, lengths, offsets)  # pylint: disable=protected-access
+  shard_bytes = [fs.read_bytes(f) for f in files]
+  host_seed = 0  # seed 0, host 0, as pipeline_rate's stream
+  order = input_pipeline._epoch_orders(len(tables['file']), host_seed, 0)  # pylint: disable=protected-access
+  jpegs, crops = [], []
+  for example, position in order.take(min(num_clips, 256)).as_numpy_iterator():
+    choices = input_pipeline._train_choices(  # pylint: disable=protected-access
+        tables['num_frames'][example], position, config, host_seed)
+    data = shard_bytes[tables['file'][example]]
+    ids = tables['frame_base'][example] + choices['indices'].numpy()
+    jpegs.append([data[o:o + n] for o, n in zip(tables['frame_offset'][ids],
+                                               tables['frame_length'][ids])])
+    uniforms = choices['uniforms']
+    crops.append(augment.train_crop_window(tables['height'][example], tables['width'][example],
+                                           d.train_crop_size, choices['short_side'],
+                                           uniforms[1], uniforms[2]).numpy())
+  dataset = tf.data.Dataset.from_tensor_slices((tf.constant(jpegs), tf.constant(crops))).repeat()
+  # One pixel per decoded frame leaves the pipeline: the crops differ in size (they are
+  # resized after this point in training), and copying them out is not decode work.
+  dataset = dataset.map(
+      lambda j, c: augment.decode_jpegs(tf.ensure_shape(j, [d.num_frames]), c)[:, 0, 0, 0],
+      num_parallel_calls=d.num_parallel_calls, deterministic=True)
+  dataset = dataset.batch(batch_size).prefetch(d.prefetch_batches)
+  return _rate(dataset.as_numpy_iterator(), num_clips, batch_size)
+
+
+def eval_rate(config, data_dir, batch_size):
+  """(videos/s, videos per CPU-second) of one pass of the evaluation pipeline over the
+  train split (``num_test_clips x num_test_crops`` views per video)."""
+  d = config.data
+  dataset = input_pipeline.make_eval_dataset(config, data_dir, d.train_split, batch_size,
+                                             process_index=0, process_count=1)
+  videos = input_pipeline.dataset_info(data_dir)['num_examples'][d.train_split]
+  start, cpu_start = time.perf_counter(), time.process_time()
+  views = sum(int(b['valid'].sum()) for b in dataset.as_numpy_iterator())
+  elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+  assert views == videos * d.num_test_clips * d.num_test_crops
+  return videos / elapsed, videos / cpu
 
 
 def _pyav_window(container, stream, start_sec, end_sec):
@@ -201,6 +266,8 @@ def main(argv=None):
   parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--num_videos', type=int, default=8)
   parser.add_argument('--num_workers', type=int, default=2)
+  parser.add_argument('--bytes_clips', type=int, default=64,
+                      help='clips whose bytes read are counted')
   args = parser.parse_args(argv)
   config = errors.load_config_file(args.config)
   config.data.avs_negatives = True
@@ -210,14 +277,14 @@ def main(argv=None):
   data_dir, video_dir = args.data_dir, args.videos
   timings = {}
   if data_dir is None:
-    video_dir = video_dir or os.path.join(workdir, 'videos')
+    video_dir = video_dir or os.path.join(workdir, 'videos')  # the benchmark's own scratch folder
     os.makedirs(video_dir, exist_ok=True)
     t = time.perf_counter()
     make_videos(video_dir, args.num_videos)
     timings['write_videos_sec'] = round(time.perf_counter() - t, 1)
     data_dir = os.path.join(workdir, 'prepared')
     t = time.perf_counter()
-    prepare_folder(sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir)), data_dir,
+    prepare_folder([fs.join(video_dir, f) for f in fs.listdir(video_dir)], data_dir,
                    args.num_workers)
     timings['prepare_sec'] = round(time.perf_counter() - t, 1)
   cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
@@ -229,8 +296,35 @@ def main(argv=None):
             'mean_jpeg_kb': round(mean_jpeg_bytes(data_dir) / 1e3, 1),
             'clips_per_sec': round(rate, 2), 'clips_per_sec_per_core': round(rate / cores, 2),
             'clips_per_cpu_sec': round(rate_cpu, 2)}
+  if input_pipeline._index_tables(*input_pipeline._host_files(  # pylint: disable=protected-access
+      data_dir, config.data.train_split, 0, 1)) is not None:
+    # Side by side in this process: both ways of reading, the decode-only bound, bytes per clip.
+    records, records_cpu = pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
+                                         read='records')
+    ranges, ranges_cpu = pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
+                                       read='ranges')
+    bound, bound_cpu = decode_only_rate(config, data_dir, args.num_clips, args.batch_size)
+    sizes = input_pipeline.train_read_bytes(config, data_dir, config.data.train_split,
+                                            args.bytes_clips, seed=0)
+    result.update(
+        records_clips_per_sec=round(records, 2), records_clips_per_cpu_sec=round(records_cpu, 2),
+        ranges_clips_per_sec=round(ranges, 2), ranges_clips_per_cpu_sec=round(ranges_cpu, 2),
+        decode_only_clips_per_sec=round(bound, 2),
+        decode_only_clips_per_cpu_sec=round(bound_cpu, 2),
+        records_cpu_rate_vs_decode_only=round(records_cpu / bound_cpu, 3),
+        ranges_cpu_rate_vs_decode_only=round(ranges_cpu / bound_cpu, 3),
+        ranges_cpu_rate_vs_records=round(ranges_cpu / records_cpu, 3),
+        mb_read_per_clip=round(sizes['ranges'] / 1e6, 3),
+        mb_used_per_clip=round(sizes['used'] / 1e6, 3),
+        mb_whole_record_per_clip=round(sizes['records'] / 1e6, 3),
+        read_over_used=round(sizes['ranges'] / sizes['used'], 3))
+  videos, videos_cpu = eval_rate(config, data_dir, args.batch_size)
+  result.update(eval_views_per_video=config.data.num_test_clips * config.data.num_test_crops,
+                eval_videos_per_sec=round(videos, 3),
+                eval_videos_per_sec_per_core=round(videos / cores, 3),
+                eval_videos_per_cpu_sec=round(videos_cpu, 3))
   if video_dir:
-    paths = sorted(os.path.join(video_dir, f) for f in os.listdir(video_dir) if f.endswith('.mp4'))
+    paths = [fs.join(video_dir, f) for f in fs.listdir(video_dir) if f.endswith('.mp4')]
     base, base_cpu = baseline_rate(config, paths, args.baseline_clips, faithful=True)
     lean, lean_cpu = baseline_rate(config, paths, args.baseline_clips, faithful=False)
     result.update(baseline_pyav_clips_per_sec=round(base, 2),

@@ -99,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
   t.checkpoint_every_steps = 1000
   t.keep_checkpoints = 3
   t.async_checkpoints = True  # orbax saves in the background while training goes on
+  t.checkpoint_dir = ''  # checkpoints/ and best/ go here ('' = the workdir); local or gs://
   t.best_metric = 'top1'
   t.init_from = ''  # checkpoint (or export) to start from when the workdir has none
   t.init_skip = ('head',)  # parameter path prefixes not taken from init_from

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import glob
+import io
 import os
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from data_pipelines import fs
 from data_pipelines.errors import UserError
 
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v')
@@ -45,6 +46,11 @@ class VideoItem:
   noun: int = -1  # EPIC-Kitchens noun class
 
 
+def _text(path: str) -> io.StringIO:
+  """A text file of any filesystem (gs://, local, ...) as a file object for ``csv``."""
+  return io.StringIO(fs.read_text(path), newline='')
+
+
 class AnnotationError(UserError):
   """An annotation file that cannot be parsed; the message names the file and line."""
 
@@ -52,17 +58,17 @@ class AnnotationError(UserError):
 def index_videos(video_dir: str) -> Dict[str, str]:
   """Maps file stem -> path for every video file under ``video_dir`` (any depth)."""
   found = {}
-  for root, _, files in os.walk(video_dir):
+  for root, _, files in fs.walk(video_dir):
     for name in files:
       stem, ext = os.path.splitext(name)
       if ext.lower() in VIDEO_EXTENSIONS:
-        found.setdefault(stem, os.path.join(root, name))
+        found.setdefault(stem, fs.join(root, name))
   return found
 
 
 def _resolve(index: Dict[str, str], video_dir: str, stem: str, default_ext: str = '.mp4') -> str:
   # A path that does not exist is kept: preparation reports it as missing.
-  return index.get(stem, os.path.join(video_dir, stem + default_ext))
+  return index.get(stem, fs.join(video_dir, stem + default_ext))
 
 
 def _label_indices(names: Sequence[str], table: Dict[str, int]) -> List[int]:
@@ -83,11 +89,11 @@ def parse_timestamp(text: str) -> float:
 
 # ----------------------------------------------------------------- manifest
 def _read_manifest_rows(path: str, default_split: str):
-  base = os.path.dirname(os.path.abspath(path))
+  base = fs.dirname(fs.abspath(path))
   rows = []
-  if not os.path.isfile(path):
+  if not fs.isfile(path):
     raise AnnotationError(f'{path}: no such manifest file')
-  with open(path, newline='') as f:
+  with _text(path) as f:
     first = True
     for lineno, row in enumerate(csv.reader(f), 1):
       if not row or not row[0].strip() or row[0].lstrip().startswith('#'):
@@ -98,7 +104,7 @@ def _read_manifest_rows(path: str, default_split: str):
           continue
         name = row[0].strip()
         if (os.path.splitext(name)[1].lower() not in VIDEO_EXTENSIONS
-            and not os.path.isfile(name if os.path.isabs(name) else os.path.join(base, name))):
+            and not fs.isfile(name if fs.isabs(name) else fs.join(base, name))):
           # A header with other column names would otherwise be read as a video.
           raise AnnotationError(
               f'{path}:{lineno}: {name!r} is neither a video file nor the header '
@@ -122,7 +128,7 @@ def _read_manifest_rows(path: str, default_split: str):
       elif len(row) == 3:
         split = row[2] or default_split
       labels = [l.strip() for l in row[1].split(';') if l.strip()]
-      video = row[0] if os.path.isabs(row[0]) else os.path.join(base, row[0])
+      video = row[0] if fs.isabs(row[0]) else fs.join(base, row[0])
       rows.append((f'{path}:{lineno}', video, labels, start, end, split))
   return rows
 
@@ -176,7 +182,7 @@ def load_kinetics(csv_paths: Iterable[str], video_dir: str,
   index = index_videos(video_dir)
   rows = []
   for csv_path in csv_paths:
-    with open(csv_path, newline='') as f:
+    with _text(csv_path) as f:
       reader = csv.DictReader(f)
       if not reader.fieldnames or 'youtube_id' not in reader.fieldnames:
         raise AnnotationError(f'{csv_path}: not a Kinetics CSV (no youtube_id column in header '
@@ -223,7 +229,7 @@ def load_epic_kitchens_55(csv_path: str, video_dir: str, split: str = 'train'):
   verbs: Dict[int, str] = {}
   nouns: Dict[int, str] = {}
   items = []
-  with open(csv_path, newline='') as f:
+  with _text(csv_path) as f:
     reader = csv.DictReader(f)
     needed = {'uid', 'video_id', 'start_timestamp', 'stop_timestamp'}
     if not reader.fieldnames or not needed <= set(reader.fieldnames):
@@ -242,7 +248,7 @@ def load_epic_kitchens_55(csv_path: str, video_dir: str, split: str = 'train'):
       if noun >= 0:
         nouns.setdefault(noun, row.get('noun') or str(noun))
       video_id = row['video_id'].strip()
-      path = index.get(video_id, os.path.join(video_dir, video_id.split('_')[0], video_id + '.MP4'))
+      path = index.get(video_id, fs.join(video_dir, video_id.split('_')[0], video_id + '.MP4'))
       items.append(VideoItem(path, [verb] if verb >= 0 else [], split, f'{video_id}_{row["uid"]}',
                              start, end, noun))
   verb_names = [verbs.get(i, str(i)) for i in range(max(verbs, default=-1) + 1)]
@@ -266,14 +272,14 @@ def load_charades(csv_path: str, video_dir: str, split: str,
   index = index_videos(video_dir)
   names = [f'c{i:03d}' for i in range(157)]
   if classes_path:
-    with open(classes_path) as f:
+    with _text(classes_path) as f:
       for line in f:
         line = line.strip()
         if line:
           code, _, text = line.partition(' ')
           names[int(code[1:])] = text
   items = []
-  with open(csv_path, newline='') as f:
+  with _text(csv_path) as f:
     reader = csv.DictReader(f)
     if not reader.fieldnames or not {'id', 'actions'} <= set(reader.fieldnames):
       raise AnnotationError(f'{csv_path}: not a Charades CSV (need id and actions columns)')
@@ -295,11 +301,11 @@ def load_charades(csv_path: str, video_dir: str, split: str,
 def load_ucf101(split_dir: str, video_dir: str, fold: int = 1):
   """UCF101 official splits: ``classInd.txt`` (``1 ApplyEyeMakeup``), ``trainlist0F.txt``
   (``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1``), ``testlist0F.txt`` (no label)."""
-  class_file = os.path.join(split_dir, 'classInd.txt')
-  if not os.path.exists(class_file):
+  class_file = fs.join(split_dir, 'classInd.txt')
+  if not fs.exists(class_file):
     raise AnnotationError(f'{class_file}: missing (UCF101 split folder expected)')
   names = {}
-  with open(class_file) as f:
+  with _text(class_file) as f:
     for line in f:
       if line.strip():
         number, name = line.split()
@@ -309,8 +315,8 @@ def load_ucf101(split_dir: str, video_dir: str, fold: int = 1):
   items = []
   lists = (('train', f'trainlist{fold:02d}.txt'), ('test', f'testlist{fold:02d}.txt'))
   for split, filename in lists:
-    list_path = os.path.join(split_dir, filename)
-    with open(list_path) as f:
+    list_path = fs.join(split_dir, filename)
+    with _text(list_path) as f:
       for lineno, line in enumerate(f, 1):
         if not line.strip():
           continue
@@ -319,7 +325,7 @@ def load_ucf101(split_dir: str, video_dir: str, fold: int = 1):
         if class_name not in names:
           raise AnnotationError(f'{list_path}:{lineno}: class {class_name!r} not in classInd.txt')
         stem = os.path.splitext(os.path.basename(relative))[0]
-        path = index.get(stem, os.path.join(video_dir, relative))
+        path = index.get(stem, fs.join(video_dir, relative))
         items.append(VideoItem(path, [names[class_name]], split, stem))
   return items, label_names
 
@@ -330,7 +336,7 @@ _HMDB_SPLIT_FILE = re.compile(r'^(.+)_test_split(\d)\.txt$')
 def load_hmdb51(split_dir: str, video_dir: str, fold: int = 1):
   """HMDB51 official splits: ``<class>_test_split<F>.txt`` with lines ``<video>.avi <id>``,
   id 1 = train, 2 = test, 0 = unused. Videos ``<class>/<video>.avi``."""
-  files = sorted(glob.glob(os.path.join(split_dir, f'*_test_split{fold}.txt')))
+  files = sorted(fs.glob(fs.join(split_dir, f'*_test_split{fold}.txt')))
   if not files:
     raise AnnotationError(f'{split_dir}: no *_test_split{fold}.txt files (HMDB51 splits expected)')
   label_names = sorted(_HMDB_SPLIT_FILE.match(os.path.basename(p)).group(1) for p in files)
@@ -339,7 +345,7 @@ def load_hmdb51(split_dir: str, video_dir: str, fold: int = 1):
   items = []
   for list_path in files:
     class_name = _HMDB_SPLIT_FILE.match(os.path.basename(list_path)).group(1)
-    with open(list_path) as f:
+    with _text(list_path) as f:
       for lineno, line in enumerate(f, 1):
         if not line.strip():
           continue
@@ -349,7 +355,7 @@ def load_hmdb51(split_dir: str, video_dir: str, fold: int = 1):
         if fields[1] == '0':
           continue
         stem = os.path.splitext(fields[0])[0]
-        path = index.get(stem, os.path.join(video_dir, class_name, fields[0]))
+        path = index.get(stem, fs.join(video_dir, class_name, fields[0]))
         items.append(VideoItem(path, [table[class_name]], 'train' if fields[1] == '1' else 'test',
                                stem))
   return items, label_names

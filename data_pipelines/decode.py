@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 from typing import List, Optional
 
 import av
 import numpy as np
+
+from data_pipelines import fs
 
 # Half a microsecond of slack when comparing timestamps, so a source frame
 # whose time equals a target time (up to float rounding) is taken for it.
@@ -63,11 +64,14 @@ def _encode_jpeg(frame: 'av.VideoFrame', width: int, height: int, quality: int) 
 
 
 def _open(path: str):
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise BadVideoError('missing file')
-  if os.path.getsize(path) == 0:
+  if fs.size(path) == 0:
     raise BadVideoError('zero-byte file')
   try:
+    if fs.is_remote(path):
+      # FFmpeg cannot read gs:// itself: one request for the whole file, decoded from memory.
+      return av.open(io.BytesIO(fs.read_bytes(path)), metadata_errors='ignore')
     return av.open(path, metadata_errors='ignore')
   except Exception as e:  # PyAV raises a family of FFmpeg errors and OSError
     raise BadVideoError(f'unreadable or corrupt container ({type(e).__name__}: {e})') from None

@@ -10,10 +10,12 @@ path a user gave: those silently make a local folder named ``gs:``.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import posixpath
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -41,6 +43,36 @@ def exists(path: str) -> bool:
 
 def isdir(path: str) -> bool:
   return tf.io.gfile.isdir(str(path))
+
+
+def isfile(path: str) -> bool:
+  return exists(path) and not isdir(path)
+
+
+def basename(path: str) -> str:
+  """The last component of ``path`` (``posixpath.basename`` keeps ``scheme://`` parts intact)."""
+  return posixpath.basename(str(path).rstrip('/'))
+
+
+def dirname(path: str) -> str:
+  """The folder of ``path``; ``gs://bucket/a/b`` -> ``gs://bucket/a``."""
+  return posixpath.dirname(str(path).rstrip('/'))
+
+
+def abspath(path: str) -> str:
+  """``os.path.abspath`` for local paths; remote paths are already absolute."""
+  path = str(path)
+  return path if is_remote(path) else posixpath.abspath(path)
+
+
+def isabs(path: str) -> bool:
+  return is_remote(path) or posixpath.isabs(str(path))
+
+
+def walk(top: str) -> Iterator[Tuple[str, List[str], List[str]]]:
+  """``os.walk`` over any filesystem: ``(folder, subfolder names, file names)``."""
+  for folder, subdirs, files in tf.io.gfile.walk(str(top)):
+    yield folder, [d.rstrip('/') for d in subdirs], list(files)
 
 
 def makedirs(path: str) -> None:
@@ -82,6 +114,11 @@ def read_bytes(path: str) -> bytes:
     return f.read()
 
 
+def write_bytes(path: str, data: bytes) -> None:
+  with open(path, 'wb') as f:
+    f.write(data)
+
+
 def read_text(path: str) -> str:
   with open(path, 'r') as f:
     return f.read()
@@ -93,6 +130,16 @@ def write_text(path: str, text: str) -> None:
   with open(tmp, 'w') as f:
     f.write(text)
   rename(tmp, path, overwrite=True)
+
+
+def append_text(path: str, text: str) -> None:
+  """Appends ``text`` to ``path``.
+
+  Object stores (gs://) cannot append: tf.io.gfile rewrites the whole object,
+  which is fine for the small logs this is used for (``train_metrics.jsonl``).
+  """
+  with open(path, 'a') as f:
+    f.write(text)
 
 
 def read_json(path: str) -> Any:
@@ -108,3 +155,27 @@ def open_lines(path: str) -> Iterator[Iterator[str]]:
   """Yields an iterator over the lines of a text file (newlines stripped)."""
   with open(path, 'r') as f:
     yield (line.rstrip('\n') for line in f)
+
+
+def save_npz(path: str, arrays: Dict[str, np.ndarray], compressed: bool = False) -> None:
+  """``np.savez`` (or ``np.savez_compressed``) to any filesystem.
+
+  Built in memory first: zipfile needs ``tell()``, which not every filesystem's
+  writable file has (ram://, and gs:// uploads).
+  """
+  buffer = io.BytesIO()
+  (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+  write_bytes(path, buffer.getvalue())
+
+
+def save_figure(fig, path: str, **kwargs) -> None:
+  """``fig.savefig`` (matplotlib) to any filesystem, in the format of the path's extension."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format=posixpath.splitext(str(path))[1][1:] or 'png', **kwargs)
+  write_bytes(path, buffer.getvalue())
+
+
+def load_npz(path: str) -> Dict[str, np.ndarray]:
+  """Every array of an ``.npz`` file on any filesystem, read in one request."""
+  with np.load(io.BytesIO(read_bytes(path))) as data:
+    return {k: data[k] for k in data.files}

@@ -17,14 +17,13 @@ stays exactly the frames' span; only the spectrogram's frame spacing changes.
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from data_pipelines import audio as audio_lib
-from data_pipelines import augment, sampling, shards
+from data_pipelines import augment, frame_index, fs, sampling, shards
 from data_pipelines.errors import UserError
 
 # TensorFlow only feeds the host: it must never take an accelerator from JAX.
@@ -38,8 +37,8 @@ _MAX_INT32 = 2**31 - 1
 def dataset_info(data_dir: str) -> dict:
   """``{'num_examples': {split: n}, 'label_map': [...], 'noun_map': [...], 'name', 'fps', ...}``."""
   meta = shards.read_metadata(data_dir)
-  labels_path = os.path.join(data_dir, 'label_map.json')
-  labels = shards.read_json(labels_path) if os.path.exists(labels_path) else {}
+  labels_path = fs.join(data_dir, 'label_map.json')
+  labels = shards.read_json(labels_path) if fs.exists(labels_path) else {}
   return {
       'name': meta['name'],
       'num_examples': {s: int(sum(v['lengths'])) for s, v in meta['splits'].items()},
@@ -100,7 +99,7 @@ def _labels(example, config) -> Dict[str, tf.Tensor]:
     return {'label': tf.reduce_max(tf.concat([hot, tf.zeros([1, config.model.num_classes])], 0), 0)}
   first = tf.cond(tf.size(labels) > 0, lambda: labels[0], lambda: tf.constant(-1, tf.int32))
   out = {'label': first}
-  if config.task == 'verb_noun':
+  if config.task in ('verb_noun', 'noun'):  # the EPIC-Kitchens tasks
     out['noun_label'] = tf.cast(example['noun_label'], tf.int32)
   return out
 
@@ -110,14 +109,25 @@ def _waveform(example, config):
   return audio_lib.pcm16_to_float(pcm)
 
 
-def clip_log_mel(waveform, start_frame, config, audio_start_sec) -> tf.Tensor:
-  """Normalised log-mel ``[T_a, F, 1]`` of the audio spanning frames ``[start, start + window)``."""
+def _clip_audio_span(start_frame, config, audio_start_sec):
+  """``(first sample, num samples)`` of the audio a clip starting at ``start_frame`` uses."""
   d = config.data
   a = d.audio
   window = d.num_frames * d.sampling_rate
   first, length = sampling.audio_span(start_frame, window, d.fps, a.sample_rate, audio_start_sec)
-  length = max(length, a.n_fft)
-  span = sampling.slice_with_zero_padding(waveform, first, length)
+  return first, max(length, a.n_fft)
+
+
+def clip_log_mel(waveform, start_frame, config, audio_start_sec, waveform_first=0) -> tf.Tensor:
+  """Normalised log-mel ``[T_a, F, 1]`` of the audio spanning frames ``[start, start + window)``.
+
+  ``waveform`` holds the stored audio from sample ``waveform_first`` on (all of
+  it by default; a byte-range read gives only the clip's span).
+  """
+  a = config.data.audio
+  first, length = _clip_audio_span(start_frame, config, audio_start_sec)
+  span = sampling.slice_with_zero_padding(waveform, first - tf.cast(waveform_first, tf.int32),
+                                         length)
   spec = audio_lib.log_mel_spectrogram(span, a.sample_rate, a.n_fft, a.hop_length, a.num_mels,
                                        a.log_offset)
   spec = audio_lib.resample_time_axis(spec, a.num_frames)
@@ -139,37 +149,60 @@ def make_train_example(record, position, video_index, config, seed: int,
   ``position`` (this host's stream position) keys the stateless RNG, so the
   example's window, scale, crop, flip and hard-negative shift are reproducible.
   """
-  d = config.data
   example = _parse(record)
+  choices = _train_choices(example['num_frames'], position, config, seed)
+  waveform = _waveform(example, config)
+  return _assemble_train_example(example, choices, tf.gather(example['frames'], choices['indices']),
+                                 (waveform, 0), (waveform, 0), video_index, config, with_metadata)
+
+
+def _train_choices(num_frames, position, config, seed: int) -> Dict[str, tf.Tensor]:
+  """Every random choice of a training clip, from the stateless RNG at ``(seed, position)``:
+  window ``start`` and its frame ``indices``, ``short_side``, crop and flip ``uniforms``, and
+  the hard negative's start ``shifted`` (when ``data.avs_negatives``)."""
+  d = config.data
   key = tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
   keys = tf.random.experimental.stateless_split(key, num=6)
   uniforms = [tf.random.stateless_uniform([], seed=keys[i]) for i in range(5)]
-  num_video_frames = tf.cast(example['num_frames'], tf.int32)
+  num_video_frames = tf.cast(num_frames, tf.int32)
   window = d.num_frames * d.sampling_rate
   start = sampling.train_clip_start(num_video_frames, window, uniforms[0])
-  indices = sampling.clip_frame_indices(start, d.num_frames, d.sampling_rate, num_video_frames)
-  jpegs = tf.gather(example['frames'], indices)
   low, high = d.train_jitter_scales
-  short_side = tf.random.stateless_uniform([], seed=keys[5], minval=low, maxval=high + 1,
-                                           dtype=tf.int32)
+  out = {'start': start, 'uniforms': uniforms,
+         'indices': sampling.clip_frame_indices(start, d.num_frames, d.sampling_rate,
+                                                num_video_frames),
+         'short_side': tf.random.stateless_uniform([], seed=keys[5], minval=low,
+                                                   maxval=high + 1, dtype=tf.int32)}
+  if d.avs_negatives:
+    min_shift = int(np.ceil(d.hard_negative_min_shift_sec * d.fps))
+    out['shifted'] = sampling.hard_negative_start(start, num_video_frames, window, min_shift,
+                                                  uniforms[4])
+  return out
+
+
+def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video_index, config,
+                            with_metadata):
+  """The training example from the clip's JPEGs and the ``(waveform, first sample)`` of its
+  audio and of its hard negative's; ``example`` holds the record's small features."""
+  d = config.data
+  uniforms, start = choices['uniforms'], choices['start']
+  window = d.num_frames * d.sampling_rate
   crop = augment.train_crop_window(example['height'], example['width'], d.train_crop_size,
-                                   short_side, uniforms[1], uniforms[2])
+                                   choices['short_side'], uniforms[1], uniforms[2])
   frames = augment.decode_jpegs(jpegs, crop)
   if d.random_flip:
     # On the uint8 square crop, before resizing: a quarter of the bytes, same result.
     frames = augment.maybe_flip(frames, uniforms[3] < 0.5)
   frames = augment.resize_frames(frames, d.train_crop_size, d.train_crop_size)
   slow, fast = _visual(frames, config)
-  waveform = _waveform(example, config)
   audio_start = example['audio_start_sec']
   out = {'slow': slow, 'fast': fast,
-         'audio': clip_log_mel(waveform, start, config, audio_start),
+         'audio': clip_log_mel(audio[0], start, config, audio_start, audio[1]),
          'audio_mask': tf.cast(example['has_audio'], tf.float32),
          'video_index': tf.cast(video_index, tf.int32)}
   if d.avs_negatives:
-    min_shift = int(np.ceil(d.hard_negative_min_shift_sec * d.fps))
-    shifted = sampling.hard_negative_start(start, num_video_frames, window, min_shift, uniforms[4])
-    out['audio_shifted'] = clip_log_mel(waveform, shifted, config, audio_start)
+    out['audio_shifted'] = clip_log_mel(shifted_audio[0], choices['shifted'], config,
+                                        audio_start, shifted_audio[1])
   out.update(_labels(example, config))
   if with_metadata:
     out.update(_metadata(example, start, window, d.fps))
@@ -218,20 +251,38 @@ def _epoch_orders(num: int, seed: int, start_position: int) -> tf.data.Dataset:
 
 
 def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_step=0,
-                       process_index=None, process_count=None, with_metadata=False):
+                       process_index=None, process_count=None, with_metadata=False,
+                       read='auto'):
   """The ``tf.data.Dataset`` behind :func:`create_train_iterator`.
 
-  Records are read in-graph by byte range (``FixedLengthRecordDataset`` over
-  one record's span, offsets found once from the TFRecord headers): random
-  access without Python in the loop and without reading skipped records.
+  Reads are in-graph by byte range (``FixedLengthRecordDataset`` over one
+  span): random access without Python in the loop. ``read='records'``: a clip
+  reads its video's whole record (~9 MB for 10 s at short side 320).
+  ``read='ranges'``: with the shards' frame indexes (frame_index.py) a clip
+  reads only its frames' JPEGs and its audio spans (~1 MB), in ~34 reads that
+  cost more CPU than one whole-record read. ``'auto'`` reads ranges from a
+  remote filesystem (gs://: bytes are what a bucket limits) when every shard
+  has an index, and whole records from a local one (the page cache serves
+  them). Both give the same examples.
   """
   _check_config(config, data_dir)
   process_index, process_count = _host(process_index, process_count)
   files, lengths, offsets = _host_files(data_dir, split, process_index, process_count)
+  if read not in ('auto', 'ranges', 'records'):
+    raise ValueError(f'read={read!r}: auto | ranges | records')
+  if read == 'auto':
+    read = 'ranges' if fs.is_remote(data_dir) else 'records'
+  tables = None if read == 'records' else _index_tables(files, lengths, offsets)
+  if tables is None and read == 'ranges':
+    raise UserError(f'{data_dir}: split {split!r} has shards without a frame index '
+                    f'(*{frame_index.SUFFIX}); prepare it again to read by frame')
+  if tables is not None:
+    return _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_step,
+                                 process_index, with_metadata)
   file_of, header_of, size_of, footer_of, video_of = [], [], [], [], []
   for file_index, (path, length, first) in enumerate(zip(files, lengths, offsets)):
     starts = _record_offsets(path, length)
-    file_size = os.path.getsize(path)
+    file_size = fs.size(path)
     ends = np.append(starts[1:], file_size)
     for record, (begin, end) in enumerate(zip(starts, ends)):
       data_bytes = int(end - begin - 16)  # 12-byte header, 4-byte footer CRC
@@ -267,6 +318,158 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
       num_parallel_calls=config.data.num_parallel_calls, deterministic=True)
   dataset = dataset.batch(per_host_batch, drop_remainder=True)
   return dataset.prefetch(config.data.prefetch_batches).with_options(_options())
+
+
+def _index_tables(files, lengths, offsets) -> Optional[Dict[str, np.ndarray]]:
+  """This host's examples' frame-index entries concatenated over its shards (frame_base and
+  label_start index the concatenated frame and label arrays), or None if a shard has none."""
+  parts = []
+  for path, length in zip(files, lengths):
+    index = frame_index.read(path)
+    if index is None:
+      return None
+    if len(index['record_offset']) != length:
+      raise UserError(f'{frame_index.index_path(path)}: indexes {len(index["record_offset"])} '
+                      f'records, shards.json says {length}; prepare the dataset again')
+    if not fs.exists(path):
+      raise UserError(f'{path}: shard file missing (shards.json lists it); prepare the dataset '
+                      'again into the same --output_dir to rewrite it')
+    end = int(index['record_offset'][-1] + index['record_length'][-1] + 4) if length else 0
+    if fs.size(path) != end:
+      raise UserError(f'{path}: damaged shard file ({fs.size(path)} bytes, its frame index '
+                      f'says {end}); prepare the dataset again')
+    parts.append(index)
+  frame_totals = np.cumsum([0] + [len(p['frame_offset']) for p in parts])
+  label_totals = np.cumsum([0] + [len(p['label']) for p in parts])
+  out = {
+      'file': np.concatenate([np.full(n, i, np.int64) for i, n in enumerate(lengths)]),
+      'video': np.concatenate([first + np.arange(n) for first, n in zip(offsets, lengths)]),
+      'num_frames': np.concatenate([np.diff(p['frame_start']) for p in parts]),
+      'frame_base': np.concatenate([p['frame_start'][:-1] + t
+                                    for p, t in zip(parts, frame_totals)]),
+      'label_start': np.concatenate([p['label_start'][:-1] + t for p, t in zip(parts, label_totals)]
+                                    + [label_totals[-1:]]),
+  }
+  for key in ('frame_offset', 'frame_length', 'label', 'audio_offset', 'audio_length', 'height',
+              'width', 'has_audio', 'noun_label', 'audio_start_sec', 'video_id'):
+    out[key] = np.concatenate([p[key] for p in parts])
+  out['video'] = out['video'].astype(np.int64)
+  return out
+
+
+def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_step,
+                          process_index, with_metadata):
+  """Training clips read by frame: each clip's JPEGs and audio spans are its only reads."""
+  d = config.data
+  num = len(tables['file'])
+  if num == 0:
+    raise UserError(f'{files[0]}...: no training examples on host {process_index}')
+  t = {k: tf.constant(v) for k, v in tables.items()}
+  names = tf.constant(files)
+  sizes = tf.constant([fs.size(path) for path in files], tf.int64)
+  host_seed = (int(seed) * 1_000_003 + process_index) % (2**62)
+  num_audio = 2 if d.avs_negatives else 1
+  count = d.num_frames + num_audio
+
+  def read_ranges(example, choices):
+    """Byte offsets and lengths of the clip's frames, then of its audio spans; and the first
+    stored sample of each span (spans are cut to the stored audio, the rest is zeros)."""
+    frame_ids = t['frame_base'][example] + tf.cast(choices['indices'], tf.int64)
+    offsets = [tf.gather(t['frame_offset'], frame_ids)]
+    lengths = [tf.gather(t['frame_length'], frame_ids)]
+    firsts = []
+    stored = t['audio_length'][example] // 2
+    for start in [choices['start'], choices.get('shifted')][:num_audio]:
+      first, length = _clip_audio_span(start, config, t['audio_start_sec'][example])
+      first = tf.cast(first, tf.int64)
+      low = tf.clip_by_value(first, 0, stored)
+      high = tf.clip_by_value(first + length, 0, stored)
+      offsets.append([t['audio_offset'][example] + 2 * low])
+      lengths.append([2 * (high - low)])
+      firsts.append(low)
+    return tf.concat(offsets, 0), tf.concat(lengths, 0), tf.stack(firsts)
+
+  def clip_reads(example, position):
+    choices = _train_choices(t['num_frames'][example], position, config, host_seed)
+    offsets, lengths, firsts = read_ranges(example, choices)
+    return choices, offsets, lengths, firsts
+
+  def spans(example, position):
+    _, offsets, lengths, _ = clip_reads(example, position)
+    # An empty span (no audio track) reads one byte, cut off again in make().
+    return tf.data.Dataset.from_tensor_slices(
+        (tf.fill([count], t['file'][example]), offsets, tf.maximum(lengths, 1)))
+
+  def read_span(file, begin, n):
+    return tf.data.FixedLengthRecordDataset(names[file], record_bytes=n, header_bytes=begin,
+                                            footer_bytes=sizes[file] - begin - n, buffer_size=n)
+
+  def make(parts, example, position):
+    choices, _, lengths, firsts = clip_reads(example, position)
+    audio = []
+    for j in range(num_audio):
+      raw = tf.strings.substr(parts[d.num_frames + j], tf.constant(0, tf.int64),
+                              lengths[d.num_frames + j])
+      pcm = tf.io.decode_raw(raw, tf.int16, little_endian=True)
+      audio.append((audio_lib.pcm16_to_float(pcm), firsts[j]))
+    begin, end = t['label_start'][example], t['label_start'][example + 1]
+    fields = {k: t[k][example] for k in ('height', 'width', 'has_audio', 'noun_label',
+                                          'audio_start_sec', 'video_id', 'num_frames')}
+    fields['label'] = t['label'][begin:end]
+    return _assemble_train_example(fields, choices, parts[:d.num_frames], audio[0], audio[-1],
+                                   t['video'][example], config, with_metadata)
+
+  # One stream of every clip's byte ranges, read 16 at a time in order, regrouped per clip
+  # and zipped with the clip's position in the (deterministic, twice-read) order.
+  orders = _epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
+  parts = orders.flat_map(spans).interleave(read_span, cycle_length=16, block_length=1,
+                                            num_parallel_calls=16, deterministic=True)
+  dataset = tf.data.Dataset.zip((parts.batch(count, drop_remainder=True),
+                                 _epoch_orders(num, host_seed,
+                                               int(start_step) * int(per_host_batch))))
+  dataset = dataset.map(lambda p, order: make(p, *order),
+                        num_parallel_calls=d.num_parallel_calls, deterministic=True)
+  dataset = dataset.batch(per_host_batch, drop_remainder=True)
+  return dataset.prefetch(d.prefetch_batches).with_options(_options())
+
+
+def train_read_bytes(config, data_dir: str, split: str, num_clips: int, *, seed: int,
+                     process_index: int = 0, process_count: int = 1) -> Dict[str, float]:
+  """Mean bytes per training clip over the first ``num_clips`` clips of this host's stream.
+
+  ``records``: a whole-record read (the record of the clip's video);
+  ``ranges``: the byte ranges a read by frame fetches (frames, audio spans);
+  ``used``: the bytes of the distinct frames and the stored audio samples the
+  clip uses. Needs the frame index (frame_index.py).
+  """
+  files, lengths, offsets = _host_files(data_dir, split, process_index, process_count)
+  tables = _index_tables(files, lengths, offsets)
+  if tables is None:
+    raise UserError(f'{data_dir}: no frame index (*{frame_index.SUFFIX}); prepare it again')
+  num = len(tables['file'])
+  host_seed = (int(seed) * 1_000_003 + process_index) % (2**62)
+  order = _epoch_orders(num, host_seed, 0).take(num_clips)
+  record_bytes = np.concatenate([np.asarray(frame_index.read(f)['record_length'])
+                                 for f in files])
+  d = config.data
+  totals = {'records': 0.0, 'ranges': 0.0, 'used': 0.0}
+  for example, position in order.as_numpy_iterator():
+    choices = _train_choices(tables['num_frames'][example], position, config, host_seed)
+    frame_ids = tables['frame_base'][example] + choices['indices'].numpy()
+    frame_bytes = tables['frame_length'][frame_ids]
+    totals['records'] += record_bytes[example]
+    totals['ranges'] += frame_bytes.sum()
+    totals['used'] += tables['frame_length'][np.unique(frame_ids)].sum()
+    stored = tables['audio_length'][example] // 2
+    samples = set()
+    starts = [choices['start']] + ([choices['shifted']] if d.avs_negatives else [])
+    for start in starts:
+      first, length = _clip_audio_span(start, config, tables['audio_start_sec'][example])
+      low, high = np.clip([int(first), int(first) + length], 0, stored)
+      totals['ranges'] += max(2 * (high - low), 1)
+      samples.update(range(low, high))
+    totals['used'] += 2 * len(samples)
+  return {k: v / num_clips for k, v in totals.items()}
 
 
 def _options():

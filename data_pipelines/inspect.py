@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from data_pipelines import errors, input_pipeline
+from data_pipelines import errors, fs, input_pipeline
 
 
 def collect_clips(config, data_dir: str, split: str, num_clips: int, seed: int = 0) -> dict:
@@ -77,7 +77,7 @@ def contact_sheet(clips: dict, path: str, frames_per_clip: int = 8) -> None:
     ax.set_xlabel('log-mel frame' + ('' if clips['audio_mask'][i] else ' (no audio track)'),
                   fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
+  fs.save_figure(fig, path, dpi=80)
   plt.close(fig)
 
 
@@ -94,7 +94,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   config = errors.load_config_file(args.config)
   clips = collect_clips(config, args.data_dir, args.split, args.num_clips, args.seed)
-  np.savez_compressed(args.output, **clips)
+  fs.save_npz(args.output, clips, compressed=True)
   print(f'wrote {len(clips["fast"])} clips to {args.output}', file=sys.stderr)
   if args.png:
     try:

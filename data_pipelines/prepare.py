@@ -7,9 +7,10 @@ r"""Prepares a folder of videos into TFRecord shards for the input pipeline.
   python -m data_pipelines.prepare --output_dir D --manifest videos.csv --num_workers 4
 
 Each shard is one unit of work: a worker decodes its videos (decode.py),
-writes ``<shard>.tmp`` and renames it, then records the shard's report in
-``_progress/``. A rerun skips shards whose progress file exists, so an
-interrupted job resumes where it stopped. Bad inputs are skipped and reported,
+writes ``<shard>.tmp`` and renames it, writes the shard's frame index
+(frame_index.py), then records the shard's report in ``_progress/``. A
+rerun skips shards whose progress file exists, so an interrupted job
+resumes where it stopped. Bad inputs are skipped and reported,
 never fatal. See shards.py for the output format.
 """
 
@@ -23,6 +24,7 @@ import math
 import multiprocessing
 import os
 import queue as queue_lib
+import shlex
 import sys
 import time
 from typing import Dict, List, Optional, Sequence
@@ -32,7 +34,7 @@ import av.logging
 import tensorflow as tf
 from tqdm import tqdm
 
-from data_pipelines import adapters, decode, errors, shards
+from data_pipelines import adapters, decode, errors, frame_index, fs, shards
 from data_pipelines.errors import UserError
 
 
@@ -58,7 +60,7 @@ class ShardTask:
 
 
 def _progress_path(output_dir: str, split: str, index: int) -> str:
-  return os.path.join(output_dir, '_progress', f'{split}-{index:05d}.json')
+  return fs.join(output_dir, '_progress', f'{split}-{index:05d}.json')
 
 
 def _quiet_ffmpeg():
@@ -73,11 +75,12 @@ def process_shard(task: ShardTask, progress_queue=None) -> dict:
   """
   tf.config.set_visible_devices([], 'GPU')
   _quiet_ffmpeg()
-  final = os.path.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
+  final = fs.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
                                                               task.count))
   tmp = f'{final}.tmp-{os.getpid()}'
   entries = []
   written = 0
+  index = frame_index.Builder()
   with tf.io.TFRecordWriter(tmp) as writer:
     for item in task.items:
       entry = {'path': item.path, 'video_id': item.video_id, 'split': task.split}
@@ -92,7 +95,9 @@ def process_shard(task: ShardTask, progress_queue=None) -> dict:
           repairs.append(f'{video.num_frames} frames, shorter than a '
                          f'{task.options.min_frames}-frame '
                          f'window: clips repeat the last frame, audio is zero-padded')
-        writer.write(shards.serialize_example(video, item))
+        record = shards.serialize_example(video, item)
+        index.add(record, video, item)
+        writer.write(record)
         written += 1
         entry.update(status='written', num_frames=video.num_frames,
                      duration_sec=round(video.duration_sec, 3), has_audio=video.audio is not None,
@@ -104,9 +109,10 @@ def process_shard(task: ShardTask, progress_queue=None) -> dict:
       entries.append(entry)
       if progress_queue is not None:
         progress_queue.put(1)
-  os.replace(tmp, final)
-  report = {'split': task.split, 'shard': task.index, 'file': os.path.basename(final),
-            'num_examples': written, 'num_bytes': os.path.getsize(final), 'entries': entries}
+  fs.rename(tmp, final, overwrite=True)
+  index.write(final)
+  report = {'split': task.split, 'shard': task.index, 'file': fs.basename(final),
+            'num_examples': written, 'num_bytes': fs.size(final), 'entries': entries}
   shards.write_json_atomic(_progress_path(task.output_dir, task.split, task.index), report)
   return report
 
@@ -201,13 +207,13 @@ def finalize(output_dir: str, name: str, tasks: Sequence[ShardTask], label_names
   }
   report = {'summary': summary, 'skipped': skipped, 'repaired': repaired,
             'options': dataclasses.asdict(options)}
-  shards.write_json_atomic(os.path.join(output_dir, 'prepare_report.json'), report)
-  shards.write_json_atomic(os.path.join(output_dir, 'label_map.json'),
+  shards.write_json_atomic(fs.join(output_dir, 'prepare_report.json'), report)
+  shards.write_json_atomic(fs.join(output_dir, 'label_map.json'),
                            {'labels': list(label_names), 'nouns': list(noun_names)})
   meta = {'format_version': shards.FORMAT_VERSION, 'name': name,
           'fps': options.fps, 'short_side': options.short_side,
           'audio_sample_rate': options.sample_rate, 'splits': splits}
-  shards.write_json_atomic(os.path.join(output_dir, 'shards.json'), meta)
+  shards.write_json_atomic(fs.join(output_dir, 'shards.json'), meta)
   shards.write_tfds_metadata(output_dir, name, {s: v['lengths'] for s, v in splits.items()},
                              {s: v['num_bytes'] for s, v in splits.items()},
                              description=f'AVSlowFast prepared videos ({name})')
@@ -224,9 +230,9 @@ def prepare(items: Sequence[adapters.VideoItem], output_dir: str, *, name: str =
   Resumable: shards already finished by an earlier run are not redone.
   """
   options = options or PrepareOptions()
-  os.makedirs(os.path.join(output_dir, '_progress'), exist_ok=True)
+  fs.makedirs(fs.join(output_dir, '_progress'))
   tasks = plan_shards(items, output_dir, name, options, videos_per_shard)
-  todo = [t for t in tasks if not os.path.exists(_progress_path(output_dir, t.split, t.index))]
+  todo = [t for t in tasks if not fs.exists(_progress_path(output_dir, t.split, t.index))]
   if verbose and len(todo) < len(tasks):
     print(f'resuming: {len(tasks) - len(todo)} of {len(tasks)} shards already done',
           file=sys.stderr)
@@ -247,7 +253,7 @@ def prepare(items: Sequence[adapters.VideoItem], output_dir: str, *, name: str =
       print(f"  skipped {e['path']}: {e['reason']}", file=sys.stderr)
     for e in report['repaired']:
       print(f"  repaired {e['path']}: {'; '.join(e['repairs'])}", file=sys.stderr)
-    print(f"report: {os.path.join(output_dir, 'prepare_report.json')}", file=sys.stderr)
+    print(f"report: {fs.join(output_dir, 'prepare_report.json')}", file=sys.stderr)
   return report
 
 
@@ -277,19 +283,21 @@ def main(argv=None):
   parser.add_argument('--min_frames', type=int, default=64)
   parser.add_argument('--runner', choices=('local', 'beam'), default='local')
   parser.add_argument('--beam_options', nargs='*', default=[],
-                      help='Beam pipeline options, e.g. --runner=DataflowRunner ...')
+                      help='Beam pipeline options in one quoted string after "=" (so that '
+                           'they are not read as this command\'s flags), e.g. '
+                           '--beam_options="--runner=DataflowRunner --project=P --region=R"')
   args = parser.parse_args(argv)
   for flag, paths in (('--manifest', args.manifest or []), ('--annotations', args.annotations),
                       ('--label_map', [args.label_map] if args.label_map else []),
                       ('--classes', [args.classes] if args.classes else []),
                       ('--video_dir', [args.video_dir])):
     for path in paths:
-      if not os.path.exists(path):
+      if not fs.exists(path):
         raise UserError(f'{flag} {path}: no such file or folder')
   label_names = None
   if args.label_map:
-    with open(args.label_map) as f:
-      label_names = [line.strip() for line in f if line.strip()]
+    label_names = [line.strip() for line in fs.read_text(args.label_map).splitlines()
+                   if line.strip()]
   if args.manifest:
     items, labels, nouns = adapters.load_dataset('manifest', args.manifest, args.video_dir,
                                                  split=args.split, label_names=label_names)
@@ -308,14 +316,15 @@ def main(argv=None):
   report = prepare(items, args.output_dir, name=args.name or args.dataset or 'videos',
                    label_names=labels, noun_names=nouns, options=options,
                    num_workers=args.num_workers, videos_per_shard=args.videos_per_shard,
-                   runner=args.runner, beam_options=args.beam_options)
+                   runner=args.runner,
+                   beam_options=[o for text in args.beam_options for o in shlex.split(text)])
   print(json.dumps(report['summary']))
   summary = report['summary']
   if not summary['num_written']:
     reasons = sorted({e['reason'] for e in report['skipped']})
     raise UserError(f"none of the {summary['num_inputs']} videos could be prepared "
                     f"(reasons: {'; '.join(reasons[:3])}); see "
-                    f"{os.path.join(args.output_dir, 'prepare_report.json')}")
+                    f"{fs.join(args.output_dir, 'prepare_report.json')}")
 
 
 if __name__ == '__main__':

@@ -7,6 +7,8 @@ Layout of a prepared directory (``tfds.builder_from_directory`` reads it):
   shards.json                               splits, shard files and lengths, fps, ...
   label_map.json                            {"labels": [...], "nouns": [...]}
   prepare_report.json                       every input: written / skipped / repaired, why
+  <shard>.frames.npz                        byte ranges of each record's frames and audio
+                                            (frame_index.py; absent in older prepared data)
   _progress/<split>-<shard>.json            one per finished shard (what makes a run resumable)
 
 Features of an example (all scalars unless noted):
@@ -24,12 +26,14 @@ from __future__ import annotations
 import json
 import os
 import struct
+import tempfile
 from typing import Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data_pipelines import fs
 from data_pipelines.errors import UserError
 
 SHARD_TEMPLATE = '{name}-{split}.tfrecord-{index:05d}-of-{count:05d}'
@@ -54,9 +58,14 @@ def _floats(values):
   return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
 
 
+def audio_bytes(video) -> bytes:
+  """The ``audio`` feature of a ``decode.DecodedVideo``: int16 little-endian PCM, or empty."""
+  return b'' if video.audio is None else video.audio.astype('<i2').tobytes()
+
+
 def serialize_example(video, item) -> bytes:
   """Serialized ``tf.train.Example`` of a ``decode.DecodedVideo`` and its ``adapters.VideoItem``."""
-  audio = b'' if video.audio is None else video.audio.astype('<i2').tobytes()
+  audio = audio_bytes(video)
   feature = {
       'video_id': _bytes([item.video_id.encode()]),
       'source_path': _bytes([item.path.encode()]),
@@ -125,17 +134,31 @@ def tfds_features():
 
 def write_tfds_metadata(data_dir: str, name: str, split_lengths: Dict[str, Sequence[int]],
                         split_bytes: Dict[str, int], description: str = '') -> None:
-  """Writes ``dataset_info.json`` / ``features.json`` so ``tfds.builder_from_directory`` works."""
-  template = tfds.core.ShardedFileTemplate(data_dir=data_dir, template=TFDS_TEMPLATE,
-                                           dataset_name=name, filetype_suffix='tfrecord')
-  split_infos = [
-      tfds.core.SplitInfo(name=split, shard_lengths=[int(n) for n in lengths],
-                          num_bytes=int(split_bytes.get(split, 0)),
-                          filename_template=template.replace(split=split))
-      for split, lengths in split_lengths.items()]
-  tfds.folder_dataset.write_metadata(data_dir=data_dir, features=tfds_features(),
-                                     split_infos=split_infos, filename_template=template,
-                                     description=description, check_data=False)
+  """Writes ``dataset_info.json`` / ``features.json`` so ``tfds.builder_from_directory`` works.
+
+  TFDS writes through etils.epath, which knows local paths and gs:// but not
+  every filesystem TensorFlow has (ram://, ...): the metadata is written into
+  a local scratch folder (beside empty stand-ins for the shard files, which
+  TFDS lists to find the file names) and copied to ``data_dir`` through fs.
+  """
+  with tempfile.TemporaryDirectory(prefix='tfds_metadata_') as scratch:
+    for split, lengths in split_lengths.items():
+      for index in range(len(lengths)):
+        with open(os.path.join(scratch, shard_filename(name, split, index, len(lengths))), 'wb'):
+          pass
+    template = tfds.core.ShardedFileTemplate(data_dir=scratch, template=TFDS_TEMPLATE,
+                                             dataset_name=name, filetype_suffix='tfrecord')
+    split_infos = [
+        tfds.core.SplitInfo(name=split, shard_lengths=[int(n) for n in lengths],
+                            num_bytes=int(split_bytes.get(split, 0)),
+                            filename_template=template.replace(split=split))
+        for split, lengths in split_lengths.items()]
+    tfds.folder_dataset.write_metadata(data_dir=scratch, features=tfds_features(),
+                                       split_infos=split_infos, filename_template=template,
+                                       description=description, check_data=False)
+    for filename in sorted(os.listdir(scratch)):
+      if filename.endswith('.json'):
+        fs.copy(os.path.join(scratch, filename), fs.join(data_dir, filename), overwrite=True)
 
 
 def record_offsets(path: str) -> np.ndarray:
@@ -144,11 +167,11 @@ def record_offsets(path: str) -> np.ndarray:
   TFRecord framing: uint64 length, uint32 CRC of the length, data, uint32 CRC.
   """
   offsets = []
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise UserError(f'{path}: shard file missing (shards.json lists it); prepare the dataset '
                     'again into the same --output_dir to rewrite it')
-  size = os.path.getsize(path)
-  with open(path, 'rb') as f:
+  size = fs.size(path)
+  with fs.open(path, 'rb') as f:
     position = 0
     while position < size:
       header = f.read(8)
@@ -158,7 +181,8 @@ def record_offsets(path: str) -> np.ndarray:
       (length,) = struct.unpack('<Q', header)
       offsets.append(position)
       position += 12 + length + 4
-      f.seek(position)
+      if position < size:  # GFile cannot seek past the end (a truncated last record)
+        f.seek(position)
     if position != size:
       raise UserError(f'{path}: damaged shard file (truncated TFRecord: the last record ends '
                       f'at byte {position}, the file has {size} bytes)')
@@ -167,18 +191,17 @@ def record_offsets(path: str) -> np.ndarray:
 
 def read_json(path: str):
   """The JSON value in ``path``; a file that is not valid JSON is a ``UserError`` naming it."""
-  with open(path) as f:
-    try:
-      return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise UserError(f'{path}: damaged JSON file ({e})') from None
+  try:
+    return json.loads(fs.read_text(path))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f'{path}: damaged JSON file ({e})') from None
 
 
 def read_metadata(data_dir: str) -> dict:
   """``shards.json`` of a prepared dataset, with a message that says how to make one."""
-  meta_path = os.path.join(data_dir, 'shards.json')
-  if not os.path.exists(meta_path):
-    what = 'does not exist' if not os.path.exists(data_dir) else 'holds no prepared data'
+  meta_path = fs.join(data_dir, 'shards.json')
+  if not fs.exists(meta_path):
+    what = 'does not exist' if not fs.exists(data_dir) else 'holds no prepared data'
     raise UserError(f'{data_dir} {what} (no shards.json): prepare videos into it with '
                     'python -m data_pipelines.prepare --output_dir DIR ..., or make the '
                     'built-in dataset with python -m data_pipelines.synthetic')
@@ -192,16 +215,34 @@ def read_metadata(data_dir: str) -> dict:
 def write_json_atomic(path: str, value) -> None:
   """Writes JSON through a temporary file and a rename, so readers never see half a file."""
   tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
+  with fs.open(tmp, 'w') as f:
+    f.write(json.dumps(value, indent=1))
+  fs.rename(tmp, path, overwrite=True)
 
 
 def load_split_files(data_dir: str, split: str) -> (List[str], List[int]):
   """Shard paths and their example counts for ``split`` (from ``shards.json``)."""
   meta = read_metadata(data_dir)
   if split not in meta['splits']:
-    raise UserError(f'{os.path.join(data_dir, "shards.json")}: no split {split!r} '
+    raise UserError(f'{fs.join(data_dir, "shards.json")}: no split {split!r} '
                     f'(have {sorted(meta["splits"])})')
   entry = meta['splits'][split]
-  return [os.path.join(data_dir, f) for f in entry['files']], list(entry['lengths'])
+  return [fs.join(data_dir, f) for f in entry['files']], list(entry['lengths'])
+
+
+def read_video_ids(data_dir: str, split: str) -> List[str]:
+  """The ``video_id`` of every example of ``split``, in the order evaluation indexes them
+  (``video_index``: the shards of ``shards.json`` in order, records in file order).
+
+  Reads every record whole (TFRecord has no index of features): one pass over the split.
+  """
+  files, lengths = load_split_files(data_dir, split)
+  spec = {'video_id': tf.io.FixedLenFeature([], tf.string)}
+  ids = []
+  for path, length in zip(files, lengths):
+    before = len(ids)
+    for record in tf.data.TFRecordDataset(path):
+      ids.append(tf.io.parse_single_example(record, spec)['video_id'].numpy().decode())
+    if len(ids) - before != length:
+      raise UserError(f'{path}: {len(ids) - before} records, but shards.json says {length}')
+  return ids

@@ -41,14 +41,13 @@ import argparse
 import colorsys
 import csv
 import dataclasses
-import json
-import os
+import io
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
-from data_pipelines import errors
+from data_pipelines import errors, fs
 from data_pipelines.errors import UserError
 from data_pipelines.video_io import write_video
 
@@ -488,23 +487,24 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
       rel = f'videos/{name}/{name}_{video_index:04d}.mp4'
       jobs.append((rel, name, split, class_index, video_index))
 
-  os.makedirs(output_dir, exist_ok=True)
+  fs.makedirs(output_dir)
   iterator = jobs
   if progress:
     iterator = tqdm(jobs, desc='Generating videos', unit='video')
   for rel, name, _, class_index, video_index in iterator:
     frames, audio = render_example(name, example_rng(seed, class_index, video_index), size=size,
                                    duration_sec=duration_sec, fps=fps, sample_rate=sample_rate)
-    path = os.path.join(output_dir, rel)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = fs.join(output_dir, rel)
+    fs.makedirs(fs.dirname(path))
     write_video(path, frames, fps=fps, audio=audio, sample_rate=sample_rate)
 
-  manifest = os.path.join(output_dir, MANIFEST_NAME)
-  with open(manifest, 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(['path', 'label', 'split'])
-    for rel, name, split, _, _ in jobs:
-      writer.writerow([rel, name, split])
+  manifest = fs.join(output_dir, MANIFEST_NAME)
+  rows = io.StringIO(newline='')
+  writer = csv.writer(rows)
+  writer.writerow(['path', 'label', 'split'])
+  for rel, name, split, _, _ in jobs:
+    writer.writerow([rel, name, split])
+  fs.write_text(manifest, rows.getvalue())
 
   info = {
     'classes': [dataclasses.asdict(_BY_NAME[n]) for n in names],
@@ -515,8 +515,7 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
       'sample_rate': sample_rate, 'video_codec': 'h264', 'audio_codec': 'aac',
     },
   }
-  with open(os.path.join(output_dir, CLASSES_NAME), 'w') as f:
-    json.dump(info, f, indent=2)
+  fs.write_json(fs.join(output_dir, CLASSES_NAME), info)
   return manifest
 
 
@@ -552,7 +551,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
       duration_sec=args.duration_sec, fps=args.fps, sample_rate=args.sample_rate,
       val_fraction=args.val_fraction, test_fraction=args.test_fraction,
       classes=[c for c in args.classes.split(',') if c] or None, progress=not args.no_progress)
-  print(f'Wrote {manifest} and {os.path.join(args.output_dir, CLASSES_NAME)}')
+  print(f'Wrote {manifest} and {fs.join(args.output_dir, CLASSES_NAME)}')
   return manifest
 
 

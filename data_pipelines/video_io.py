@@ -6,10 +6,13 @@ Used by the synthetic dataset generator and by tests that need real files.
 from __future__ import annotations
 
 import fractions
+import io
 from typing import Optional
 
 import av
 import numpy as np
+
+from data_pipelines import fs
 
 
 def write_video(path: str, frames: np.ndarray, fps: int = 30,
@@ -26,7 +29,19 @@ def write_video(path: str, frames: np.ndarray, fps: int = 30,
   _, height, width, _ = frames.shape
   if height % 2 or width % 2:
     raise ValueError(f'{path}: frame size {width}x{height} must be even for yuv420p')
-  with av.open(path, mode='w') as container:
+  if fs.is_remote(path):
+    # FFmpeg cannot write gs:// itself: mux into memory, then one upload.
+    buffer = io.BytesIO()
+    _encode(av.open(buffer, mode='w', format='mp4'), frames, fps, audio, sample_rate, crf)
+    with fs.open(path, 'wb') as f:
+      f.write(buffer.getvalue())
+  else:
+    _encode(av.open(path, mode='w'), frames, fps, audio, sample_rate, crf)
+
+
+def _encode(container, frames, fps, audio, sample_rate, crf) -> None:
+  _, height, width, _ = frames.shape
+  with container:
     vstream = container.add_stream('libx264', rate=fps)
     vstream.width, vstream.height = width, height
     vstream.pix_fmt = 'yuv420p'

@@ -84,9 +84,14 @@ def test_input_pipeline_benchmark_small(tmp_path):
               '--batch_size', '4', '--baseline_clips', '2', '--num_workers', '1'],
              TMPDIR=str(tmp_path))  # its videos and shards go to a temporary folder
   for key in ('clips_per_sec', 'clips_per_sec_per_core', 'baseline_pyav_clips_per_sec',
-              'speedup_per_core', 'mean_jpeg_kb'):
+              'speedup_per_core', 'mean_jpeg_kb', 'records_clips_per_cpu_sec',
+              'ranges_clips_per_cpu_sec', 'decode_only_clips_per_cpu_sec',
+              'ranges_cpu_rate_vs_decode_only', 'eval_videos_per_sec'):
     assert out[key] > 0, key
   assert out['cores'] >= 1
+  # A clip reads its frames and audio spans: about what it uses, a fraction of its record.
+  assert out['mb_used_per_clip'] <= out['mb_read_per_clip'] <= 1.5 * out['mb_used_per_clip']
+  assert out['mb_whole_record_per_clip'] > 2 * out['mb_read_per_clip']
 
 
 @pytest.mark.slow

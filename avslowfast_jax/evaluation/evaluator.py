@@ -8,7 +8,6 @@ the views of each video and computes what the evaluation reports.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Mapping, Optional
 
 from absl import logging
@@ -19,7 +18,7 @@ import numpy as np
 from avslowfast_jax import inference, parallel
 from avslowfast_jax.tasks import Task
 from avslowfast_jax.train import checkpoints as ckpt_lib
-from data_pipelines import input_pipeline
+from data_pipelines import fs, input_pipeline
 from data_pipelines.errors import UserError
 
 
@@ -82,11 +81,10 @@ def evaluate_during_training(config, model, task: Task, variables, mesh) -> dict
 def write_results(out_dir: str, metrics: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
                   extra: Optional[Mapping[str, Any]] = None) -> str:
   """Writes ``eval_results.json`` and ``per_video_scores.npz``; returns the json path."""
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, 'eval_results.json')
-  with open(path, 'w') as f:
-    json.dump({**dict(extra or {}), **dict(metrics)}, f, indent=2)
-  np.savez(os.path.join(out_dir, 'per_video_scores.npz'), **arrays)
+  fs.makedirs(out_dir)
+  path = fs.join(out_dir, 'eval_results.json')
+  fs.write_text(path, json.dumps({**dict(extra or {}), **dict(metrics)}, indent=2))
+  fs.save_npz(fs.join(out_dir, 'per_video_scores.npz'), dict(arrays))
   return path
 
 

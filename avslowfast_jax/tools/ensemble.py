@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import List, Optional, Sequence
 
 import ml_collections
@@ -24,23 +23,20 @@ import numpy as np
 
 from avslowfast_jax import tasks
 from avslowfast_jax.evaluation import evaluator
-from data_pipelines import errors
+from data_pipelines import errors, fs, shards
 from data_pipelines.errors import UserError
 
 
 def _load_run(run_dir: str):
   """``(config, arrays)`` of one evaluated run."""
-  scores_path = os.path.join(run_dir, 'per_video_scores.npz')
-  config_path = os.path.join(run_dir, 'config.json')
+  scores_path = fs.join(run_dir, 'per_video_scores.npz')
+  config_path = fs.join(run_dir, 'config.json')
   for path, how in ((scores_path, 'evaluate it first (--mode eval)'),
                     (config_path, 'it is written when the run trains')):
-    if not os.path.exists(path):
+    if not fs.exists(path):
       raise UserError(f'{path}: missing; {how}')
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  with np.load(scores_path) as data:
-    arrays = {k: data[k] for k in data.files}
-  return config, arrays
+  config = ml_collections.ConfigDict(shards.read_json(config_path))
+  return config, fs.load_npz(scores_path)
 
 
 def _split_heads(arrays, prefix: str):

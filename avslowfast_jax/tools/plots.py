@@ -5,8 +5,6 @@ analysis, appendix A.3). Needs matplotlib (the ``plots`` extra).
 
 from __future__ import annotations
 
-import glob
-import os
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
@@ -24,8 +22,10 @@ def read_scalars(workdir: str) -> Dict[str, Series]:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   values: Dict[str, Dict[int, float]] = {}
-  for path in sorted(glob.glob(os.path.join(workdir, '**', 'events.out.tfevents.*'),
-                               recursive=True)):
+  from data_pipelines import fs  # pylint: disable=g-import-not-at-top  # TF-based, as above
+  found = [fs.join(folder, name) for folder, _, names in fs.walk(workdir)
+           for name in names if name.startswith('events.out.tfevents.')]
+  for path in sorted(found):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
         if value.HasField('simple_value'):
@@ -36,6 +36,12 @@ def read_scalars(workdir: str) -> Dict[str, Series]:
           continue
         values.setdefault(value.tag, {})[int(event.step)] = number
   return {tag: sorted(points.items()) for tag, points in values.items()}
+
+
+def _save(fig, path: str) -> None:
+  # The filesystem layer needs TensorFlow (gs:// outputs): imported only to write.
+  from data_pipelines import fs  # pylint: disable=g-import-not-at-top
+  fs.save_figure(fig, path, dpi=110)
 
 
 def _plt():
@@ -68,7 +74,7 @@ def plot_training_curves(runs: Mapping[str, Mapping[str, Series]], path: str) ->
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  _save(fig, path)
   plt.close(fig)
   return path
 
@@ -92,6 +98,6 @@ def plot_per_class_accuracy(per_class: Mapping[str, Sequence[float]], class_name
   ax.legend(fontsize=8)
   ax.grid(axis='y', alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  _save(fig, path)
   plt.close(fig)
   return path

@@ -14,11 +14,17 @@ step that reads back whole and moves the damaged one, untouched, to
 ``damaged_checkpoints/<step>/`` beside ``checkpoints/`` so that the step can be
 saved again. A step that reads back whole but does not fit the model is not
 damage: that is a config mistake, reported as one.
+
+``train.checkpoint_dir`` puts these folders elsewhere than the workdir. Orbax
+reads and writes local paths and ``gs://`` buckets (etils.epath for files,
+tensorstore's ``file`` and ``gcs`` drivers for arrays); other schemes that
+the rest of the project handles through TensorFlow's filesystems (``ram://``,
+``s3://``, ...) are refused with a message, since tensorstore would write them
+to a local folder named after the scheme.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterable, Mapping, Optional
 
 from absl import logging
@@ -29,7 +35,23 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from avslowfast_jax import inference, parallel, trees
+from data_pipelines import fs
 from data_pipelines.errors import UserError
+
+# Path schemes orbax can write (besides local paths).
+ORBAX_SCHEMES = ('gs://',)
+
+
+def checkpoint_root(config, workdir: str) -> str:
+  """The folder holding ``checkpoints/`` and ``best/``: ``train.checkpoint_dir`` or the workdir."""
+  return config.train.checkpoint_dir or workdir
+
+
+def check_orbax_path(path: str) -> None:
+  """A ``UserError`` for a path on a filesystem orbax cannot write."""
+  if fs.is_remote(path) and not str(path).startswith(ORBAX_SCHEMES):
+    raise UserError(f'{path}: orbax checkpoints go to a local path or {" ".join(ORBAX_SCHEMES)}; '
+                    'set --config.train.checkpoint_dir to one of those')
 
 
 class CheckpointIO:
@@ -37,13 +59,14 @@ class CheckpointIO:
 
   def __init__(self, workdir: str, keep: int = 3, best_metric: str = 'top1',
                async_save: bool = True):
-    self.workdir = os.path.abspath(workdir)
+    check_orbax_path(workdir)
+    self.workdir = fs.abspath(workdir)
     self.best_metric = best_metric
     self._latest_options = ocp.CheckpointManagerOptions(
         max_to_keep=max(1, keep), create=True, enable_async_checkpointing=async_save)
     self.latest = self._latest_manager()
     self.best = ocp.CheckpointManager(
-        os.path.join(self.workdir, 'best'),
+        fs.join(self.workdir, 'best'),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
                                              best_fn=lambda m: float(m[best_metric]),
                                              best_mode='max',
@@ -55,7 +78,7 @@ class CheckpointIO:
                                              enable_async_checkpointing=False))
 
   def _latest_manager(self) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(os.path.join(self.workdir, 'checkpoints'),
+    return ocp.CheckpointManager(fs.join(self.workdir, 'checkpoints'),
                                  options=self._latest_options)
 
   def latest_step(self) -> Optional[int]:
@@ -95,7 +118,7 @@ class CheckpointIO:
     for step in sorted(self.latest.all_steps(), reverse=True):
       # Read through the step's own folder, not the manager: the manager infers
       # the layout of every step from what it finds, and a damaged step misleads it.
-      item_dir = _item_dir(os.path.join(self.workdir, 'checkpoints', str(step)))
+      item_dir = _item_dir(fs.join(self.workdir, 'checkpoints', str(step)))
       try:
         with ocp.StandardCheckpointer() as checkpointer:
           state = checkpointer.restore(item_dir, abstract_state)
@@ -142,40 +165,40 @@ def resolve_checkpoint(workdir: str, which: str) -> str:
   """Path of the item dir of a checkpoint: ``latest``, ``best``, a step number, or a path."""
   which = str(which)
   if which in ('latest', 'best'):
-    root = os.path.join(workdir, 'checkpoints' if which == 'latest' else 'best')
+    root = fs.join(workdir, 'checkpoints' if which == 'latest' else 'best')
     steps = _steps_in(root)
     if not steps:
       raise UserError(f'no {which} checkpoint under {root}: train into this workdir first '
                       "(--mode train), or set --config.eval.checkpoint to 'latest', 'best', a "
                       'step or a checkpoint path')
-    return _item_dir(os.path.join(root, str(max(steps))))
+    return _item_dir(fs.join(root, str(max(steps))))
   if which.isdigit():
-    path = os.path.join(workdir, 'checkpoints', which)
-    if not os.path.isdir(path):
+    path = fs.join(workdir, 'checkpoints', which)
+    if not fs.isdir(path):
       raise UserError(f'no checkpoint for step {which} in {workdir}/checkpoints '
-                      f'(have {sorted(_steps_in(os.path.join(workdir, "checkpoints")))})')
+                      f'(have {sorted(_steps_in(fs.join(workdir, "checkpoints")))})')
     return _item_dir(path)
-  if not os.path.exists(which):
+  if not fs.exists(which):
     raise UserError(f'checkpoint path {which} does not exist')
-  if os.path.isdir(os.path.join(which, 'checkpoints')):  # another run's workdir
+  if fs.isdir(fs.join(which, 'checkpoints')):  # another run's workdir
     return resolve_checkpoint(which, 'latest')
   return _item_dir(which)
 
 
 def _steps_in(root: str) -> list:
-  if not os.path.isdir(root):
+  if not fs.isdir(root):
     return []
   # Unfinished async saves live in temporary dirs whose names are not digits.
-  return [int(d) for d in os.listdir(root) if d.isdigit()]
+  return [int(d) for d in fs.listdir(root) if d.isdigit()]
 
 
 def _item_dir(step_dir: str) -> str:
-  default = os.path.join(step_dir, 'default')
-  return default if os.path.isdir(default) else step_dir
+  default = fs.join(step_dir, 'default')
+  return default if fs.isdir(default) else step_dir
 
 
 def checkpoint_step(item_dir: str) -> Optional[int]:
-  name = os.path.basename(os.path.dirname(item_dir.rstrip('/')))
+  name = fs.basename(fs.dirname(item_dir.rstrip('/')))
   return int(name) if name.isdigit() else None
 
 
@@ -282,15 +305,15 @@ def _prefixes(names) -> str:
 
 def _read_weights(path: str) -> dict:
   """``{'params': {name: array}, 'batch_stats': {...}}`` of a checkpoint or an export dir."""
-  npz = os.path.join(path, 'weights.npz')
-  if os.path.exists(npz):
-    flat = dict(np.load(npz))
+  npz = fs.join(path, 'weights.npz')
+  if fs.exists(npz):
+    flat = fs.load_npz(npz)
     out = {'params': {}, 'batch_stats': {}}
     for key, value in flat.items():
       collection, _, name = key.partition('/')
       out.setdefault(collection, {})[name] = value
     return out
-  item = resolve_checkpoint(path, 'latest') if os.path.isdir(os.path.join(path, 'checkpoints')) \
+  item = resolve_checkpoint(path, 'latest') if fs.isdir(fs.join(path, 'checkpoints')) \
       else _item_dir(path)
   shapes = checkpoint_shapes(item)
   device = jax.local_devices()[0]
@@ -304,9 +327,9 @@ def _read_weights(path: str) -> dict:
 
 def restore_variables(config, model, workdir: str, mesh, which: str):
   """``({'params', 'batch_stats'}, item_dir)`` of checkpoint ``which`` of ``workdir``
-  (``latest``, ``best``, a step or a path), replicated on ``mesh``; the optimizer
-  state is not read."""
-  item_dir = resolve_checkpoint(workdir, which)
+  (``train.checkpoint_dir`` when set; ``latest``, ``best``, a step or a path),
+  replicated on ``mesh``; the optimizer state is not read."""
+  item_dir = resolve_checkpoint(checkpoint_root(config, workdir), which)
   replicated = parallel.replicated(mesh)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
                           inference.abstract_variables(config, model))

@@ -10,7 +10,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 
@@ -161,6 +160,19 @@ def initial_state(config, model, tx, mesh, ckpts: ckpt_lib.CheckpointIO):
   return state, shardings
 
 
+def _metric_writer(workdir: str, is_main: bool):
+  """clu's default writers: the log everywhere, TensorBoard event files from process 0.
+
+  Built here rather than by ``create_default_writer``, which routes the folder
+  through etils.epath (local and gs:// only); TensorFlow's summary writer takes
+  any of its filesystems.
+  """
+  writers = [metric_writers.LoggingWriter()]
+  if is_main:
+    writers.append(metric_writers.SummaryWriter(workdir))
+  return metric_writers.AsyncMultiWriter(writers)
+
+
 def _eval_every(config, plan) -> int:
   if config.train.eval_every_steps:
     return config.train.eval_every_steps
@@ -179,18 +191,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model, task, plan, lr_fn, tx = setup(config)
   logging.info('Plan: %s', plan)
   if is_main:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    fs.makedirs(workdir)
+    fs.write_text(fs.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
 
-  ckpts = ckpt_lib.CheckpointIO(workdir, config.train.keep_checkpoints, config.train.best_metric,
+  ckpts = ckpt_lib.CheckpointIO(ckpt_lib.checkpoint_root(config, workdir),
+                                config.train.keep_checkpoints, config.train.best_metric,
                                 async_save=config.train.async_checkpoints)
   state, shardings = initial_state(config, model, tx, mesh, ckpts)
   start = int(fetch(state.step))
   train_step = jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
   base_key = jax.random.PRNGKey(config.seed)
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  writer = _metric_writer(workdir, is_main)
   if start == 0 and is_main:
     writer.write_hparams({k: v for k, v in _flat_config(config).items()})
   eval_every = _eval_every(config, plan)
@@ -232,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         continue
       fetched = fetch(window)
       if fetched['first_bad'] >= 0:
-        _stop_on_non_finite(fetched, window_first, done, ckpts, workdir)
+        _stop_on_non_finite(fetched, window_first, done, ckpts, ckpts.workdir)
 
       if log_now:
         elapsed = time.time() - window_start
@@ -246,8 +258,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write_scalars(done, summary)
         if is_main:
           # Plain-text copy of the logged scalars: easy to compare across runs.
-          with open(os.path.join(workdir, 'train_metrics.jsonl'), 'a') as f:
-            f.write(json.dumps({'step': done, **{k: float(v) for k, v in summary.items()}}) + '\n')
+          fs.append_text(fs.join(workdir, 'train_metrics.jsonl'), json.dumps(
+              {'step': done, **{k: float(v) for k, v in summary.items()}}) + '\n')
         eta = (total - done) * elapsed / window_steps
         if is_main:
           logging.info('step %d/%d  loss %.4f  %s lr %.5f  %.1f clips/s  ETA %s', done, total,
