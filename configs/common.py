@@ -103,6 +103,13 @@ def base_config() -> ml_collections.ConfigDict:
   t.best_metric = 'top1'
   t.init_from = ''  # checkpoint (or export) to start from when the workdir has none
   t.init_skip = ('head',)  # parameter path prefixes not taken from init_from
+  # Every parameter outside init_skip must come from init_from with its shape
+  # (else an error lists what does not match); False leaves the missing ones
+  # at their initial values (e.g. Non-local blocks added to a model without).
+  t.init_strict = False
+  # Linear probe: the backbone frozen (inference mode, running BN statistics,
+  # no gradient); only the head's parameters are trained.
+  t.linear_probe = False
   t.fsdp = False  # shard params and optimizer state over the data axis
 
   # ------------------------------------------------------------------ avs
@@ -114,6 +121,13 @@ def base_config() -> ml_collections.ConfigDict:
   s.hard_start = 0.5  # fraction of training after which hard negatives appear
   s.hard_fraction = 0.25
   s.weight = 1.0
+
+  # ---------------------------------------------------------------- pretext
+  # Label-free pretraining (task 'pretrain'): rotation prediction of the visual
+  # clip; the AVS pretext is the avs section above.
+  p = c.pretext = ml_collections.ConfigDict()
+  p.rotation = True
+  p.rotation_weight = 1.0
 
   # ------------------------------------------------------------------- eval
   e = c.eval = ml_collections.ConfigDict()

@@ -82,6 +82,16 @@ class Task:
     """The head module the network calls as ``head(aux, inputs, train)`` (params ``head/``)."""
     raise NotImplementedError
 
+  def transform_inputs(self, batch: Mapping[str, Any], rng) -> Mapping[str, Any]:
+    """The training batch as the model and :meth:`loss` see it (inside jit; default: as is).
+
+    A pretext task changes its inputs here and adds the targets it made
+    (rotation prediction rotates the clips and adds ``rotation``); ``rng`` is
+    the step's own key, so a resumed run repeats the draws.
+    """
+    del rng
+    return batch
+
   def loss(self, logits, batch: Mapping[str, Any]):
     """``(loss, terms)``: the task's loss over the global batch and named terms to log."""
     raise NotImplementedError

@@ -221,16 +221,23 @@ def checkpoint_shapes(item_dir: str) -> dict:
   return tree
 
 
-def load_pretrained(path: str, params, batch_stats, skip_prefixes: Iterable[str] = ()):
+def load_pretrained(path: str, params, batch_stats, skip_prefixes: Iterable[str] = (),
+                    strict: bool = False):
   """Partial restore for fine-tuning: takes every parameter/statistic of ``path`` whose
   name and shape match, except names starting with one of ``skip_prefixes``.
 
   ``path`` is a checkpoint (step dir or workdir) or an export dir
   (``weights.npz``). Returns ``(params, batch_stats, report)`` as host arrays;
-  the report lists what was taken, skipped and missing.
+  the report lists what was taken, skipped and missing, and under ``unused``
+  what the checkpoint holds that this model has no place for (a pretext head,
+  for one; :func:`describe_report` says so in words). With ``strict``, a
+  parameter outside ``skip_prefixes`` that is missing from the checkpoint or
+  has another shape there is a ``UserError`` that lists every such name: the
+  checkpoint is of another architecture.
   """
+  skip_prefixes = tuple(skip_prefixes)
   source = _read_weights(path)
-  report = {'loaded': [], 'skipped': [], 'missing': [], 'shape_mismatch': []}
+  report = {'loaded': [], 'skipped': [], 'missing': [], 'shape_mismatch': [], 'unused': []}
   out = []
   for collection, tree in (('params', params), ('batch_stats', batch_stats)):
     flat = trees.flatten(tree)
@@ -251,10 +258,49 @@ def load_pretrained(path: str, params, batch_stats, skip_prefixes: Iterable[str]
         report['loaded'].append(full)
         new[name] = np.asarray(src[name], dtype=value.dtype)
     out.append(trees.unflatten(new))
-  logging.info('init_from %s: loaded %d, skipped %d, missing %d, shape mismatch %d', path,
-               len(report['loaded']), len(report['skipped']), len(report['missing']),
-               len(report['shape_mismatch']))
+    report['unused'] += sorted(f'{collection}/{name}' for name in src if name not in flat)
+  logging.info('init_from %s: loaded %d, skipped %d, missing %d, shape mismatch %d, unused %d',
+               path, len(report['loaded']), len(report['skipped']), len(report['missing']),
+               len(report['shape_mismatch']), len(report['unused']))
+  if strict and (report['missing'] or report['shape_mismatch']):
+    lines = [f'  shape differs: {m}' for m in report['shape_mismatch']]
+    lines += [f'  not in the checkpoint: {m}' for m in report['missing']]
+    raise UserError(
+        f'{path} is a checkpoint of another architecture: {len(lines)} of this model\'s arrays '
+        f'(outside init_skip {list(skip_prefixes)}) do not match (shapes: checkpoint vs '
+        'model):\n' + '\n'.join(lines[:40]) + (f'\n  ... and {len(lines) - 40} more'
+                                                 if len(lines) > 40 else '') +
+        f'\n({len(report["loaded"])} arrays matched; the checkpoint also holds '
+        f'{len(report["unused"])} arrays this model lacks)')
   return out[0], out[1], report
+
+
+def describe_report(report: Mapping[str, Any]) -> list:
+  """Readable lines of a :func:`load_pretrained` report (a run logs them)."""
+  lines = [f'loaded {len(report["loaded"])} arrays from the checkpoint']
+  if report['skipped']:
+    lines.append(f'kept the new model\'s {len(report["skipped"])} arrays under init_skip '
+                 f'({_prefixes(report["skipped"])})')
+  for key, what in (('missing', 'not in the checkpoint, left at their initial values'),
+                    ('shape_mismatch', 'of another shape in the checkpoint, left at their '
+                     'initial values')):
+    if report[key]:
+      lines.append(f'{len(report[key])} arrays {what}: {", ".join(report[key][:5])}'
+                   + (' ...' if len(report[key]) > 5 else ''))
+  heads = [n for n in report['unused'] if n.split('/')[1:2] == ['head']]
+  if heads:
+    lines.append(f'dropped the checkpoint\'s head ({_prefixes(heads)}: {len(heads)} arrays, '
+                 'a pretext or another task\'s head)')
+  rest = [n for n in report['unused'] if n not in heads]
+  if rest:
+    lines.append(f'dropped {len(rest)} other checkpoint arrays this model lacks: '
+                 f'{", ".join(rest[:5])}' + (' ...' if len(rest) > 5 else ''))
+  return lines
+
+
+def _prefixes(names) -> str:
+  """``params/head/rotation/kernel`` ... -> ``head/rotation``: the modules the names are in."""
+  return ', '.join(sorted({'/'.join(n.split('/')[1:3]) for n in names}))
 
 
 def _read_weights(path: str) -> dict:

@@ -68,6 +68,23 @@ def avs_loss(aux_avs: Mapping[str, Mapping[str, Any]], junctions, pair_mask, neg
   return total, terms
 
 
+def avs_accuracy(aux_avs: Mapping[str, Mapping[str, Any]], junctions, mask):
+  """Synchronisation accuracy: the share of counted clips whose in-sync audio lies closer to
+  the visual embedding than their out-of-sync audio, averaged over the junctions."""
+  mask = mask.astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(mask), 1.0)
+  accs = []
+  for name in junctions:
+    if name not in aux_avs or 'audio_negative' not in aux_avs[name]:
+      continue
+    feats = aux_avs[name]
+    visual = feats['visual'].astype(jnp.float32)
+    pos = jnp.sum(jnp.square(visual - feats['audio'].astype(jnp.float32)), axis=-1)
+    neg = jnp.sum(jnp.square(visual - feats['audio_negative'].astype(jnp.float32)), axis=-1)
+    accs.append(jnp.sum(mask * (pos < neg)) / count)
+  return sum(accs) / len(accs) if accs else jnp.float32(0.0)
+
+
 def choose_audio_negatives(rng, audio, audio_shifted: Optional[Any], use_hard, hard_fraction: float):
   """Negatives for AVS: easy = audio of another clip of the global batch, hard = shifted audio.
 

@@ -44,4 +44,14 @@ def create_optimizer(train: ml_collections.ConfigDict, lr_fn: Callable) -> optax
                              mask=weight_decay_mask))
   else:
     raise UserError(f"train.optimizer must be 'sgd' or 'adamw', got {name!r}")
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  if train.get('linear_probe', False):
+    # Only the head trains: the frozen backbone gets no update, not even weight decay.
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, head_labels)
+  return tx
+
+
+def head_labels(params):
+  """``'train'`` for the leaves under ``head``, ``'frozen'`` for the backbone (linear probe)."""
+  return {k: jax.tree.map(lambda _, k=k: 'train' if k == 'head' else 'frozen', v)
+          for k, v in params.items()}

@@ -24,6 +24,11 @@ def step_keys(rng, step):
   return jax.random.split(jax.random.fold_in(rng, step), 3)
 
 
+def transform_key(rng, step):
+  """The key of the task's input transform (:meth:`Task.transform_inputs`) at ``step``."""
+  return jax.random.fold_in(jax.random.fold_in(rng, step), 3)
+
+
 def draw_drop_pathway(key, prob: float):
   """One Bernoulli(prob) draw for the whole global batch: True = drop the audio pathway.
 
@@ -45,10 +50,16 @@ def make_train_step(config: ml_collections.ConfigDict, model, task: Task,
   so a resumed run repeats the draws of an uninterrupted one. ``batch`` is the
   global batch: every reduction (BN groups, losses, the negatives' roll) is
   over it, so the result does not depend on how it is split over devices.
+
+  With ``train.linear_probe`` the backbone is frozen: the network runs in
+  inference mode (running BN statistics, which stay as they are), no gradient
+  flows into it, and only the ``head`` parameters change (the optimizer masks
+  the rest, see ``optimizer.create_optimizer``).
   """
   arch = config.model.arch
   uses_audio = arch == 'avslowfast'
-  drop_prob = float(config.train.drop_pathway_prob) if uses_audio else 0.0
+  frozen = bool(config.train.linear_probe)
+  drop_prob = float(config.train.drop_pathway_prob) if uses_audio and not frozen else 0.0
   avs_on = bool(uses_audio and config.avs.enabled and config.avs.junctions)
   hard_start_step = int(round(config.avs.hard_start * total_steps))
   min_var = config.avs.min_audio_var
@@ -56,6 +67,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, task: Task,
   def train_step(state: TrainState, batch: Mapping[str, Any], rng):
     k_drop, k_dropout, k_negative = step_keys(rng, state.step)
     dropped = draw_drop_pathway(k_drop, drop_prob)
+    batch = task.transform_inputs(batch, transform_key(rng, state.step))
     inputs = inference.model_inputs(config, batch)
 
     negatives, is_hard = None, None
@@ -66,10 +78,17 @@ def make_train_step(config: ml_collections.ConfigDict, model, task: Task,
           config.avs.hard_fraction)
 
     def loss_fn(params):
-      (logits, aux), new_vars = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, inputs, train=True,
-          drop_audio=dropped, audio_negative=negatives, rngs={'dropout': k_dropout},
-          mutable=['batch_stats'])
+      if frozen:
+        # No gradient into the backbone: autodiff then traces no backward pass through it.
+        params = {k: v if k == 'head' else jax.lax.stop_gradient(v) for k, v in params.items()}
+        logits, aux = model.apply({'params': params, 'batch_stats': state.batch_stats}, inputs,
+                                  train=False, drop_audio=False, audio_negative=negatives)
+        new_vars = {}
+      else:
+        (logits, aux), new_vars = model.apply(
+            {'params': params, 'batch_stats': state.batch_stats}, inputs, train=True,
+            drop_audio=dropped, audio_negative=negatives, rngs={'dropout': k_dropout},
+            mutable=['batch_stats'])
       loss, terms = task.loss(logits, batch)
       if avs_on:
         audio_var = aux.get('audio_var', None)
@@ -87,6 +106,10 @@ def make_train_step(config: ml_collections.ConfigDict, model, task: Task,
         keep = 1.0 - jnp.asarray(dropped, jnp.float32)
         avs_total = avs_total * keep * config.avs.weight
         terms['loss_avs'] = avs_total
+        # 0 on a dropped step: the logged mean over a window is the accuracy times the share
+        # of steps that ran the audio pathway (1 - train/drop_pathway_rate).
+        terms['avs_top1'] = keep * losses.avs_accuracy(aux['avs'], config.avs.junctions,
+                                                       pair_mask * negative_mask)
         for name, value in avs_terms.items():
           terms[f'loss_avs_{name}'] = value * keep
         loss = loss + avs_total

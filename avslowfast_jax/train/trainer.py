@@ -142,10 +142,16 @@ def initial_state(config, model, tx, mesh, ckpts: ckpt_lib.CheckpointIO):
   if config.train.init_from:
     params, stats, report = ckpt_lib.load_pretrained(
         config.train.init_from, jax.device_get(state.params), jax.device_get(state.batch_stats),
-        config.train.init_skip)
+        config.train.init_skip, strict=config.train.init_strict)
     if not report['loaded']:
       raise UserError(f'train.init_from={config.train.init_from!r} matched no parameter of '
                        'this model (check the path and train.init_skip)')
+    for line in ckpt_lib.describe_report(report):
+      logging.info('init_from %s: %s', config.train.init_from, line)
+    if jax.process_index() == 0:
+      fs.write_json(fs.join(ckpts.workdir, 'init_report.json'),
+                    {'init_from': config.train.init_from, **report,
+                     'summary': ckpt_lib.describe_report(report)})
     params = jax.device_put(params, shardings.params)
     stats = jax.device_put(stats, shardings.batch_stats)
     # Fresh optimizer state for the new parameters.
