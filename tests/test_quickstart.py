@@ -41,3 +41,30 @@ def test_quickstart_smallest_setting(tmp_path):
   assert any(name in summary['prediction']['output'] for name in summary['class_names'])
   # It learned something in 60 steps: above chance (1/8).
   assert summary['results']['avslowfast']['top1'] > summary['chance_top1']
+
+
+def test_summary_compares_each_modalitys_classes(capsys):
+  # Per-class top-1 of the three models, in the label map's (alphabetical) order.
+  from avslowfast_jax import quickstart  # the module under test; light (no jax)
+  names = ['click_in_sync', 'click_out_of_sync', 'hum', 'left_right', 'noise_bursts',
+           'rotating', 'up_down', 'whistle']
+  modalities = {'click_in_sync': 'audiovisual', 'click_out_of_sync': 'audiovisual',
+                'hum': 'audio', 'noise_bursts': 'audio', 'whistle': 'audio',
+                'left_right': 'visual', 'up_down': 'visual', 'rotating': 'visual'}
+  per_class = {'avslowfast': [0.5, 0.5, 1.0, 0.875, 1.0, 1.0, 0.75, 1.0],
+               'slowfast': [0.5, 0.5, 0.25, 0.875, 0.5, 1.0, 1.0, 0.25],
+               'audio': [0.5, 0.5, 1.0, 0.25, 1.0, 0.5, 0.25, 0.875]}
+  groups = quickstart.modality_groups(names, modalities, per_class)
+  assert groups['visual']['classes'] == ['left_right', 'rotating', 'up_down']
+  assert groups['visual']['mean']['slowfast'] == pytest.approx((0.875 + 1 + 1) / 3)
+  # up_down 75% < SlowFast's 100%: not at least as good on every visual class.
+  assert groups['visual']['avslowfast_at_least'] == {'slowfast': False, 'audio': True}
+  assert groups['audio']['avslowfast_at_least'] == {'slowfast': True, 'audio': True}
+  summary = {'minutes': 1.0, 'steps': 3, 'results': {v: {'top1': 0.5} for v in per_class},
+             'chance_top1': 0.125, 'class_names': names, 'per_class_top1': per_class,
+             'modality_groups': groups, 'prediction': None, 'workdir': '/w', 'plots': {},
+             'export_dir': None, 'tensorboard': 'tb'}
+  quickstart._print_summary(summary, list(per_class))
+  out = capsys.readouterr().out
+  assert 'AVSlowFast >= SlowFast (visual only) on every visual class: no' in out
+  assert 'AVSlowFast >= Audio only on every audio class: yes' in out
