@@ -6,15 +6,9 @@ step on 8 devices, to 1e-4 relative at every step.
 
 Both use the tiny model with ``td.TOPOLOGY`` (one BN group of 8 clips,
 learning rate 10x below the quickstart's; tests/train_testdata.py says why).
-Measured (``python -m pytest -q tests/test_distributed_multiprocess.py -s``
-prints them; 2 shared CPU cores, 310 s): relative differences 0, 6.2e-8, 0, 0,
-0, 6.7e-8. Before, with TINY's BN groups of 2 and the quickstart learning
-rate, steps 1-4 agreed to <= 2.1e-6 but steps 5 and 6 differed by 1.3e-3 and
-1.1e-3 (ReLU flips in the low-resolution layers, see tests/train_testdata.py;
-in one process, 8 devices vs 1 differed by 6e-4 at step 4 and 5.5e-3 at step
-5). With td.TOPOLOGY that harsher in-process 8-vs-1 comparison stayed at
-round-off (<= 1.4e-7) in 5 of 6 windows of the shards and reached 3.8e-5 at
-step 6 in the other.
+The differences measured on the real tiny shards are at fp32 round-off
+(``python -m pytest -q tests/test_distributed_multiprocess.py -s`` prints
+them).
 """
 
 import os

@@ -7,14 +7,8 @@ with other device counts).
 
 The config is the tests' tiny model with ``td.TOPOLOGY`` (one BN group of 8
 clips, learning rate 10x below the quickstart's; tests/train_testdata.py says
-why). Measured (``python -m pytest -q tests/test_distributed_topology.py -s``
-prints them; 2 shared CPU cores, 210 s): 8 vs 1 device losses 0 / 0 / 6.3e-8,
-parameters 2.4e-9; FSDP vs 8 losses 6.2e-8 / 0 / 6.3e-8, parameters 2.5e-9,
-i.e. fp32 round-off. Before, with TINY's BN groups of 2 and the quickstart
-learning rate, this test used random normal batches, on which it measured
-~1e-7 / 4e-8, but on the real shards the same comparison reached 3.8e-5
-(losses) and 3.1e-4 (parameters), and 1.9e-4 / 1.7e-4 with groups of 4: ReLU
-flips in the low-resolution layers, not a topology bug.
+why). The differences measured on the real tiny shards are at fp32 round-off
+(``python -m pytest -q tests/test_distributed_topology.py -s`` prints them).
 """
 
 import os
