@@ -20,8 +20,12 @@ def test_quickstart_smallest_setting(tmp_path):
   # One CPU device, as a user's machine; the tests' compile-fast flags (the
   # quickstart's compiles, not its 60 steps, take most of this test's time).
   env = dict(os.environ, XLA_FLAGS=td.xla_flags(1))
+  # DropPathway at 0.3, not the quickstart's 0.8: in 60 steps the visual pathways,
+  # trained alone on 80% of them, are still at chance (6% top-1 measured at 0.8);
+  # at 0.3 the audio classes make the check below meaningful this early.
   cmd = [sys.executable, '-m', 'avslowfast_jax.quickstart', '--workdir', str(workdir),
-         '--num_videos', '10', '--steps', '60', '--variants', 'avslowfast']
+         '--num_videos', '10', '--steps', '60', '--variants', 'avslowfast',
+         '--override=--config.train.drop_pathway_prob=0.3']
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
   assert 'Quickstart finished' in proc.stdout
