@@ -100,7 +100,7 @@ def _labels(example, config) -> Dict[str, tf.Tensor]:
     return {'label': tf.reduce_max(tf.concat([hot, tf.zeros([1, config.model.num_classes])], 0), 0)}
   first = tf.cond(tf.size(labels) > 0, lambda: labels[0], lambda: tf.constant(-1, tf.int32))
   out = {'label': first}
-  if config.task == 'verb_noun':
+  if config.task in ('verb_noun', 'noun'):  # the EPIC-Kitchens tasks
     out['noun_label'] = tf.cast(example['noun_label'], tf.int32)
   return out
 

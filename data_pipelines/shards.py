@@ -205,3 +205,21 @@ def load_split_files(data_dir: str, split: str) -> (List[str], List[int]):
                     f'(have {sorted(meta["splits"])})')
   entry = meta['splits'][split]
   return [os.path.join(data_dir, f) for f in entry['files']], list(entry['lengths'])
+
+
+def read_video_ids(data_dir: str, split: str) -> List[str]:
+  """The ``video_id`` of every example of ``split``, in the order evaluation indexes them
+  (``video_index``: the shards of ``shards.json`` in order, records in file order).
+
+  Reads every record whole (TFRecord has no index of features): one pass over the split.
+  """
+  files, lengths = load_split_files(data_dir, split)
+  spec = {'video_id': tf.io.FixedLenFeature([], tf.string)}
+  ids = []
+  for path, length in zip(files, lengths):
+    before = len(ids)
+    for record in tf.data.TFRecordDataset(path):
+      ids.append(tf.io.parse_single_example(record, spec)['video_id'].numpy().decode())
+    if len(ids) - before != length:
+      raise UserError(f'{path}: {len(ids) - before} records, but shards.json says {length}')
+  return ids

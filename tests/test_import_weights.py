@@ -37,10 +37,11 @@ def _config(variant, fusion_kernel):
   return c
 
 
-def _randomise(net, slow_len, fast_len, size, seed):
+def _randomise(net, slow_len, fast_len, size, seed, audio_shape=None):
   """Random BN affine params (the zero-initialised last BNs included) and
   running statistics near the real activation statistics, so that activations
-  stay O(1) through the network while every statistic matters."""
+  stay O(1) through the network while every statistic matters. ``audio_shape``
+  ``(T, F)``: the net also takes audio ``[N, 1, T, 1, F]`` (AVSlowFast)."""
   g = torch.Generator().manual_seed(seed)
   bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)]
   with torch.no_grad():
@@ -55,8 +56,11 @@ def _randomise(net, slow_len, fast_len, size, seed):
       m.bias.normal_(0, 0.2, generator=g)
       m.momentum = 1.0  # the next train-mode pass sets running stats to batch stats
     net.train()
-    net([torch.randn(4, 3, slow_len, size, size, generator=g),
-         torch.randn(4, 3, fast_len, size, size, generator=g)])
+    inputs = [torch.randn(4, 3, slow_len, size, size, generator=g),
+              torch.randn(4, 3, fast_len, size, size, generator=g)]
+    if audio_shape:
+      inputs.append(torch.randn(4, 1, audio_shape[0], 1, audio_shape[1], generator=g))
+    net(inputs)
     for m in bns:
       m.running_mean.add_(0.2 * m.running_var.sqrt() * torch.randn(m.running_mean.shape,
                                                                    generator=g))
@@ -348,3 +352,61 @@ def test_pyslowfast_nonlocal_names_map_onto_r101_nl():
     assert flat[path] == t.array.shape, path
   assert {'/'.join(iw.flax_path(t.layer)) for t in tensors} == {
       'slow_res4_nonlocal13/theta', 'slow_res4_nonlocal13/out', 'slow_res4_nonlocal13/bn'}
+
+
+# ------------------------------------------------- PyTorchVideo AVSlowFast
+
+def test_pytorchvideo_avslowfast_logits_match(capsys):
+  """``create_audio_visual_slowfast`` at test size (our tiny widths, one block per
+  stage) against our model under its compatibility settings: audio laterals after
+  pool1..res4 (the paper's default is res3, res4), the time stride of the audio
+  blocks in conv_a (the paper's is in the centre conv), PyTorchVideo's hidden
+  width (a quarter of the audio channels; the default), the 7x1x1 Fast->Slow kernel
+  and the parallel factorised audio convs (the default). Every weight and BN
+  statistic is imported (the AVS projections, which PyTorchVideo lacks, are the
+  only new variables)."""
+  import jax
+  from avslowfast_jax import inference
+  pytest.importorskip('pytorchvideo')
+  with iw.torchvision_stand_in():
+    from pytorchvideo.models.audio_visual_slowfast import create_audio_visual_slowfast
+  slow_len, fast_len, t_audio, mels, final = 2, 8, 32, 16, SIZE // 32
+  net = create_audio_visual_slowfast(
+      model_depth=18, stem_dim_outs=(8, 1, 4),
+      head_pool_kernel_sizes=((slow_len, final, final), (fast_len, final, final),
+                              (t_audio // 8, 1, mels // 8)))
+  _randomise(net, slow_len, fast_len, SIZE, seed=5, audio_shape=(t_audio, mels))
+  g = torch.Generator().manual_seed(6)
+  inputs = [torch.randn(2, 3, slow_len, SIZE, SIZE, generator=g),
+            torch.randn(2, 3, fast_len, SIZE, SIZE, generator=g),
+            torch.randn(2, 1, t_audio, 1, mels, generator=g)]
+  with torch.no_grad():
+    logits = net(list(inputs)).numpy()  # the net replaces the list's items
+  capsys.readouterr()  # PyTorchVideo's fusion block prints shapes
+  state = {k: v.clone() for k, v in net.state_dict().items()}
+
+  config = _config('tiny_avslowfast_8x8_r50', 7)
+  config.model.audio_lateral_stages = ('pool1', 'res2', 'res3', 'res4')
+  config.model.a_fs_hidden_channels = 0
+  config.model.audio_factorized_conv = 'parallel'
+  config.model.audio_time_stride = 'conv_a'
+  result = iw.import_checkpoint(state, 'pytorchvideo_avslowfast', config)
+  assert len(result.imported) == sum(1 for k in state if 'num_batches' not in k)
+  assert result.initialised and all('/avs_' in p for p in result.initialised)
+  assert result.imported['params/audio/res2_block0/conv_b_freq/kernel'] == \
+      'blocks.1.multipathway_blocks.2.res_blocks.0.branch2.conv_b.0.weight'
+  model, _ = inference.build(config)
+  ours_in = {'slow': inputs[0].permute(0, 2, 3, 4, 1).numpy(),
+             'fast': inputs[1].permute(0, 2, 3, 4, 1).numpy(),
+             'audio': inputs[2][:, :, :, 0, :].permute(0, 2, 3, 1).numpy()}
+  ours = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(
+      result.variables, ours_in))
+  diff = np.abs(ours - logits).max()
+  print(f'\navslowfast: max |logit| {np.abs(logits).max():.3g}; max abs difference {diff:.3g}')
+  assert np.abs(logits).max() > 0.5
+  assert diff < 2e-5
+  # The paper's lateral placement (res3, res4) cannot take this checkpoint: named error.
+  paper = _config('tiny_avslowfast_8x8_r50', 7)
+  paper.model.a_fs_hidden_channels = 0
+  with pytest.raises(iw.WeightImportError, match=r'to_visual_pool1.*audio_lateral_stages'):
+    iw.import_checkpoint(state, 'pytorchvideo_avslowfast', paper)

@@ -33,11 +33,12 @@ def test_recipes():
   assert k.train.num_epochs == 256 and k.avs.enabled and k.train.drop_pathway_prob == 0.8
   assert kinetics.get_config('avslowfast_8x8_r50').train.num_epochs == 196
   assert kinetics.get_config('slowfast_4x16_r50').train.drop_pathway_prob == 0.0
-  e = epic_kitchens.get_config('avslowfast_8x8_r50')
+  e = epic_kitchens.get_config('avslowfast_8x8_r101')  # the separate models: test_epic.py
   assert e.task == 'verb_noun' and e.model.freeze_bn and e.train.batch_size == 32
   assert e.train.base_lr == 0.01 and e.train.schedule == 'steps'
-  assert [x / e.train.num_epochs for x in e.train.lr_decay_epochs] == pytest.approx([2 / 3, 5 / 6])
-  assert epic_kitchens.get_config('avslowfast_8x8_r50_noun').train.base_lr == 0.0006
+  assert [x / e.train.total_steps for x in e.train.lr_decay_steps] == pytest.approx(
+      [2 / 3, 5 / 6], abs=1e-4)
+  assert epic_kitchens.get_config('avslowfast_8x8_r101_noun').train.base_lr == 0.0006
   ch = charades.get_config('avslowfast_16x8_r101_nl')
   assert (ch.task, ch.eval.aggregate, ch.model.dropout_rate) == ('multilabel', 'max', 0.7)
   assert (ch.train.batch_size, ch.train.base_lr, ch.train.total_steps) == (8, 0.07, 40000)

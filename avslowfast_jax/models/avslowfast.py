@@ -122,7 +122,9 @@ class AVSlowFast(nn.Module):
       pathway = AudioPathway(c.blocks, c.width, c.beta_a, conv, norm,
                              self._audio_laterals(slow_len, fast_len), c.a_fs_hidden_channels,
                              c.avs_embed_dim if fuse_audio else 0, dtype=dtype, remat=c.remat,
-                             name='audio')
+                             factorized=c.audio_factorized_conv,
+                             stride_time_in_a=c.audio_time_stride == 'conv_a',
+                             stride_res2=c.audio_stride_res2, name='audio')
       audio_out = self._run_audio(pathway, audio_all, train,
                                   drop_audio if fuse_audio else False)
       positives = lambda t: t[:batch]

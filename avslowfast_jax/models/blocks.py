@@ -21,9 +21,13 @@ class Bottleneck(nn.Module):
 
   Works for video (3 spatial dims, kernels ``(kt, 1, 1)`` and ``(1, 3, 3)``) and
   spectrograms (2 dims, ``(1, 1)`` and ``(3, 3)``). ``factorize_b`` splits the
-  spectrogram ``3x3`` into a time ``3x1`` then a frequency ``1x3`` conv, each
-  with BN+ReLU, carrying the stride of its own axis (paper Table 1, res2/res3).
-  ``dilation`` dilates conv_b spatially (AVA's res5).
+  spectrogram ``3x3`` into a time ``3x1`` and a frequency ``1x3`` conv, each
+  with BN+ReLU (paper Table 1, res2/res3): ``'parallel'``, both on the same
+  input with the block's stride, summed; ``'serial'``, time then frequency,
+  each carrying the stride of its own axis. ``dilation`` dilates conv_b
+  spatially (AVA's res5). ``stride_time_in_a`` moves the time stride from
+  conv_b to the 1x1 conv_a (PyTorchVideo's ResNet stages; the paper strides
+  the centre filter).
 
   Submodules: ``conv_a, bn_a, conv_b, bn_b, conv_c, bn_c`` (``conv_b_time,
   bn_b_time, conv_b_freq, bn_b_freq`` when factorised) and, where the shape
@@ -36,8 +40,9 @@ class Bottleneck(nn.Module):
   norm: ModuleFactory
   temporal_kernel: int = 1
   stride: Sequence[int] = (1, 1, 1)
-  factorize_b: bool = False
+  factorize_b: str = ''  # '' | 'parallel' | 'serial'
   dilation: int = 1
+  stride_time_in_a: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -45,9 +50,18 @@ class Bottleneck(nn.Module):
     stride = tuple(self.stride)
     ones = (1,) * nd
 
-    y = self.conv(self.inner, (self.temporal_kernel,) + ones[1:], name='conv_a')(x)
+    stride_a = ones
+    if self.stride_time_in_a:
+      stride_a, stride = (stride[0],) + ones[1:], (1,) + stride[1:]
+    y = self.conv(self.inner, (self.temporal_kernel,) + ones[1:], stride_a, name='conv_a')(x)
     y = nn.relu(self.norm(name='bn_a')(y, train))
-    if self.factorize_b:
+    if self.factorize_b == 'parallel':
+      assert nd == 2, 'factorised conv_b is for (time, frequency) inputs'
+      t = self.conv(self.inner, (3, 1), stride, name='conv_b_time')(y)
+      f = self.conv(self.inner, (1, 3), stride, name='conv_b_freq')(y)
+      y = (nn.relu(self.norm(name='bn_b_time')(t, train))
+           + nn.relu(self.norm(name='bn_b_freq')(f, train)))
+    elif self.factorize_b == 'serial':
       assert nd == 2, 'factorised conv_b is for (time, frequency) inputs'
       y = self.conv(self.inner, (3, 1), (stride[0], 1), name='conv_b_time')(y)
       y = nn.relu(self.norm(name='bn_b_time')(y, train))
@@ -61,6 +75,7 @@ class Bottleneck(nn.Module):
     y = self.conv(self.features, ones, name='conv_c')(y)
     y = self.norm(name='bn_c', zero_init=True)(y, train)
 
+    stride = tuple(a * b for a, b in zip(stride_a, stride))
     if x.shape[-1] != self.features or stride != ones:
       x = self.conv(self.features, ones, stride, name='shortcut_conv')(x)
       x = self.norm(name='shortcut_bn')(x, train)

@@ -20,6 +20,8 @@ FUSIONS = ('a_fs', 'a_f_s', 'av_nonlocal')
 DROP_PATHWAY_MODES = ('pathway', 'laterals')
 DTYPES = ('float32', 'bfloat16', 'float16')
 REMATS = ('none', 'stages', 'blocks')
+FACTORIZED_CONVS = ('parallel', 'serial')
+AUDIO_TIME_STRIDES = ('conv_b', 'conv_a')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +46,26 @@ class ModelConfig:
   beta_a: float = 0.5
   # Audio -> visual fusion: 'a_fs' (paper default) | 'a_f_s' | 'av_nonlocal' (Table 5a).
   fusion: str = 'a_fs'
+  # Stages after which audio fuses into the visual pathways (Table 6: res3,4 is best;
+  # PyTorchVideo's create_audio_visual_slowfast fuses after pool1, res2, res3 and res4).
   audio_lateral_stages: tuple = ('res3', 'res4')
   # Concatenate the pooled audio features into the head (the "+ pool5" of Table 6).
   audio_pool5: bool = True
-  # Channels of the first temporal conv of an audio lateral.
-  a_fs_hidden_channels: int = 64
+  # Channels of the first temporal conv of an audio lateral; 0 = a quarter of the
+  # audio feature's channels at that stage (PyTorchVideo; the authors' code used 64).
+  a_fs_hidden_channels: int = 0
+  # The factorised 3x3 of the audio res2/res3 blocks (Table 1's "[3x1, 1x3]"):
+  # 'parallel' = a time conv and a frequency conv side by side, each with BN + ReLU
+  # and the block's stride, summed (PyTorchVideo, and the notation of the [9x1, 1x9]
+  # stem); 'serial' = the time conv, then the frequency conv.
+  audio_factorized_conv: str = 'parallel'
+  # Where the first audio block of res3..res5 strides time: 'conv_b' (the paper, section
+  # 3.2: "stride 2^2 convolution in the center filter") | 'conv_a' (PyTorchVideo: the
+  # 1x1 conv_a strides time, the centre conv frequency).
+  audio_time_stride: str = 'conv_b'
+  # Stride 2 in time and frequency also at res2's first block (section 3.2 reads "in each
+  # stage from res2 to res5"; the authors' code and PyTorchVideo stride from res3 on).
+  audio_stride_res2: bool = False
   # Non-local blocks: stages (e.g. ('res4',) for R101+NL), after every n-th block.
   nonlocal_stages: tuple = ()
   nonlocal_every: int = 2
@@ -115,14 +132,17 @@ class ModelConfig:
     check('dtype', DTYPES)
     check('conv_impl', IMPLS)
     check('remat', REMATS)
+    check('audio_factorized_conv', FACTORIZED_CONVS)
+    check('audio_time_stride', AUDIO_TIME_STRIDES)
     if not self.stage_blocks:
       check('depth', tuple(STAGE_BLOCKS))
     elif len(self.stage_blocks) != 4:
       raise UserError(f'config.model.stage_blocks={self.stage_blocks!r}: four stages '
                        '(res2..res5) expected')
     for s in self.audio_lateral_stages:
-      if s not in ('res2', 'res3', 'res4'):
-        raise UserError(f'config.model.audio_lateral_stages: {s!r} must be res2, res3 or res4')
+      if s not in ('pool1', 'res2', 'res3', 'res4'):
+        raise UserError(f'config.model.audio_lateral_stages: {s!r} must be pool1, res2, res3 '
+                         'or res4')
     for s in self.fs_lateral_stages:
       if s not in ('pool1', 'res2', 'res3', 'res4'):
         raise UserError(f'config.model.fs_lateral_stages: {s!r} must be pool1, res2, res3 '

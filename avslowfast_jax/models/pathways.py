@@ -36,10 +36,10 @@ def stage_channels(width: int, ratio: float = 1.0) -> dict[str, tuple[int, int]]
 
 def residual_stage(x: jax.Array, train: bool, *, name: str, num_blocks: int, inner: int,
                    features: int, temporal_kernel: int, stride: Sequence[int],
-                   conv: ModuleFactory, norm: ModuleFactory, dtype, factorize_b: bool = False,
+                   conv: ModuleFactory, norm: ModuleFactory, dtype, factorize_b: str = '',
                    dilation: int = 1, nonlocal_every: int = 0,
                    nonlocal_instantiation: str = 'dot_product', remat: str = 'none',
-                   owner: nn.Module | None = None) -> jax.Array:
+                   owner: nn.Module | None = None, stride_time_in_a: bool = False) -> jax.Array:
   """``num_blocks`` bottlenecks named ``{name}_block{i}`` in the calling module;
   the first carries ``stride``. With ``nonlocal_every`` = n > 0, a Non-local
   block ``{name}_nonlocal{i}`` follows every block with ``(i + 1) % n == 0``
@@ -56,7 +56,7 @@ def residual_stage(x: jax.Array, train: bool, *, name: str, num_blocks: int, inn
   def blocks(x):
     for i in range(num_blocks):
       x = block(inner, features, conv, norm, temporal_kernel, stride if i == 0 else ones,
-                factorize_b, dilation, name=f'{name}_block{i}')(x, train)
+                factorize_b, dilation, stride_time_in_a, name=f'{name}_block{i}')(x, train)
       if nonlocal_every and (i + 1) % nonlocal_every == 0:
         x = NonLocal(features // 2, conv, norm, nonlocal_instantiation, dtype,
                      name=f'{name}_nonlocal{i}')(x, train)
@@ -81,14 +81,18 @@ class AudioPathway(nn.Module):
   from audio alone.
 
   Stem ``[9x1, 1x9]`` (no pool), res2..res5 with the 3x3 conv factorised into
-  3x1 + 1x3 in res2/res3, stride 2 in time and frequency at the first block of
-  res3, res4 and res5. Widths are ``beta_a`` x Slow.
+  3x1 and 1x3 in res2/res3 (``factorized``: 'parallel' | 'serial'), stride 2 in
+  time and frequency at the first block of res3, res4 and res5 (and res2 with
+  ``stride_res2``), in the centre conv (``stride_time_in_a``: the time stride
+  in the 1x1 conv_a instead, as PyTorchVideo). Widths are ``beta_a`` x Slow.
 
   Attributes:
     stage_blocks: blocks per stage (res2..res5).
     width: Slow stem width; ``beta_a``: the audio/Slow channel ratio.
     laterals: ``((stage, target_length, channels), ...)``: one
       :class:`AudioToVisual` (``to_visual_{stage}``) per audio->visual junction.
+    hidden: channels of each lateral's first conv; 0 = a quarter of the audio
+      feature's channels at that stage.
     embed_dim: AVS embedding size; 0 = no AVS embeddings.
 
   Returns ``{'laterals': {stage: [B, T, C]}, 'pooled': [B, C_a] (fp32),
@@ -104,23 +108,28 @@ class AudioPathway(nn.Module):
   embed_dim: int = 0
   dtype: Any = jnp.float32
   remat: str = 'none'
+  factorized: str = 'parallel'
+  stride_time_in_a: bool = False
+  stride_res2: bool = False
 
   @nn.compact
   def __call__(self, audio: jax.Array, train: bool) -> dict:
     widths = stage_channels(self.width, self.beta_a)
     x = AudioStem(widths['pool1'][1], self.conv, self.norm, name='stem')(audio, train)
-    features = {}
+    features = {'pool1': x}
     for i, stage in enumerate(STAGES):
       inner, out = widths[stage]
-      stride = (1, 1) if i == 0 else (2, 2)
+      stride = (2, 2) if i or self.stride_res2 else (1, 1)
       x = residual_stage(x, train, name=stage, num_blocks=self.stage_blocks[i], inner=inner,
                          features=out, temporal_kernel=1, stride=stride, conv=self.conv,
-                         norm=self.norm, dtype=self.dtype, factorize_b=stage in ('res2', 'res3'),
-                         remat=self.remat, owner=self)
+                         norm=self.norm, dtype=self.dtype,
+                         factorize_b=self.factorized if stage in ('res2', 'res3') else '',
+                         remat=self.remat, owner=self, stride_time_in_a=self.stride_time_in_a)
       features[stage] = x
     result = {'laterals': {}, 'avs': {}}
     for stage, length, channels in self.laterals:
-      lateral = AudioToVisual(self.hidden, channels, length, self.conv, self.norm,
+      hidden = self.hidden or features[stage].shape[-1] // 4
+      lateral = AudioToVisual(hidden, channels, length, self.conv, self.norm,
                               name=f'to_visual_{stage}')(features[stage], train)
       result['laterals'][stage] = lateral
       if self.embed_dim:

@@ -8,6 +8,11 @@ pathways of AVSlowFast (or the whole SlowFast baseline) start from it and only
 the audio pathway, the audio laterals and, when the class count differs, the
 head are newly initialised.
 
+PyTorchVideo's ``create_audio_visual_slowfast`` (``--source
+pytorchvideo_avslowfast``) imports whole, the Audio pathway and its laterals
+included, into a model configured as that network (docs/models.md, "The
+Audio pathway against PyTorchVideo's builder").
+
 Usage::
 
   python -m avslowfast_jax.tools.import_weights --source pytorchvideo \
@@ -217,11 +222,24 @@ def unwrap_state_dict(obj: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 # Layout conversion.
 
 def convert_tensor(kind: str, array: np.ndarray, key: str) -> np.ndarray:
-  """PyTorch layout -> ours for one tensor of a ``conv``/``dense``/``bn`` layer."""
+  """PyTorch layout -> ours for one tensor of a ``conv``/``audio_conv``/``temporal_conv``/
+  ``dense``/``bn`` layer.
+
+  PyTorchVideo's audio pathway is 3-D over ``(time, 1, frequency)`` and its
+  audio laterals over ``(time, 1, 1)``: ``audio_conv`` drops the unit height
+  (our 2-D ``(time, frequency)`` kernel), ``temporal_conv`` height and width
+  (our 1-D temporal kernel).
+  """
   array = np.asarray(array, np.float32)
   if kind == 'conv' and array.ndim == 5:
     # [cout, cin, kt, kh, kw] -> [kt, kh, kw, cin, cout]
     return np.ascontiguousarray(array.transpose(2, 3, 4, 1, 0))
+  if kind == 'audio_conv' and array.ndim == 5 and array.shape[3] == 1:
+    # [cout, cin, kt, 1, kf] -> [kt, kf, cin, cout]
+    return np.ascontiguousarray(array[:, :, :, 0, :].transpose(2, 3, 1, 0))
+  if kind == 'temporal_conv' and array.ndim == 5 and array.shape[3:] == (1, 1):
+    # [cout, cin, kt, 1, 1] -> [kt, cin, cout]
+    return np.ascontiguousarray(array[:, :, :, 0, 0].transpose(2, 1, 0))
   if kind == 'dense' and array.ndim == 2:
     return np.ascontiguousarray(array.T)
   if array.ndim == 1:  # BN vectors, conv and dense biases
@@ -296,7 +314,48 @@ _PYSLOWFAST_RULES = [
     (r'head\.projection\.(weight|bias)', lambda m: ('head/projection', 'dense')),
 ]
 
-SOURCES = {'pytorchvideo': _PYTORCHVIDEO_RULES, 'pyslowfast': _PYSLOWFAST_RULES}
+# PyTorchVideo's ``create_audio_visual_slowfast``: pathway 2 is the Audio
+# pathway (stem ``conv.convs.0`` = 9x1 time, ``.1`` = 1x9 frequency; in
+# res2/res3 ``conv_b.0`` = the 1x3 frequency conv, ``conv_b.1`` = the 3x1 time
+# conv, side by side), and each fusion block holds the Fast->Slow lateral
+# (``block_fast_to_slow``: conv, BN) and the audio lateral
+# (``block_audio_to_fastslow``: conv, BN, ReLU, conv, BN).
+_AUDIO_B = {'0': 'freq', '1': 'time'}
+_PYTORCHVIDEO_AVSLOWFAST_RULES = [
+    (r'blocks\.0\.multipathway_blocks\.2\.conv\.convs\.([01])\.(weight)',
+     lambda m: (f'audio/stem/conv_{("time", "freq")[int(m[1])]}', 'audio_conv')),
+    (rf'blocks\.0\.multipathway_blocks\.2\.norm\.{_BN_LEAVES}', lambda m: ('audio/stem/bn', 'bn')),
+    (r'blocks\.([1-4])\.multipathway_blocks\.2\.res_blocks\.(\d+)\.branch1_conv\.(weight)',
+     lambda m: (f'audio/{_STAGE[int(m[1]) + 1]}/block{m[2]}/shortcut_conv', 'audio_conv')),
+    (rf'blocks\.([1-4])\.multipathway_blocks\.2\.res_blocks\.(\d+)\.branch1_norm\.{_BN_LEAVES}',
+     lambda m: (f'audio/{_STAGE[int(m[1]) + 1]}/block{m[2]}/shortcut_bn', 'bn')),
+    (r'blocks\.([1-4])\.multipathway_blocks\.2\.res_blocks\.(\d+)\.branch2\.conv_([abc])'
+     r'\.(weight)',
+     lambda m: (f'audio/{_STAGE[int(m[1]) + 1]}/block{m[2]}/conv_{m[3]}', 'audio_conv')),
+    (rf'blocks\.([1-4])\.multipathway_blocks\.2\.res_blocks\.(\d+)\.branch2\.norm_([abc])'
+     rf'\.{_BN_LEAVES}',
+     lambda m: (f'audio/{_STAGE[int(m[1]) + 1]}/block{m[2]}/bn_{m[3]}', 'bn')),
+    (r'blocks\.([1-4])\.multipathway_blocks\.2\.res_blocks\.(\d+)\.branch2\.conv_b\.([01])'
+     r'\.(weight)',
+     lambda m: (f'audio/{_STAGE[int(m[1]) + 1]}/block{m[2]}/conv_b_{_AUDIO_B[m[3]]}',
+                'audio_conv')),
+    (rf'blocks\.([1-4])\.multipathway_blocks\.2\.res_blocks\.(\d+)\.branch2\.norm_b\.([01])'
+     rf'\.{_BN_LEAVES}',
+     lambda m: (f'audio/{_STAGE[int(m[1]) + 1]}/block{m[2]}/bn_b_{_AUDIO_B[m[3]]}', 'bn')),
+    (r'blocks\.([0-3])\.multipathway_fusion\.block_fast_to_slow\.0\.(weight)',
+     lambda m: (f'fast_to_slow/{_LATERAL_STAGE[int(m[1]) + 1]}/conv', 'conv')),
+    (rf'blocks\.([0-3])\.multipathway_fusion\.block_fast_to_slow\.1\.{_BN_LEAVES}',
+     lambda m: (f'fast_to_slow/{_LATERAL_STAGE[int(m[1]) + 1]}/bn', 'bn')),
+    (r'blocks\.([0-3])\.multipathway_fusion\.block_audio_to_fastslow\.([03])\.(weight)',
+     lambda m: (f'audio_to_visual/{_LATERAL_STAGE[int(m[1]) + 1]}/conv_{"ab"[int(m[2]) // 3]}',
+                'temporal_conv')),
+    (rf'blocks\.([0-3])\.multipathway_fusion\.block_audio_to_fastslow\.([14])\.{_BN_LEAVES}',
+     lambda m: (f'audio_to_visual/{_LATERAL_STAGE[int(m[1]) + 1]}/bn_{"ab"[int(m[2]) // 4]}',
+                'bn')),
+] + [rule for rule in _PYTORCHVIDEO_RULES if 'multipathway_fusion' not in rule[0]]
+
+SOURCES = {'pytorchvideo': _PYTORCHVIDEO_RULES, 'pyslowfast': _PYSLOWFAST_RULES,
+           'pytorchvideo_avslowfast': _PYTORCHVIDEO_AVSLOWFAST_RULES}
 
 
 def _pw(match: re.Match, group: int) -> str:
@@ -369,6 +428,9 @@ _FLAX_NAMING = [
     (r'(slow|fast)/(res\d)/nonlocal(\d+)/(\w+)',
      lambda m: (f'{m[1]}_{m[2]}_nonlocal{m[3]}', m[4])),
     (r'fast_to_slow/(\w+)/(conv|bn)', lambda m: (f'fast_to_slow_{m[1]}', m[2])),
+    (r'audio/stem/(\w+)', lambda m: ('audio', 'stem', m[1])),
+    (r'audio/(res\d)/block(\d+)/(\w+)', lambda m: ('audio', f'{m[1]}_block{m[2]}', m[3])),
+    (r'audio_to_visual/(\w+)/(\w+)', lambda m: ('audio', f'to_visual_{m[1]}', m[2])),
     (r'head/projection', lambda m: ('head', 'classifier')),
 ]
 _FLAX_NAMING = [(re.compile(p + '$'), fn) for p, fn in _FLAX_NAMING]
@@ -418,6 +480,10 @@ def _missing_hint(t: SourceTensor, config) -> str:
     return (f" The checkpoint has a Fast->Slow lateral after {stage}: add '{stage}' to "
             f'model.fs_lateral_stages (now {tuple(config.model.fs_lateral_stages)!r}); '
             "SlowFast checkpoints have ('pool1', 'res2', 'res3', 'res4').")
+  if t.layer.startswith('audio_to_visual/'):
+    return (f" The checkpoint has an audio lateral after {t.layer.split('/')[1]}: "
+            f'model.audio_lateral_stages is {tuple(config.model.audio_lateral_stages)!r}; '
+            "PyTorchVideo's AVSlowFast has ('pool1', 'res2', 'res3', 'res4').")
   if '/nonlocal' in t.layer:
     return (f' The checkpoint has a Non-local block there: set model.nonlocal_stages / '
             f'nonlocal_every to match (now {tuple(config.model.nonlocal_stages)!r}, '
