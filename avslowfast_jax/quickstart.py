@@ -322,6 +322,9 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
                   for v in variants},
       'per_class_top1': {v: results[v].get('per_class_accuracy') for v in variants},
       'class_names': _class_names(shards),
+      'modality_groups': modality_groups(
+          _class_names(shards), _class_modalities(data_dir),
+          {v: results[v].get('per_class_accuracy') for v in variants}),
       'chance_top1': 1.0 / max(1, len(_class_names(shards))),
       'plots': plots,
       'export_dir': export_dir,
@@ -374,6 +377,41 @@ def _class_names(shards: str) -> List[str]:
   if isinstance(label_map, dict):  # {name: index}
     return [name for name, _ in sorted(label_map.items(), key=lambda kv: kv[1])]
   return list(label_map)
+
+
+def _class_modalities(data_dir: str) -> Dict[str, str]:
+  """``{class: 'visual' | 'audio' | 'audiovisual'}`` from the dataset's ``classes.json``."""
+  path = os.path.join(data_dir, 'classes.json')
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return {c['name']: c['modality'] for c in json.load(f).get('classes', [])}
+
+
+def modality_groups(class_names: Sequence[str], modalities: Dict[str, str],
+                    per_class: Dict[str, Optional[Sequence[float]]]) -> dict:
+  """Per-class top-1 gathered by the modality each class needs.
+
+  Returns ``{modality: {'classes': [...], 'mean': {variant: mean top-1},
+  'avslowfast_at_least': {variant: bool}}}``: ``avslowfast_at_least[v]`` is
+  True when AVSlowFast is at least as accurate as ``v`` on every class of the
+  group (the joint model should lose no modality's classes to the other one).
+  """
+  out = {}
+  for modality in ('visual', 'audio', 'audiovisual'):
+    idx = [i for i, name in enumerate(class_names) if modalities.get(name) == modality]
+    if not idx:
+      continue
+    group = {'classes': [class_names[i] for i in idx], 'mean': {}, 'avslowfast_at_least': {}}
+    for v, acc in per_class.items():
+      if acc is not None:
+        group['mean'][v] = sum(acc[i] for i in idx) / len(idx)
+    joint = per_class.get('avslowfast')
+    for v, acc in per_class.items():
+      if v != 'avslowfast' and joint is not None and acc is not None:
+        group['avslowfast_at_least'][v] = all(joint[i] >= acc[i] for i in idx)
+    out[modality] = group
+  return out
 
 
 @contextlib.contextmanager
@@ -433,6 +471,21 @@ def _print_summary(summary: dict, variants) -> None:
     print('\n  per-class top-1 (%)       ' + ''.join(f'{TITLES[v].split()[0]:>12}' for v in variants))
     for i, name in enumerate(names):
       print(f'  {name:<26}' + ''.join(f'{100 * pcs[v][i]:>12.0f}' for v in variants))
+  groups = summary.get('modality_groups') or {}
+  if groups:
+    print('\n  mean per class group (%)  ' + ''.join(f'{TITLES[v].split()[0]:>12}'
+                                                   for v in variants))
+    for modality, group in groups.items():
+      print(f'  {modality + " classes":<26}' + ''.join(
+          f'{100 * group["mean"][v]:>12.0f}' if v in group['mean'] else f'{"-":>12}'
+          for v in variants))
+    # Each modality's own classes: does the joint model keep up with the model of that modality?
+    own = {'visual': 'slowfast', 'audio': 'audio'}
+    for modality, rival in own.items():
+      verdict = groups.get(modality, {}).get('avslowfast_at_least', {}).get(rival)
+      if verdict is not None:
+        print(f'  AVSlowFast >= {TITLES[rival]} on every {modality} class: '
+              f'{"yes" if verdict else "no"}')
   if summary['prediction']:
     p = summary['prediction']
     print(f'\n  predict on {os.path.relpath(p["video"], summary["workdir"])} '
