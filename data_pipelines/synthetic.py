@@ -564,7 +564,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         progress=not args.no_progress)
     print(f'Wrote {args.output_dir}; prepare it with:')
     print(synthetic_detection.prepare_command(args.output_dir, files,
-                                              os.path.join(args.output_dir, 'prepared')))
+                                              fs.join(args.output_dir, 'prepared')))
     return files['label_map']
   manifest = generate(
       args.output_dir, args.num_videos, args.seed, size=args.size or (96, 72),

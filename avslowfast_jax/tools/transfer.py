@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from avslowfast_jax import host_memory, inference, parallel
+from avslowfast_jax import host_memory, inference
 from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax.models.heads import classifier_init
 from avslowfast_jax.train import checkpoints as ckpt_lib
