@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
+from data_pipelines import ava as ava_files
 from data_pipelines import fs
 from data_pipelines.errors import UserError
 
@@ -118,32 +118,12 @@ def read_boxes_csv(path: str, class_ids: Optional[Iterable[int]] = None, capacit
 
 def read_excluded_keys(path: str) -> Set[str]:
   """The frame keys of an excluded-timestamps CSV (``video_id,timestamp``)."""
-  keys = set()
-  for number, row in _rows(path):
-    if len(row) < 2:
-      raise UserError(f'{path}, line {number}: expected video_id,timestamp')
-    try:
-      keys.add(make_key(row[0], int(float(row[1]))))
-    except ValueError:
-      raise UserError(f'{path}, line {number}: timestamp {row[1]!r} is not a number') from None
-  return keys
+  return {make_key(video_id, timestamp) for video_id, timestamp in ava_files.read_excluded(path)}
 
 
 def read_label_map(path: str) -> Dict[int, str]:
   """``{action id: name}`` of a label-map ``.pbtxt`` (``item { name: "..." id: N }``)."""
-  if not fs.exists(path):
-    raise UserError(f'{path}: no such file')
-  text = fs.read_text(path)
-  labels = {}
-  for number, item in enumerate(re.findall(r'item\s*\{(.*?)\}', text, re.S), start=1):
-    name = re.search(r'name:\s*"([^"]*)"', item)
-    ident = re.search(r'\b(?:label_)?id:\s*(-?\d+)', item)
-    if not ident:
-      raise UserError(f'{path}: item {number} has no id')
-    labels[int(ident.group(1))] = name.group(1) if name else str(ident.group(1))
-  if not labels:
-    raise UserError(f'{path}: no "item {{ name: ... id: ... }}" entries')
-  return labels
+  return dict(ava_files.read_label_map(path))
 
 
 def read_video_ids(path: str) -> List[str]:
