@@ -11,19 +11,23 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 
-# The longest modules first, then the other slow tests: pytest-xdist hands
-# tests out in collection order, so the long end-to-end runs start at once on
-# both workers instead of one worker finishing a long run alone at the end.
-LONGEST_FIRST = ('test_quickstart.py', 'test_main_e2e.py', 'test_distributed_multiprocess.py',
-                 'test_distributed_topology.py', 'test_benchmarks.py')
+# The slow tests first, the longest of them (by module) first of all:
+# pytest-xdist hands the first tests out to the workers in turn, so the long
+# end-to-end runs start at once on both workers instead of one worker
+# finishing a long run alone at the end.
+LONGEST_FIRST = ('test_quickstart.py', 'test_main_e2e.py', 'test_pretrain_transfer.py',
+                 'test_distributed_multiprocess.py', 'test_bf16.py', 'test_ava_e2e.py',
+                 'test_distributed_topology.py', 'test_benchmarks.py', 'test_remote_fs.py')
 
 
 def pytest_collection_modifyitems(config, items):
   del config
 
   def rank(item):
+    if not item.get_closest_marker('slow'):
+      return (2, 0)
     if item.path.name in LONGEST_FIRST:
       return (0, LONGEST_FIRST.index(item.path.name))
-    return (1 if item.get_closest_marker('slow') else 2, 0)
+    return (1, 0)
 
   items.sort(key=rank)  # stable: the order within each rank is kept

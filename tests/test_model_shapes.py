@@ -94,7 +94,7 @@ def _config_modules():
   root = os.path.join(os.path.dirname(__file__), '..', 'configs')
   for path in sorted(glob.glob(os.path.join(root, '*.py'))):
     name = os.path.splitext(os.path.basename(path))[0]
-    if name not in ('__init__', 'common'):
+    if name != '__init__' and not name.endswith('common'):  # common*.py: shared helpers
       yield name
 
 
