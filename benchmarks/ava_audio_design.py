@@ -29,28 +29,6 @@ from data_pipelines import ava_prepare, errors, fs, prepare, synthetic_detection
 CLASSES = ('left_right', 'up_down', 'whistle', 'hum')
 
 
-def tiny_config(data_dir: str, num_classes: int, steps: int, audio_pool5: bool):
-  """The tiny detection model and schedule of tests/test_ava_e2e.py."""
-  c = ava_configs.get_config('tiny_avslowfast_4x16_r50')
-  c.data.data_dir = data_dir
-  c.model.num_classes = num_classes
-  c.model.audio_pool5 = audio_pool5
-  c.data.num_frames, c.model.alpha_f, c.data.sampling_rate = 8, 4, 4
-  c.data.audio.num_frames = 32
-  c.data.train_crop_size, c.data.train_jitter_scales, c.data.test_short_side = 48, (48, 56), 48
-  c.data.ava.test_canvas, c.data.ava.max_boxes = (48, 64), 4
-  c.model.bn_group_size = 2
-  c.avs.enabled = c.data.avs_negatives = False
-  c.train.drop_pathway_prob = 0.0
-  c.train.batch_size = c.eval.batch_size = 8
-  c.train.optimizer, c.train.base_lr, c.train.reference_batch_size = 'adamw', 0.01, 8
-  c.train.weight_decay, c.train.schedule = 1e-4, 'cosine'
-  c.train.total_steps, c.train.warmup_steps, c.train.warmup_start_lr = steps, 3, 0.001
-  c.train.eval_every_steps, c.train.checkpoint_every_steps = -1, steps
-  c.train.log_every_steps = steps
-  return c
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--output_dir', required=True)
@@ -67,7 +45,7 @@ def main(argv=None):
                           ava_options=ava_prepare.AvaOptions(max_boxes=4), verbose=False)
   result = {'classes': list(CLASSES), 'steps': args.steps, 'num_videos': args.num_videos}
   for name, pool5 in (('audio_pool5', True), ('laterals_only', False)):
-    config = tiny_config(data, len(CLASSES), args.steps, pool5)
+    config = ava_configs.synthetic_config(data, len(CLASSES), args.steps, pool5)
     workdir = fs.join(args.output_dir, name)
     trainer.train_and_evaluate(config, workdir)
     metrics = evaluator.run_eval_mode(config, workdir)

@@ -95,3 +95,27 @@ def get_config(variant: str = 'avslowfast_4x16_r50'):
   if tiny:
     common.tiny_model(c)
   return c
+
+
+def synthetic_config(data_dir: str, num_classes: int, steps: int, audio_pool5: bool = True):
+  """The tiny detection model and short AdamW schedule for the built-in detection data
+  (``python -m data_pipelines.synthetic --detection``): the end-to-end test and
+  benchmarks/ava_audio_design.py both train this."""
+  c = get_config('tiny_avslowfast_4x16_r50')
+  c.data.data_dir = data_dir
+  c.model.num_classes = num_classes
+  c.model.audio_pool5 = audio_pool5
+  c.data.num_frames, c.model.alpha_f, c.data.sampling_rate = 8, 4, 4
+  c.data.audio.num_frames = 32
+  c.data.train_crop_size, c.data.train_jitter_scales, c.data.test_short_side = 48, (48, 56), 48
+  c.data.ava.test_canvas, c.data.ava.max_boxes = (48, 64), 4
+  c.model.bn_group_size = 2
+  c.avs.enabled = c.data.avs_negatives = False
+  c.train.drop_pathway_prob = 0.0
+  c.train.batch_size = c.eval.batch_size = 8
+  c.train.optimizer, c.train.base_lr, c.train.reference_batch_size = 'adamw', 0.01, 8
+  c.train.weight_decay, c.train.schedule = 1e-4, 'cosine'
+  c.train.total_steps, c.train.warmup_steps, c.train.warmup_start_lr = steps, 3, 0.001
+  c.train.eval_every_steps, c.train.checkpoint_every_steps = -1, steps
+  c.train.log_every_steps = steps
+  return c

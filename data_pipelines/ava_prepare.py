@@ -100,18 +100,6 @@ class AvaShardTask:
 
 
 # ------------------------------------------------------------------ records
-def _bytes(values):
-  return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
-
-
-def _ints(values):
-  return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-
-
-def _floats(values):
-  return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
-
-
 def _box_features(prefix: str, keyframes: Sequence[Keyframe], kind: str) -> dict:
   coords, owner, scores, label_box, label_action = [], [], [], [], []
   for k, keyframe in enumerate(keyframes):
@@ -122,9 +110,9 @@ def _box_features(prefix: str, keyframes: Sequence[Keyframe], kind: str) -> dict
       coords.extend(box.coords)
       owner.append(k)
       scores.append(box.score)
-  return {f'{prefix}_boxes': _floats(coords), f'{prefix}_keyframe': _ints(owner),
-          f'{prefix}_scores': _floats(scores), f'{prefix}_label_box': _ints(label_box),
-          f'{prefix}_label_action': _ints(label_action)}
+  return {f'{prefix}_boxes': shards.floats_feature(coords), f'{prefix}_keyframe': shards.ints_feature(owner),
+          f'{prefix}_scores': shards.floats_feature(scores), f'{prefix}_label_box': shards.ints_feature(label_box),
+          f'{prefix}_label_action': shards.ints_feature(label_action)}
 
 
 def serialize_segment(video: AvaVideo, jpegs, height, width, fps, audio, sample_rate,
@@ -132,22 +120,22 @@ def serialize_segment(video: AvaVideo, jpegs, height, width, fps, audio, sample_
   """Serialized ``tf.train.Example`` of one segment (features: :func:`parse_spec`)."""
   pcm = b'' if audio is None else audio.astype('<i2').tobytes()
   feature = {
-      'video_id': _bytes([video.video_id.encode()]),
-      'source_path': _bytes([video.path.encode()]),
-      'video_index': _ints([video.index]),
-      'frames': _bytes(jpegs),
-      'num_frames': _ints([len(jpegs)]),
-      'height': _ints([height]),
-      'width': _ints([width]),
-      'fps': _floats([fps]),
-      'audio': _bytes([pcm]),
-      'audio_num_samples': _ints([0 if audio is None else len(audio)]),
-      'audio_sample_rate': _ints([sample_rate]),
-      'audio_start_sec': _floats([audio_start_sec]),
-      'has_audio': _ints([audio is not None]),
-      'start_sec': _floats([start_sec]),
-      'keyframe_sec': _ints([k.sec for k in keyframes]),
-      'keyframe_frame': _ints(keyframe_frames),
+      'video_id': shards.bytes_feature([video.video_id.encode()]),
+      'source_path': shards.bytes_feature([video.path.encode()]),
+      'video_index': shards.ints_feature([video.index]),
+      'frames': shards.bytes_feature(jpegs),
+      'num_frames': shards.ints_feature([len(jpegs)]),
+      'height': shards.ints_feature([height]),
+      'width': shards.ints_feature([width]),
+      'fps': shards.floats_feature([fps]),
+      'audio': shards.bytes_feature([pcm]),
+      'audio_num_samples': shards.ints_feature([0 if audio is None else len(audio)]),
+      'audio_sample_rate': shards.ints_feature([sample_rate]),
+      'audio_start_sec': shards.floats_feature([audio_start_sec]),
+      'has_audio': shards.ints_feature([audio is not None]),
+      'start_sec': shards.floats_feature([start_sec]),
+      'keyframe_sec': shards.ints_feature([k.sec for k in keyframes]),
+      'keyframe_frame': shards.ints_feature(keyframe_frames),
   }
   feature.update(_box_features('gt', keyframes, 'gt'))
   feature.update(_box_features('det', keyframes, 'det'))

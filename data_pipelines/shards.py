@@ -46,15 +46,18 @@ def shard_filename(name: str, split: str, index: int, count: int) -> str:
   return SHARD_TEMPLATE.format(name=name, split=split, index=index, count=count)
 
 
-def _bytes(values):
+def bytes_feature(values):
+  """A ``tf.train.Feature`` of byte strings."""
   return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
 
 
-def _ints(values):
+def ints_feature(values):
+  """A ``tf.train.Feature`` of int64s."""
   return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
-def _floats(values):
+def floats_feature(values):
+  """A ``tf.train.Feature`` of float32s."""
   return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
 
 
@@ -67,22 +70,22 @@ def serialize_example(video, item) -> bytes:
   """Serialized ``tf.train.Example`` of a ``decode.DecodedVideo`` and its ``adapters.VideoItem``."""
   audio = audio_bytes(video)
   feature = {
-      'video_id': _bytes([item.video_id.encode()]),
-      'source_path': _bytes([item.path.encode()]),
-      'frames': _bytes(video.jpegs),
-      'num_frames': _ints([video.num_frames]),
-      'height': _ints([video.height]),
-      'width': _ints([video.width]),
-      'fps': _floats([video.fps]),
-      'audio': _bytes([audio]),
-      'audio_num_samples': _ints([0 if video.audio is None else len(video.audio)]),
-      'audio_sample_rate': _ints([video.audio_sample_rate]),
-      'audio_start_sec': _floats([video.audio_start_sec]),
-      'has_audio': _ints([video.audio is not None]),
-      'label': _ints(item.labels),
-      'noun_label': _ints([item.noun]),
-      'start_sec': _floats([-1.0 if item.start_sec is None else item.start_sec]),
-      'end_sec': _floats([-1.0 if item.end_sec is None else item.end_sec]),
+      'video_id': bytes_feature([item.video_id.encode()]),
+      'source_path': bytes_feature([item.path.encode()]),
+      'frames': bytes_feature(video.jpegs),
+      'num_frames': ints_feature([video.num_frames]),
+      'height': ints_feature([video.height]),
+      'width': ints_feature([video.width]),
+      'fps': floats_feature([video.fps]),
+      'audio': bytes_feature([audio]),
+      'audio_num_samples': ints_feature([0 if video.audio is None else len(video.audio)]),
+      'audio_sample_rate': ints_feature([video.audio_sample_rate]),
+      'audio_start_sec': floats_feature([video.audio_start_sec]),
+      'has_audio': ints_feature([video.audio is not None]),
+      'label': ints_feature(item.labels),
+      'noun_label': ints_feature([item.noun]),
+      'start_sec': floats_feature([-1.0 if item.start_sec is None else item.start_sec]),
+      'end_sec': floats_feature([-1.0 if item.end_sec is None else item.end_sec]),
   }
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 

@@ -27,26 +27,6 @@ CLASSES = ('left_right', 'whistle')
 STEPS = 40
 
 
-def tiny_config(data_dir):
-  c = ava_configs.get_config('tiny_avslowfast_4x16_r50')
-  c.data.data_dir = data_dir
-  c.model.num_classes = len(CLASSES)
-  c.data.num_frames, c.model.alpha_f, c.data.sampling_rate = 8, 4, 4
-  c.data.audio.num_frames = 32
-  c.data.train_crop_size, c.data.train_jitter_scales, c.data.test_short_side = 48, (48, 56), 48
-  c.data.ava.test_canvas, c.data.ava.max_boxes = (48, 64), 4
-  c.model.bn_group_size = 2
-  c.avs.enabled = c.data.avs_negatives = False
-  c.train.drop_pathway_prob = 0.0
-  c.train.batch_size = c.eval.batch_size = 8
-  c.train.optimizer, c.train.base_lr, c.train.reference_batch_size = 'adamw', 0.01, 8
-  c.train.weight_decay, c.train.schedule = 1e-4, 'cosine'
-  c.train.total_steps, c.train.warmup_steps, c.train.warmup_start_lr = STEPS, 3, 0.001
-  c.train.eval_every_steps, c.train.checkpoint_every_steps = -1, STEPS
-  c.train.log_every_steps = STEPS
-  return c
-
-
 def _constant_scores(detections_csv, out_csv):
   with open(detections_csv) as f, open(out_csv, 'w') as g:
     for line in f:
@@ -64,7 +44,7 @@ def test_prepare_train_eval_export_predict(tmp_path):
       raw['label_map'], options=prepare.PrepareOptions(short_side=48),
       ava_options=ava_prepare.AvaOptions(max_boxes=4), verbose=False)
   assert report['summary']['num_skipped'] == 0
-  config = tiny_config(data)
+  config = ava_configs.synthetic_config(data, len(CLASSES), STEPS)
   workdir = str(tmp_path / 'work')
   trainer.train_and_evaluate(config, workdir)
   rows = [json.loads(line) for line in open(os.path.join(workdir, 'train_metrics.jsonl'))]

@@ -27,7 +27,7 @@ from data_pipelines import errors, fs, shards
 from data_pipelines.errors import UserError
 
 
-def _load_run(run_dir: str):
+def load_run(run_dir: str):
   """``(config, arrays)`` of one evaluated run."""
   scores_path = fs.join(run_dir, 'per_video_scores.npz')
   config_path = fs.join(run_dir, 'config.json')
@@ -53,7 +53,7 @@ def ensemble(run_dirs: Sequence[str], weights: Optional[Sequence[float]] = None)
   weights = list(weights) if weights else [1.0] * len(run_dirs)
   if len(weights) != len(run_dirs) or min(weights) < 0 or sum(weights) <= 0:
     raise UserError(f'--weights {weights}: one non-negative weight per run, not all zero')
-  runs = [_load_run(d) for d in run_dirs]
+  runs = [load_run(d) for d in run_dirs]
   config, first = runs[0]
   task = tasks.get_task(config)
   total = {k: np.zeros_like(v, np.float64) for k, v in first.items() if k.startswith('scores')}

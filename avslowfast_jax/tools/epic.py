@@ -34,14 +34,13 @@ and ``unseen.json`` (S2): one run of this tool per evaluated split, then
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from typing import List, Optional
 
-import ml_collections
 import numpy as np
 
 from avslowfast_jax.evaluation import evaluator
+from avslowfast_jax.tools import ensemble
 from data_pipelines import errors, fs, shards
 from data_pipelines.errors import UserError
 
@@ -54,15 +53,8 @@ SERVER_CLASSES = {'verb': 125, 'noun': 352}
 def load_run(run_dir: str, head: str):
   """``(config, video_index, scores [N, C], labels [N])`` of the ``head`` ('verb' | 'noun')
   of an evaluated run."""
+  config, arrays = ensemble.load_run(run_dir)
   scores_path = fs.join(run_dir, 'per_video_scores.npz')
-  config_path = fs.join(run_dir, 'config.json')
-  for path, how in ((scores_path, 'evaluate it first (--mode eval)'),
-                    (config_path, 'it is written when the run trains')):
-    if not fs.exists(path):
-      raise UserError(f'{path}: missing; {how}')
-  config = ml_collections.ConfigDict(fs.read_json(config_path))
-  with np.load(io.BytesIO(fs.read_bytes(scores_path))) as data:
-    arrays = {k: data[k] for k in data.files}
   task = config.get('task')
   wanted = {'verb': {'classification': '', 'verb_noun': '_verb'},
             'noun': {'noun': '', 'verb_noun': '_noun'}}[head]
