@@ -54,6 +54,9 @@ def check_orbax_path(path: str) -> None:
                     'set --config.train.checkpoint_dir to one of those')
 
 
+_ONE_PROCESS_SAVING = False
+
+
 def _array_saving_for_this_job() -> None:
   """In a one-process job, orbax writes each replicated array from one device.
 
@@ -63,9 +66,16 @@ def _array_saving_for_this_job() -> None:
   eager ``slice`` (a program compiled per array shape) dispatched per device
   and array at every save. Multi-process jobs keep orbax's default.
   """
-  if jax.process_count() == 1:
-    ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+  global _ONE_PROCESS_SAVING
+  if jax.process_count() == 1 and not _ONE_PROCESS_SAVING:
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # orbax logs every handler override as a warning
+    try:
+      ocp.type_handlers.register_type_handler(
+          jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+    finally:
+      logging.set_verbosity(verbosity)
+    _ONE_PROCESS_SAVING = True
 
 
 class CheckpointIO:
