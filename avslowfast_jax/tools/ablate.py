@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -228,9 +229,23 @@ def summarize(metrics: Mapping, class_names, modalities) -> Dict[str, float]:
   return out
 
 
+def _check_same_settings(config: ml_collections.ConfigDict, directory: str) -> None:
+  """A run is reused only with the settings it was made with (``config.json``)."""
+  path = fs.join(directory, 'config.json')
+  if not fs.exists(path):
+    return
+  old = trees.flatten(fs.read_json(path), '.')
+  new = trees.flatten(json.loads(config.to_json_best_effort()), '.')
+  changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  if changed:
+    raise UserError(f'{path}: this run was made with other settings ({", ".join(changed[:4])}'
+                    f'{", ..." if len(changed) > 4 else ""}); give another --workdir')
+
+
 def train_and_eval(config: ml_collections.ConfigDict, directory: str) -> Tuple[dict, float]:
   """Trains (resuming a cut run) and evaluates one run in this process; reuses an
   existing evaluation. Returns ``(metrics, seconds spent now)``."""
+  _check_same_settings(config, directory)
   results = fs.join(directory, 'eval_results.json')
   if fs.exists(results):
     return fs.read_json(results), 0.0
@@ -266,6 +281,10 @@ def make_data(workdir: str, num_videos: int) -> str:
                       f'{result.stderr[-2000:]}')
 
   _, shards = quickstart.make_data(workdir, num_videos, 0, run_command)
+  made = fs.read_json(fs.join(workdir, 'videos', 'classes.json'))['settings']
+  if made['num_videos_per_class'] != num_videos:
+    raise UserError(f'{workdir}: its data has {made["num_videos_per_class"]} videos per class, '
+                    f'not --num_videos {num_videos}; give another --workdir')
   return shards
 
 
