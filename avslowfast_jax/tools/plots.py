@@ -124,9 +124,11 @@ def plot_ablation_bars(panels: Mapping[str, Sequence[Tuple[str, Mapping[str, flo
     ax.set_xticks(x)
     ax.set_xticklabels([row[0] for row in rows], rotation=15, ha='right', fontsize=8)
     ax.set_ylabel('top-1 (%)')
-    ax.set_ylim(0, 105)
+    # Room above 100 for the legend, clear of the bars.
+    ax.set_ylim(0, 120)
+    ax.set_yticks(np.arange(0, 101, 20))
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=len(metrics))
+    ax.legend(fontsize=7, ncol=len(metrics), loc='upper center')
     ax.grid(axis='y', alpha=0.3)
   fig.tight_layout()
   _save(fig, path)
