@@ -33,7 +33,7 @@ def test_plan_trains_a_shared_setting_once_per_seed():
                       'fusion': ['avslowfast']}
   assert [r.seed for r in runs if r.name == 'avslowfast'] == [0, 1, 2]
   # 10 trained settings and the late fusion per seed, each once.
-  assert len(runs) == 3 * 11 and len(set((r.name, r.seed) for r in runs)) == len(runs)
+  assert len(runs) == 3 * 11 and len({(r.name, r.seed) for r in runs}) == len(runs)
   fusion = [r for r in runs if r.members]
   assert [(r.name, r.members) for r in fusion] == [('slowfast+audio', ('slowfast', 'audio'))] * 3
   # A fusion comes after its members within a seed.
@@ -117,8 +117,8 @@ def test_aggregate_table_and_plot(tmp_path):
 
   text = ablate.markdown(studies)
   assert '### DropPathway rate P_d (paper Table 5c)' in text
-  assert '| P_d 0.8 | 3 | 70.8 ± 26.0 | 100.0 ± 0.0 | 0.0 ± 0.0 | 50.0 ± 0.0 | 77.0 (Table 5c) |' \
-      in text
+  assert ('| P_d 0.8 | 3 | 70.8 ± 26.0 | 100.0 ± 0.0 | 0.0 ± 0.0 | 50.0 ± 0.0 | '
+          '77.0 (Table 5c) |') in text
   assert '| no AVS | 2 | 31.2 ± 8.8 |' in text
   assert '| SlowFast + Audio (late fusion) | 3 |' in text
   assert '76.1 (Table 6)' in text and '24.8 (Table A.3)' in text
