@@ -133,30 +133,43 @@ def test_aggregate_table_and_plot(tmp_path):
 
 @pytest.mark.slow
 def test_ablate_runs_for_real(tmp_path):
-  """SlowFast and Audio trained a few steps (tests' tiny model), evaluated, late-fused."""
+  """The data stage, then the Audio-only row trained a few steps (the tests' tiny
+  model) and evaluated in the tool's process; tables, JSON and plot written."""
   workdir = tmp_path / 'ablate'
   tiny = [f'{k}={td._flag_value(v)}' for k, v in td.TINY.items() if k != 'model.num_classes']
   cmd = [sys.executable, '-m', 'avslowfast_jax.tools.ablate', '--workdir', str(workdir),
-         '--seeds', '0', '--steps', '2', '--num_videos', '2', '--studies',
-         'fusion:slowfast+audio', '--set', *tiny, 'model.width=8',
-         'model.a_fs_hidden_channels=8', 'train.warmup_steps=1']
+         '--seeds', '0', '--steps', '2', '--num_videos', '2', '--studies', 'fusion:audio',
+         '--set', *tiny, 'model.width=8', 'model.a_fs_hidden_channels=8',
+         'train.warmup_steps=1']
   env = td.subprocess_env(devices=1)
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   out = json.loads((workdir / 'ablate.json').read_text())
-  assert [r['name'] for r in out['runs']] == ['slowfast', 'audio', 'slowfast+audio']
-  for run in out['runs']:
-    assert os.path.exists(os.path.join(run['dir'], 'eval_results.json'))
-    for key, _ in ablate.METRICS:
-      assert 0.0 <= run[key] <= 1.0, (run['name'], key, run[key])
+  assert [(r['name'], r['seed']) for r in out['runs']] == [('audio', 0)]
+  run = out['runs'][0]
+  results = json.loads((tmp_path / 'ablate' / 'runs' / 'audio' / 'seed0' /
+                        'eval_results.json').read_text())
+  assert results['num_videos'] == 8  # 1 validation video per class (2 videos per class)
+  assert run['top1'] == results['top1']
+  for key, _ in ablate.METRICS:
+    assert 0.0 <= run[key] <= 1.0, (key, run[key])
   row = out['studies']['fusion']['rows'][0]
-  assert row['run'] == 'slowfast+audio' and row['seeds'] == [0]
-  assert 'SlowFast + Audio (late fusion)' in (workdir / 'ablate.md').read_text()
+  assert row['run'] == 'audio' and row['seeds'] == [0] and row['std']['top1'] is None
+  assert '| Audio only | 1 |' in (workdir / 'ablate.md').read_text()
   assert (workdir / 'ablate.png').stat().st_size > 10_000
-  # Late fusion = the mean of the two runs' per-video scores.
-  scores = [np.load(os.path.join(r['dir'], 'per_video_scores.npz'))['scores']
-            for r in out['runs']]
-  np.testing.assert_allclose(scores[2], (scores[0] + scores[1]) / 2, rtol=1e-6)
+
+
+def test_an_evaluated_run_is_reused_only_with_its_settings(tmp_path):
+  config = ablate.run_config('audio', (), 0, 5, str(tmp_path / 'shards'))
+  run = tmp_path / 'run'
+  run.mkdir()
+  (run / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  (run / 'eval_results.json').write_text(json.dumps({'top1': 0.25}))
+  # Evaluated: nothing is trained (there is no data to train on).
+  assert ablate.train_and_eval(config, str(run)) == ({'top1': 0.25}, 0.0)
+  other = ablate.run_config('audio', (), 0, 7, str(tmp_path / 'shards'))
+  with pytest.raises(UserError, match='other settings .train.total_steps.'):
+    ablate.train_and_eval(other, str(run))
 
 
 def test_late_fusion_row_is_the_mean_of_its_members_scores(tmp_path):

@@ -416,9 +416,9 @@ def main(argv=None) -> dict:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--seeds', nargs='+', default=['0', '1', '2'])
-  parser.add_argument('--steps', type=int, default=200, help='training steps per run')
-  parser.add_argument('--num_videos', type=int, default=10,
-                      help='synthetic videos per class (80%% train, 20%% validation)')
+  parser.add_argument('--steps', type=int, default=200, help='training steps per run (default 200)')
+  parser.add_argument('--num_videos', type=int, default=20,
+                      help='synthetic videos per class, 80%% train, 20%% validation (default 20)')
   parser.add_argument('--studies', nargs='+', default=list(STUDIES),
                       help=f'some of {", ".join(STUDIES)}; STUDY:ROW,ROW runs some rows '
                       '(e.g. drop_pathway:0.5,0.8)')
