@@ -127,3 +127,30 @@ def test_resume_into_another_model_is_a_config_error_not_damage(tmp_path):
   assert ckpt_lib.CheckpointIO(str(tmp_path / 'fresh')).restore_newest_intact(
       _abstract(make_state(0))) is None
   io.close()
+
+
+def test_saving_a_replicated_state_in_one_process_compiles_nothing(tmp_path):
+  # A state replicated over the 8 test devices, as the trainer keeps it: in one
+  # process each array is written from one device, with no per-device slices
+  # (each would be an eager slice, compiled once per array shape).
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = jax.device_put(make_state(5, head_classes=16), replicated)
+  compiles = []
+
+  def listen(event, duration, **kwargs):
+    del duration, kwargs
+    if event == '/jax/core/compile/backend_compile_duration':
+      compiles.append(event)
+
+  io = ckpt_lib.CheckpointIO(str(tmp_path), keep=1)
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    io.save(state)
+    io.wait()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  io.close()
+  assert len(jax.devices()) == 8 and not compiles, len(compiles)
+  restored = ckpt_lib.CheckpointIO(str(tmp_path)).restore(_abstract(state))
+  np.testing.assert_array_equal(restored.params['head']['classifier']['kernel'], 1.0)

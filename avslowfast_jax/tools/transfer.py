@@ -481,12 +481,12 @@ def main(argv=None) -> dict:
   parser.add_argument('--evidence', action='store_true',
                       help='run the study on the built-in synthetic data instead')
   parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-  parser.add_argument('--pretrain_steps', type=int, default=300)
+  parser.add_argument('--pretrain_steps', type=int, default=200)
   parser.add_argument('--probe_steps', type=int, default=2000)
-  parser.add_argument('--paper_probe_steps', type=int, default=300,
+  parser.add_argument('--paper_probe_steps', type=int, default=150,
                       help='steps of the training-loop probe compared with the cached one '
                       '(0: skip)')
-  parser.add_argument('--videos_per_class', type=int, default=24)
+  parser.add_argument('--videos_per_class', type=int, default=16)
   parser.add_argument('--pretexts', nargs='+', default=list(PRETEXTS), choices=list(PRETEXTS))
   args = parser.parse_args(argv)
 

@@ -54,12 +54,27 @@ def check_orbax_path(path: str) -> None:
                     'set --config.train.checkpoint_dir to one of those')
 
 
+def _array_saving_for_this_job() -> None:
+  """In a one-process job, orbax writes each replicated array from one device.
+
+  orbax's default on CPU and TPU ("replica-parallel") splits every replicated
+  array into one slice per replica so that several hosts share its writing;
+  in one process there is no other host to share with, and each slice is an
+  eager ``slice`` (a program compiled per array shape) dispatched per device
+  and array at every save. Multi-process jobs keep orbax's default.
+  """
+  if jax.process_count() == 1:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
 class CheckpointIO:
   """The two managers of one workdir. Every process must call ``save`` (collective)."""
 
   def __init__(self, workdir: str, keep: int = 3, best_metric: str = 'top1',
                async_save: bool = True):
     check_orbax_path(workdir)
+    _array_saving_for_this_job()
     self.workdir = fs.abspath(workdir)
     self.best_metric = best_metric
     self._latest_options = ocp.CheckpointManagerOptions(
