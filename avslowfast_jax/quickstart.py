@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from data_pipelines import errors
 from data_pipelines.errors import UserError
@@ -237,6 +237,37 @@ def _env() -> Dict[str, str]:
   return env
 
 
+def make_data(workdir: str, num_videos: int, seed: int,
+              run_command: Callable[[List[str]], None],
+              stage: Callable[[str], None] = lambda title: None) -> Tuple[str, str]:
+  """The quickstart's data: the synthetic dataset in ``WORKDIR/videos``, prepared
+  (72-pixel short side) into ``WORKDIR/shards``.
+
+  ``num_videos`` per class, generated with ``seed``; a stage whose output is
+  there is skipped. ``run_command(argv)`` runs each command; ``stage(title)``
+  announces each stage. Returns ``(manifest, shards)``.
+  """
+  # Lazy: the filesystem layer imports TensorFlow, which the rest of this driver does not need.
+  from data_pipelines import fs  # pylint: disable=g-import-not-at-top
+  py = sys.executable
+  data_dir = fs.join(workdir, 'videos')
+  shards = fs.join(workdir, 'shards')
+  manifest = fs.join(data_dir, 'manifest.csv')
+  stage('The synthetic audiovisual dataset')
+  if fs.exists(manifest):
+    print(f'  {manifest} exists: skipped')
+  else:
+    run_command([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,
+                 '--num_videos', str(num_videos), '--seed', str(seed)])
+  stage('TFRecord shards')
+  if fs.exists(fs.join(shards, 'label_map.json')):
+    print(f'  {shards} exists: skipped')
+  else:
+    run_command([py, '-m', 'data_pipelines.prepare', '--manifest', manifest, '--output_dir',
+                 shards, '--short_side', '72', '--num_workers', '2'])
+  return manifest, shards
+
+
 def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed: int,
         overrides: Sequence[str] = ()) -> dict:
   """Runs every stage; returns the summary written to ``WORKDIR/summary.json``."""
@@ -251,25 +282,11 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
   py = sys.executable
   started = time.time()
   data_dir = os.path.join(workdir, 'videos')
-  shards = os.path.join(workdir, 'shards')
 
   stage = _Stages(started, 3 + len(variants) + ('avslowfast' in variants))
   print(f'Quickstart in {workdir} (full log: {log})', flush=True)
-  # 1. The dataset.
-  manifest = os.path.join(data_dir, 'manifest.csv')
-  stage('The synthetic audiovisual dataset')
-  if os.path.exists(manifest):
-    print(f'  {manifest} exists: skipped')
-  else:
-    _run([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,
-          '--num_videos', str(num_videos), '--seed', str(seed)], log, env)
-  # 2. Shards.
-  stage('TFRecord shards')
-  if os.path.exists(os.path.join(shards, 'label_map.json')):
-    print(f'  {shards} exists: skipped')
-  else:
-    _run([py, '-m', 'data_pipelines.prepare', '--manifest', manifest, '--output_dir', shards,
-          '--short_side', '72', '--num_workers', '2'], log, env)
+  # 1. The dataset, 2. shards.
+  manifest, shards = make_data(workdir, num_videos, seed, lambda cmd: _run(cmd, log, env), stage)
 
   common = [f'--config.data.data_dir={shards}', f'--config.train.total_steps={steps}',
             f'--config.seed={seed}', *overrides]

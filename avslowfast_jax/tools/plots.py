@@ -101,3 +101,36 @@ def plot_per_class_accuracy(per_class: Mapping[str, Sequence[float]], class_name
   _save(fig, path)
   plt.close(fig)
   return path
+
+
+def plot_ablation_bars(panels: Mapping[str, Sequence[Tuple[str, Mapping[str, float],
+                                                             Mapping[str, float]]]],
+                       metrics: Sequence[Tuple[str, str]], path: str) -> str:
+  """One panel per study: per row (setting), one bar per metric at its mean, with an
+  error bar of its spread (``None``: no error bar). ``panels[title]`` lists
+  ``(row label, {metric: mean}, {metric: spread})``; values are fractions."""
+  plt = _plt()
+  fig, axes = plt.subplots(len(panels), 1, figsize=(
+      max(7, 1.3 * max((len(rows) for rows in panels.values()), default=1)),
+      3.6 * len(panels)), squeeze=False)
+  width = 0.8 / max(1, len(metrics))
+  for ax, (title, rows) in zip(axes[:, 0], panels.items()):
+    x = np.arange(len(rows))
+    for i, (key, name) in enumerate(metrics):
+      means = np.array([100 * row[1].get(key, np.nan) for row in rows], float)
+      spread = np.array([100 * (row[2].get(key) or 0.0) for row in rows], float)
+      ax.bar(x + (i - (len(metrics) - 1) / 2) * width, means, width, yerr=spread,
+             capsize=2, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels([row[0] for row in rows], rotation=15, ha='right', fontsize=8)
+    ax.set_ylabel('top-1 (%)')
+    # Room above 100 for the legend, clear of the bars.
+    ax.set_ylim(0, 120)
+    ax.set_yticks(np.arange(0, 101, 20))
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=len(metrics), loc='upper center')
+    ax.grid(axis='y', alpha=0.3)
+  fig.tight_layout()
+  _save(fig, path)
+  plt.close(fig)
+  return path
