@@ -11,13 +11,22 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 
-# The slow tests first, the longest of them (by module) first of all:
-# pytest-xdist hands the first tests out to the workers in turn, so the long
-# end-to-end runs start at once on both workers instead of one worker
-# finishing a long run alone at the end.
-LONGEST_FIRST = ('test_quickstart.py', 'test_main_e2e.py', 'test_pretrain_transfer.py',
-                 'test_distributed_multiprocess.py', 'test_bf16.py', 'test_ava_e2e.py',
-                 'test_distributed_topology.py', 'test_benchmarks.py', 'test_remote_fs.py')
+# The slow tests first, the longest of them (by module) first of all, in an
+# order that pairs long and shorter runs: each xdist worker holds its running
+# test and the next one (see pytest_configure), so the first two go to one
+# worker and the next two to the other; the rest go to whichever is free.
+LONGEST_FIRST = ('test_quickstart.py', 'test_distributed_topology.py', 'test_main_e2e.py',
+                 'test_distributed_multiprocess.py', 'test_pretrain_transfer.py',
+                 'test_benchmarks.py', 'test_bf16.py', 'test_ava_e2e.py', 'test_ablate.py',
+                 'test_remote_fs.py')
+
+
+def pytest_configure(config):
+  # pytest-xdist first hands each worker a chunk of consecutive tests (a quarter
+  # of its share, ~50 here): the long tests, ordered first, would all go to one
+  # worker. With chunks of one, a worker is given a test when it has one left.
+  if getattr(config.option, 'maxschedchunk', 0) is None:
+    config.option.maxschedchunk = 1
 
 
 def pytest_collection_modifyitems(config, items):

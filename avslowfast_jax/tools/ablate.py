@@ -33,7 +33,6 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
