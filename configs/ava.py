@@ -65,6 +65,11 @@ def get_config(variant: str = 'avslowfast_4x16_r50'):
   c.model.res5_spatial_stride = 1
   c.model.res5_dilation = 2
   c.model.dropout_rate = 0.5
+  if name == 'slowfast_8x8_r101_nl':
+    # PySlowFast's SlowFast R101+NL for AVA (configs/AVA/c2/SLOWFAST_32x2_R101_50_50.yaml)
+    # gives the temporal kernel to the first 3, 4, 6, 3 blocks of res2..res5 only, as R50
+    # does (RESNET.NUM_BLOCK_TEMP_KERNEL); the AVSlowFast R101 model inflates every block.
+    c.model.temporal_kernel_blocks = (3, 4, 6, 3)
 
   a = c.data.ava = ml_collections.ConfigDict()
   a.max_boxes = 16  # boxes per clip (static); more are dropped and counted by prepare

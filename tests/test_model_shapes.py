@@ -10,7 +10,9 @@ import jax
 import pytest
 
 from avslowfast_jax import inference
-from configs import kinetics
+from avslowfast_jax.models.config import ModelConfig
+from configs import ava, kinetics
+from data_pipelines.errors import UserError
 
 _BLOCK = re.compile(r'^((slow|fast)_)?res\d_block\d+$|^fast_to_slow_\w+$|^to_visual_\w+$')
 
@@ -88,6 +90,26 @@ def test_r101_nonlocal_blocks_and_variants():
                                {'audio': inputs['audio']})
   assert logits.shape == (2, 400) and set(aux['features']) == {'audio'}
   assert set(variables['params']) == {'audio', 'head'}
+
+
+def test_temporal_kernel_only_in_the_leading_blocks_of_each_stage():
+  """``model.temporal_kernel_blocks`` (PySlowFast's NUM_BLOCK_TEMP_KERNEL): AVA's SlowFast
+  R101+NL inflates res4's first 6 of 23 blocks, in both visual pathways; the AVSlowFast
+  R101 model every block."""
+  def conv_a_time(variant):
+    c = ava.get_config(variant)
+    model, _ = inference.build(c)
+    inputs = inference.input_specs(c, 1, image_size=64)
+    params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)['params']
+    return {f'{p}{i}': params[f'{p}_res4_block{i}']['conv_a']['kernel'].shape[0]
+            for p in ('slow', 'fast') for i in (0, 5, 6, 22)}
+
+  assert conv_a_time('slowfast_8x8_r101_nl') == {'slow0': 3, 'slow5': 3, 'slow6': 1,
+                                                  'slow22': 1, 'fast0': 3, 'fast5': 3,
+                                                  'fast6': 1, 'fast22': 1}
+  assert set(conv_a_time('avslowfast_8x8_r101_nl').values()) == {3}
+  with pytest.raises(UserError, match='temporal_kernel_blocks'):
+    ModelConfig.from_config({'temporal_kernel_blocks': (3, 4)})
 
 
 def _config_modules():

@@ -174,18 +174,19 @@ class AVSlowFast(nn.Module):
         spatial = 1 if i == 0 else (c.res5_spatial_stride if stage == 'res5' else 2)
         dilation = c.res5_dilation if stage == 'res5' else 1
         nl_every = c.nonlocal_every if stage in c.nonlocal_stages else 0
+        kt_blocks = c.temporal_kernel_blocks[i] if c.temporal_kernel_blocks else -1
         slow = residual_stage(slow, train, name=f'slow_{stage}', num_blocks=c.blocks[i],
                               inner=slow_w[stage][0], features=slow_w[stage][1],
                               temporal_kernel=3 if stage in ('res4', 'res5') else 1,
                               stride=(1, spatial, spatial), conv=conv, norm=norm, dtype=dtype,
                               dilation=dilation, nonlocal_every=nl_every,
                               nonlocal_instantiation=c.nonlocal_instantiation, remat=c.remat,
-                              owner=self)
+                              owner=self, temporal_blocks=kt_blocks)
         fast = residual_stage(fast, train, name=f'fast_{stage}', num_blocks=c.blocks[i],
                               inner=fast_w[stage][0], features=fast_w[stage][1],
                               temporal_kernel=3, stride=(1, spatial, spatial), conv=conv,
                               norm=norm, dtype=dtype, dilation=dilation, remat=c.remat,
-                              owner=self)
+                              owner=self, temporal_blocks=kt_blocks)
         if stage != 'res5':
           slow, fast = fuse(stage, slow, fast)
       aux['res5'] = {'slow': slow, 'fast': fast}

@@ -66,6 +66,11 @@ class ModelConfig:
   # Stride 2 in time and frequency also at res2's first block (section 3.2 reads "in each
   # stage from res2 to res5"; the authors' code and PyTorchVideo stride from res3 on).
   audio_stride_res2: bool = False
+  # Per stage (res2..res5) of the Slow and Fast pathways, how many leading blocks keep
+  # the stage's temporal kernel; the later blocks use 1 (PySlowFast's
+  # RESNET.NUM_BLOCK_TEMP_KERNEL). () = every block. PySlowFast's R101 "50_50" models,
+  # e.g. its AVA SLOWFAST_32x2_R101_50_50, inflate as R50 does: (3, 4, 6, 3).
+  temporal_kernel_blocks: tuple = ()
   # Non-local blocks: stages (e.g. ('res4',) for R101+NL), after every n-th block.
   nonlocal_stages: tuple = ()
   nonlocal_every: int = 2
@@ -139,6 +144,9 @@ class ModelConfig:
     elif len(self.stage_blocks) != 4:
       raise UserError(f'config.model.stage_blocks={self.stage_blocks!r}: four stages '
                        '(res2..res5) expected')
+    if self.temporal_kernel_blocks and len(self.temporal_kernel_blocks) != 4:
+      raise UserError(f'config.model.temporal_kernel_blocks={self.temporal_kernel_blocks!r}: '
+                       'four stages (res2..res5) expected, or () for every block')
     for s in self.audio_lateral_stages:
       if s not in ('pool1', 'res2', 'res3', 'res4'):
         raise UserError(f'config.model.audio_lateral_stages: {s!r} must be pool1, res2, res3 '

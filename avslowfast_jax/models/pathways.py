@@ -39,9 +39,11 @@ def residual_stage(x: jax.Array, train: bool, *, name: str, num_blocks: int, inn
                    conv: ModuleFactory, norm: ModuleFactory, dtype, factorize_b: str = '',
                    dilation: int = 1, nonlocal_every: int = 0,
                    nonlocal_instantiation: str = 'dot_product', remat: str = 'none',
-                   owner: nn.Module | None = None, stride_time_in_a: bool = False) -> jax.Array:
+                   owner: nn.Module | None = None, stride_time_in_a: bool = False,
+                   temporal_blocks: int = -1) -> jax.Array:
   """``num_blocks`` bottlenecks named ``{name}_block{i}`` in the calling module;
-  the first carries ``stride``. With ``nonlocal_every`` = n > 0, a Non-local
+  the first carries ``stride``; the first ``temporal_blocks`` (-1: all) have
+  ``temporal_kernel``, the others 1. With ``nonlocal_every`` = n > 0, a Non-local
   block ``{name}_nonlocal{i}`` follows every block with ``(i + 1) % n == 0``
   (n = 7 in res4 of R101 gives PySlowFast's blocks 6, 13, 20).
 
@@ -55,7 +57,8 @@ def residual_stage(x: jax.Array, train: bool, *, name: str, num_blocks: int, inn
 
   def blocks(x):
     for i in range(num_blocks):
-      x = block(inner, features, conv, norm, temporal_kernel, stride if i == 0 else ones,
+      kt = temporal_kernel if temporal_blocks < 0 or i < temporal_blocks else 1
+      x = block(inner, features, conv, norm, kt, stride if i == 0 else ones,
                 factorize_b, dilation, stride_time_in_a, name=f'{name}_block{i}')(x, train)
       if nonlocal_every and (i + 1) % nonlocal_every == 0:
         x = NonLocal(features // 2, conv, norm, nonlocal_instantiation, dtype,
