@@ -340,7 +340,7 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
       'per_class_top1': {v: results[v].get('per_class_accuracy') for v in variants},
       'class_names': _class_names(shards),
       'modality_groups': modality_groups(
-          _class_names(shards), _class_modalities(data_dir),
+          _class_names(shards), class_modalities(data_dir),
           {v: results[v].get('per_class_accuracy') for v in variants}),
       'chance_top1': 1.0 / max(1, len(_class_names(shards))),
       'plots': plots,
@@ -396,13 +396,14 @@ def _class_names(shards: str) -> List[str]:
   return list(label_map)
 
 
-def _class_modalities(data_dir: str) -> Dict[str, str]:
+def class_modalities(data_dir: str) -> Dict[str, str]:
   """``{class: 'visual' | 'audio' | 'audiovisual'}`` from the dataset's ``classes.json``."""
-  path = os.path.join(data_dir, 'classes.json')
-  if not os.path.exists(path):
+  # Lazy, as in make_data: the filesystem layer imports TensorFlow.
+  from data_pipelines import fs  # pylint: disable=g-import-not-at-top
+  path = fs.join(data_dir, 'classes.json')
+  if not fs.exists(path):
     return {}
-  with open(path) as f:
-    return {c['name']: c['modality'] for c in json.load(f).get('classes', [])}
+  return {c['name']: c['modality'] for c in fs.read_json(path).get('classes', [])}
 
 
 def modality_groups(class_names: Sequence[str], modalities: Dict[str, str],

@@ -287,12 +287,6 @@ def make_data(workdir: str, num_videos: int) -> str:
   return shards
 
 
-def class_modalities(workdir: str) -> Dict[str, str]:
-  """``{class: modality}`` from the synthetic dataset's ``classes.json``."""
-  path = fs.join(workdir, 'videos', 'classes.json')
-  return {c['name']: c['modality'] for c in fs.read_json(path)['classes']}
-
-
 # ------------------------------------------------------------ aggregation
 def aggregate(results: Mapping[str, Mapping[int, Mapping[str, float]]],
               tables: Mapping[str, Sequence[Tuple[Row, str]]],
@@ -367,7 +361,7 @@ def run(workdir: str, seeds: Sequence[int], steps: int, num_videos: int,
   fs.makedirs(workdir)
   shards = make_data(workdir, num_videos)
   class_names = input_pipeline.dataset_info(shards)['label_map']
-  modalities = class_modalities(workdir)
+  modalities = quickstart.class_modalities(fs.join(workdir, 'videos'))
   results: Dict[str, Dict[int, Dict[str, float]]] = {}
   done = []
   out = {'settings': {'seeds': list(seeds), 'steps': steps, 'num_videos': num_videos,
