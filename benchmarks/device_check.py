@@ -1,14 +1,24 @@
 r"""One check of an accelerator machine: training speed, MFU, memory, input pipeline, DropPathway.
 
   pip install -e . && pip install -e '.[cuda12]'     # or '.[tpu]'
-  python benchmarks/device_check.py > device_check.json   # target: < 8 minutes on one chip
+  python benchmarks/device_check.py --output device_check.json
+  python benchmarks/device_check.py --variants avslowfast_4x16_r50 --dtypes bfloat16 \
+      --batches 8 32 --skip drop_pathway input_pipeline     # a few cases only
 
   python benchmarks/device_check.py --reduced   # tiny model, a few steps: checks the script
 
+Every case compiles its own step (20-80 s each for these models on one
+H200), so the whole matrix takes longer than the default ``--budget_s``:
+cases not started within it are recorded as skipped. ``--output`` rewrites
+the report after every case, so a run stopped part-way keeps what it
+measured. The train-step cases need neither TensorFlow nor PyAV (only the
+input-pipeline case does), so an accelerator image without them still
+measures the step.
+
 Prints ONE JSON document:
 
-- ``train_steps``: for SlowFast and AVSlowFast 4x16 and 8x8 R50 at 224^2,
-  per-device batch 8 and 32, fp32 and bf16: step seconds (median), clips/s,
+- ``train_steps``: for AVSlowFast and SlowFast 4x16 and 8x8 R50 at 224^2,
+  per-device batch 8 and 32, bf16 and fp32 (in that order): step seconds (median), clips/s,
   model FLOPs per step (``model_stats``: forward multiply-adds of the training
   view x 2 x 3), achieved TFLOP/s, MFU (``avslowfast_jax/tools/accelerators.py``;
   null without a peak for the device), the compiled step's memory
@@ -49,14 +59,13 @@ from avslowfast_jax import parallel  # noqa: E402
 from avslowfast_jax.tools import accelerators  # noqa: E402
 from avslowfast_jax.tools.model_stats import train_flops_per_clip  # noqa: E402
 from configs import kinetics  # noqa: E402
-from data_pipelines import synthetic  # noqa: E402
-import input_pipeline as input_bench  # noqa: E402  (benchmarks/input_pipeline.py)
 import train_step as step_bench  # noqa: E402  (benchmarks/train_step.py)
 
 FULL = {
-    'variants': ('slowfast_4x16_r50', 'avslowfast_4x16_r50', 'slowfast_8x8_r50',
-                 'avslowfast_8x8_r50'),
-    'batches': (8, 32), 'dtypes': ('float32', 'bfloat16'), 'image_size': 224,
+    # The paper's model first: on an H200 a case compiles in 20-80 s, so a budget cuts the tail.
+    'variants': ('avslowfast_4x16_r50', 'slowfast_4x16_r50', 'avslowfast_8x8_r50',
+                 'slowfast_8x8_r50'),
+    'batches': (8, 32), 'dtypes': ('bfloat16', 'float32'), 'image_size': 224,
     'warmup': 2, 'steps': 5, 'drop_steps': 20, 'drop_batch': 8,
     'videos_per_class': 4, 'video_size': (340, 256), 'short_side': 256, 'num_clips': 256,
     'pipeline_batch': 32,
@@ -148,7 +157,7 @@ def drop_pathway_case(settings, mesh) -> dict:
   """Mean step time (both kinds of step mixed as training mixes them) at prob 0.8 vs 0."""
   variant = settings['variants'][-1] if 'tiny' in settings['variants'][0] \
       else 'avslowfast_4x16_r50'
-  dtype = settings['dtypes'][-1]
+  dtype = 'bfloat16' if 'bfloat16' in settings['dtypes'] else settings['dtypes'][0]
   out = {'variant': variant, 'dtype': dtype, 'per_device_batch': settings['drop_batch'],
          'steps': settings['drop_steps']}
   try:
@@ -171,6 +180,10 @@ def input_pipeline_case(settings, workdir) -> dict:
   """Clips/s of the training iterator on the synthetic videos prepared at the short side."""
   out = {'short_side': settings['short_side'], 'cores': len(os.sched_getaffinity(0))}
   try:
+    # tf.data and PyAV: only this case needs them (an accelerator image without them
+    # still gets the train-step figures).
+    from data_pipelines import synthetic  # pylint: disable=import-outside-toplevel
+    import input_pipeline as input_bench  # pylint: disable=import-outside-toplevel
     raw = os.path.join(workdir, 'raw')
     prepared = os.path.join(workdir, 'prepared')
     manifest = synthetic.generate(raw, num_videos_per_class=settings['videos_per_class'],
@@ -205,8 +218,21 @@ def main(argv=None) -> dict:
   parser.add_argument('--budget_s', type=float, default=420.0,
                       help='train-step cases not started within this many seconds are recorded '
                       'as skipped, so the check ends in time')
+  parser.add_argument('--variants', nargs='+', default=None,
+                      help='train-step cases of these configs/kinetics.py variants only')
+  parser.add_argument('--dtypes', nargs='+', default=None, choices=('float32', 'bfloat16'))
+  parser.add_argument('--batches', nargs='+', type=int, default=None,
+                      help='per-device batch sizes')
+  parser.add_argument('--skip', nargs='+', default=(),
+                      choices=('train_steps', 'drop_pathway', 'input_pipeline'))
+  parser.add_argument('--output', default='',
+                      help='also write the report here after every case, so a run stopped '
+                      'part-way still leaves the cases it finished')
   args = parser.parse_args(argv)
-  settings = REDUCED if args.reduced else FULL
+  settings = dict(REDUCED if args.reduced else FULL)
+  for key in ('variants', 'dtypes', 'batches'):
+    if getattr(args, key):
+      settings[key] = tuple(getattr(args, key))
   start = time.time()
   mesh = parallel.create_mesh()
   report = {
@@ -217,20 +243,34 @@ def main(argv=None) -> dict:
       'jax_version': jax.__version__,
       'settings': {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
   }
-  with tempfile.TemporaryDirectory() as workdir:
-    report['input_pipeline'] = input_pipeline_case(settings, workdir)
-  report['drop_pathway'] = drop_pathway_case(settings, mesh)
+
+  def save():
+    if args.output:
+      with open(args.output, 'w') as f:
+        json.dump(report, f, indent=1)
+
+  over_budget = {'error': f'skipped: over --budget_s={args.budget_s}'}
   # Batch 8 of every model and dtype first: batch 32 (the likelier to fail) last.
   report['train_steps'] = []
-  for b in settings['batches']:
-    for v in settings['variants']:
-      for d in settings['dtypes']:
-        if time.time() - start > args.budget_s:
-          report['train_steps'].append({'variant': v, 'per_device_batch': b, 'dtype': d,
-                                        'error': f'skipped: over --budget_s={args.budget_s}'})
-          continue
-        report['train_steps'].append(train_step_case(v, settings, b, d, mesh))
+  if 'train_steps' not in args.skip:
+    for b in settings['batches']:
+      for v in settings['variants']:
+        for d in settings['dtypes']:
+          case = {'variant': v, 'per_device_batch': b, 'dtype': d}
+          if time.time() - start > args.budget_s:
+            report['train_steps'].append({**case, **over_budget})
+            continue
+          report['train_steps'].append(train_step_case(v, settings, b, d, mesh))
+          save()
+  if 'drop_pathway' not in args.skip:
+    report['drop_pathway'] = (over_budget if time.time() - start > args.budget_s
+                              else drop_pathway_case(settings, mesh))
+    save()
+  if 'input_pipeline' not in args.skip:
+    with tempfile.TemporaryDirectory() as workdir:
+      report['input_pipeline'] = input_pipeline_case(settings, workdir)
   report['total_seconds'] = time.time() - start
+  save()
   print(json.dumps(report, indent=1))
   return report
 

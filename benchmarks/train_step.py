@@ -49,7 +49,7 @@ from avslowfast_jax import host_memory, inference, parallel  # noqa: E402
 from avslowfast_jax.tools import accelerators  # noqa: E402
 from avslowfast_jax.tools.model_stats import model_stats, train_flops_per_clip  # noqa: E402
 from avslowfast_jax.train import state as state_lib  # noqa: E402
-from avslowfast_jax.train import trainer  # noqa: E402
+from avslowfast_jax.train import setup as setup_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:variant].')
 _BATCH = flags.DEFINE_integer('batch_size', 2, 'Clips per step (global).')
@@ -116,12 +116,12 @@ class CompiledStep:
 
   def __init__(self, config, mesh):
     self.config = config
-    model, task, plan, lr_fn, tx = trainer.setup(config)
+    model, task, plan, lr_fn, tx = setup_lib.setup(config)
     self.state, shardings = state_lib.create_train_state(
         config, model, tx, mesh, jax.random.PRNGKey(config.seed))
     self.batch = parallel.host_to_global(random_batch(config, config.train.batch_size), mesh)
     self.key = jax.random.PRNGKey(1)
-    step = trainer.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
+    step = setup_lib.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
     start = time.perf_counter()
     self.step = step.lower(self.state, self.batch, self.key).compile()
     self.compile_seconds = time.perf_counter() - start

@@ -16,7 +16,13 @@ import posixpath
 from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
-import tensorflow as tf
+
+
+def _gfile():
+  """``tf.io.gfile``, imported on first use: the model and the train step import this module
+  but need no TensorFlow until they touch a file."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return tf.io.gfile
 
 
 def is_remote(path: str) -> bool:
@@ -29,20 +35,20 @@ def join(path: str, *parts: str) -> str:
   path = str(path)
   if is_remote(path):
     return posixpath.join(path, *parts)
-  return tf.io.gfile.join(path, *parts)
+  return _gfile().join(path, *parts)
 
 
 def open(path: str, mode: str = 'r'):  # pylint: disable=redefined-builtin
   """A file object for ``path`` (``'r'``, ``'rb'``, ``'w'``, ``'wb'``, ``'a'``)."""
-  return tf.io.gfile.GFile(str(path), mode)
+  return _gfile().GFile(str(path), mode)
 
 
 def exists(path: str) -> bool:
-  return tf.io.gfile.exists(str(path))
+  return _gfile().exists(str(path))
 
 
 def isdir(path: str) -> bool:
-  return tf.io.gfile.isdir(str(path))
+  return _gfile().isdir(str(path))
 
 
 def isfile(path: str) -> bool:
@@ -71,42 +77,42 @@ def isabs(path: str) -> bool:
 
 def walk(top: str) -> Iterator[Tuple[str, List[str], List[str]]]:
   """``os.walk`` over any filesystem: ``(folder, subfolder names, file names)``."""
-  for folder, subdirs, files in tf.io.gfile.walk(str(top)):
+  for folder, subdirs, files in _gfile().walk(str(top)):
     yield folder, [d.rstrip('/') for d in subdirs], list(files)
 
 
 def makedirs(path: str) -> None:
   """Creates ``path`` and its parents; an existing folder is fine."""
-  tf.io.gfile.makedirs(str(path))
+  _gfile().makedirs(str(path))
 
 
 def listdir(path: str) -> List[str]:
   """Names in a folder (no trailing ``/`` on sub-folders), sorted."""
-  return sorted(name.rstrip('/') for name in tf.io.gfile.listdir(str(path)))
+  return sorted(name.rstrip('/') for name in _gfile().listdir(str(path)))
 
 
 def glob(pattern: str) -> List[str]:
-  return sorted(tf.io.gfile.glob(str(pattern)))
+  return sorted(_gfile().glob(str(pattern)))
 
 
 def remove(path: str) -> None:
-  tf.io.gfile.remove(str(path))
+  _gfile().remove(str(path))
 
 
 def rmtree(path: str) -> None:
-  tf.io.gfile.rmtree(str(path))
+  _gfile().rmtree(str(path))
 
 
 def rename(src: str, dst: str, overwrite: bool = False) -> None:
-  tf.io.gfile.rename(str(src), str(dst), overwrite=overwrite)
+  _gfile().rename(str(src), str(dst), overwrite=overwrite)
 
 
 def copy(src: str, dst: str, overwrite: bool = False) -> None:
-  tf.io.gfile.copy(str(src), str(dst), overwrite=overwrite)
+  _gfile().copy(str(src), str(dst), overwrite=overwrite)
 
 
 def size(path: str) -> int:
-  return int(tf.io.gfile.stat(str(path)).length)
+  return int(_gfile().stat(str(path)).length)
 
 
 def read_bytes(path: str) -> bytes:

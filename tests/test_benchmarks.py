@@ -105,14 +105,16 @@ def test_pytorchvideo_baseline_runs():
 
 
 @pytest.mark.slow  # three tiny train-step compiles and a data preparation: minutes on 2 cores
-def test_device_check_reduced_has_every_field():
+def test_device_check_reduced_has_every_field(tmp_path):
   env = dict(os.environ, XLA_FLAGS=td.xla_flags(1))
   # No time budget: on a busy 2-core machine the reduced check alone can take minutes.
+  output = tmp_path / 'device_check.json'
   result = subprocess.run([sys.executable, 'benchmarks/device_check.py', '--reduced',
-                           '--budget_s', '1e9'], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=1500)
+                           '--budget_s', '1e9', '--output', str(output)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1500)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout)
+  assert json.loads(output.read_text()) == report
   assert report['reduced'] and report['backend'] == 'cpu' and report['num_devices'] == 1
   (row,) = report['train_steps']
   assert row['error'] is None, row
@@ -131,3 +133,38 @@ def test_device_check_reduced_has_every_field():
   pipeline = report['input_pipeline']
   assert pipeline['error'] is None, pipeline
   assert pipeline['clips_per_sec'] > 0 and pipeline['cores'] >= 1
+
+
+BLOCK_IMPORTS = r"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets', 'av', 'clu', 'librosa'):
+      raise ImportError('not installed here: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_the_train_step_needs_no_tensorflow_or_pyav():
+  """Accelerator images often lack TensorFlow and PyAV: the step and its benchmarks still build."""
+  code = BLOCK_IMPORTS + """
+sys.path[:0] = ['benchmarks', '.']
+sys.argv = ['device_check.py']
+import device_check
+from avslowfast_jax import parallel
+from avslowfast_jax.train import setup as setup_lib, state as state_lib
+config = device_check.case_config('tiny_avslowfast_8x8_r50', device_check.REDUCED, 1, 'float32')
+model, task, plan, lr_fn, tx = setup_lib.setup(config)
+mesh = parallel.create_mesh()
+state, shardings = state_lib.abstract_train_state(config, model, tx, mesh)
+step = setup_lib.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
+import jax, jax.numpy as jnp
+from avslowfast_jax.tools import model_stats
+step.lower(state, model_stats.abstract_batch(config, 1), jax.ShapeDtypeStruct((2,), jnp.uint32))
+print('tensorflow' in sys.modules, 'av' in sys.modules, plan.total_steps)
+"""
+  env = dict(os.environ, XLA_FLAGS=td.xla_flags(1))
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ['False', 'False', '1000']

@@ -22,7 +22,7 @@ import pytest
 import train_testdata as td
 from avslowfast_jax import parallel
 from avslowfast_jax.train import state as state_lib
-from avslowfast_jax.train import trainer
+from avslowfast_jax.train import setup as setup_lib
 
 STEPS = {**td.STEPS, 'train.eval_every_steps': -1, **td.TOPOLOGY}
 
@@ -42,10 +42,10 @@ def reference_losses(data_dir):
   from data_pipelines import input_pipeline  # pylint: disable=g-import-not-at-top
   config = td.tiny_config(data_dir, **STEPS)
   mesh = parallel.create_mesh()
-  model, task, plan, lr_fn, tx = trainer.setup(config)
+  model, task, plan, lr_fn, tx = setup_lib.setup(config)
   state, shardings = state_lib.create_train_state(config, model, tx, mesh,
                                                   jax.random.PRNGKey(config.seed))
-  step = trainer.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
+  step = setup_lib.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
   hosts = [input_pipeline.create_train_iterator(config, data_dir, 'train', 4, seed=config.seed,
                                                 process_index=i, process_count=2)
            for i in range(2)]

@@ -23,7 +23,7 @@ import pytest
 from avslowfast_jax import parallel, trees
 from avslowfast_jax.train import checkpoints as ckpt_lib
 from avslowfast_jax.train import state as state_lib
-from avslowfast_jax.train import trainer
+from avslowfast_jax.train import setup as setup_lib
 import train_testdata as td
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,10 +51,10 @@ def shard_batches(config, data_dir, n):
 
 def run_steps(config, devices, batches):
   mesh = parallel.create_mesh(devices)
-  model, task, plan, lr_fn, tx = trainer.setup(config)
+  model, task, plan, lr_fn, tx = setup_lib.setup(config)
   state, shardings = state_lib.create_train_state(config, model, tx, mesh,
                                                   jax.random.PRNGKey(config.seed))
-  step = trainer.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
+  step = setup_lib.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
   losses = []
   for batch in batches:
     state, metrics = step(state, parallel.host_to_global(batch, mesh), jax.random.PRNGKey(0))
@@ -118,11 +118,11 @@ RESTORE = textwrap.dedent('''
     sys.path.insert(0, {tests!r})
     from test_distributed_topology import tiny_config
     from avslowfast_jax import parallel, trees
-    from avslowfast_jax.train import checkpoints, state as state_lib, trainer
+    from avslowfast_jax.train import checkpoints, setup as setup_lib, state as state_lib
     assert jax.device_count() == {devices}, jax.devices()
     config = tiny_config(fsdp={fsdp})
     mesh = parallel.create_mesh()
-    model, task, plan, lr_fn, tx = trainer.setup(config)
+    model, task, plan, lr_fn, tx = setup_lib.setup(config)
     abstract, _ = state_lib.abstract_train_state(config, model, tx, mesh)
     ckpts = checkpoints.CheckpointIO({workdir!r})
     state = ckpts.restore(abstract)

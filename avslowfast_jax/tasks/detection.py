@@ -25,7 +25,7 @@ import optax
 from avslowfast_jax.evaluation import ava
 from avslowfast_jax.models.heads import DetectionHead
 from avslowfast_jax.tasks.base import Task, register
-from data_pipelines import ava_pipeline, fs
+from data_pipelines import fs
 from data_pipelines.errors import UserError
 
 DETECTIONS_FILE = 'detections.csv'
@@ -132,6 +132,7 @@ class Detection(Task):
     if frame is not None and not 0 <= frame < video.num_frames:
       raise ValueError(f'keyframe at {keyframe_sec} s is outside the video '
                        f'({video.num_frames / video.fps:.1f} s)')
+    from data_pipelines import ava_pipeline  # pylint: disable=import-outside-toplevel (tf.data)
     return ava_pipeline.predict_batch(self.config, video, boxes, keyframe_frame=frame)
 
   def predict_lines(self, view_scores, inputs, class_names, k: int = 5) -> List[str]:

@@ -19,7 +19,7 @@ pathway by the flax module path in its name stack. Nothing is compiled or
 executed.
 
 ``--memory`` prints one JSON line per (dtype, remat): the train step of
-``avslowfast_jax.train.trainer`` (the config's own losses and DropPathway),
+``avslowfast_jax.train.setup`` (the config's own losses and DropPathway),
 lowered for one device at ``--batch_size`` clips and compiled for this
 machine's backend, with ``compiled.memory_analysis()``'s argument, output,
 temporary and generated-code sizes in bytes.
@@ -39,7 +39,7 @@ from ml_collections import config_flags
 
 from avslowfast_jax import inference, parallel
 from avslowfast_jax.train import state as state_lib
-from avslowfast_jax.train import trainer
+from avslowfast_jax.train import setup as setup_lib
 from data_pipelines import errors
 
 
@@ -159,9 +159,9 @@ def train_step_memory(config: ml_collections.ConfigDict, per_device_batch: int) 
   if config.train.total_steps <= 0:
     config.train.total_steps = 1000
   mesh = parallel.create_mesh(jax.devices()[:1])
-  model, task, plan, lr_fn, tx = trainer.setup(config)
+  model, task, plan, lr_fn, tx = setup_lib.setup(config)
   state, shardings = state_lib.abstract_train_state(config, model, tx, mesh)
-  step = trainer.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
+  step = setup_lib.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
   compiled = step.lower(state, abstract_batch(config, per_device_batch),
                         jax.ShapeDtypeStruct((2,), jnp.uint32)).compile()
   m = compiled.memory_analysis()

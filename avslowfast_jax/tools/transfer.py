@@ -54,6 +54,7 @@ from avslowfast_jax.train import checkpoints as ckpt_lib
 from avslowfast_jax.train import losses
 from avslowfast_jax.train import optimizer as optimizer_lib
 from avslowfast_jax.train import schedules
+from avslowfast_jax.train import setup as setup_lib
 from avslowfast_jax.train import trainer
 from configs import hmdb51, pretrain, transfer_common, ucf101
 from data_pipelines import errors, fs, input_pipeline
@@ -156,7 +157,7 @@ def train_view_features(config, model, variables, epochs: float):
   """``(features [N, D], labels [N])`` of ``epochs`` epochs of training views, drawn
   (random scale, crop, flip) as the training loop draws them, through the frozen backbone."""
   features = _feature_fn(model)
-  n_train = trainer.num_train_examples(config)
+  n_train = setup_lib.num_train_examples(config)
   batch = config.train.batch_size
   data = input_pipeline.create_train_iterator(config, config.data.data_dir,
                                               config.data.train_split, batch, seed=config.seed)

@@ -20,13 +20,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from avslowfast_jax import inference, parallel
+from avslowfast_jax import parallel
 from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax.train import checkpoints as ckpt_lib
-from avslowfast_jax.train import optimizer as optimizer_lib
 from avslowfast_jax.train import schedules
+from avslowfast_jax.train import setup as setup_lib
 from avslowfast_jax.train import state as state_lib
-from avslowfast_jax.train import step as step_lib
 from data_pipelines import fs, input_pipeline
 from data_pipelines.errors import UserError
 
@@ -74,17 +73,6 @@ def _stop_on_non_finite(fetched, first, last, ckpts, workdir):
       'Lower train.base_lr, raise train.warmup_epochs or set train.grad_clip_norm.')
 
 
-def num_train_examples(config: ml_collections.ConfigDict) -> int:
-  if config.train.num_train_examples > 0:
-    return config.train.num_train_examples
-  info = input_pipeline.dataset_info(config.data.data_dir)
-  try:
-    return int(info['num_examples'][config.data.train_split])
-  except KeyError as e:
-    raise UserError(f'Dataset {config.data.data_dir} has no split '
-                     f'{config.data.train_split!r}: {info.get("num_examples")}') from e
-
-
 class _Preemption:
   """Turns SIGTERM into a flag the loop checks after each step."""
 
@@ -107,28 +95,6 @@ class _Preemption:
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
-
-
-def setup(config: ml_collections.ConfigDict):
-  """``(model, task, plan, lr_fn, tx)``: the same on every topology (that is the point)."""
-  model, task = inference.build(config)
-  n_train = config.train.num_train_examples
-  if n_train <= 0 and (config.data.data_dir or config.train.total_steps <= 0):
-    n_train = num_train_examples(config)
-  plan = schedules.make_plan(config.train, n_train)
-  lr_fn = schedules.create_learning_rate_fn(config.train.schedule, plan)
-  tx = optimizer_lib.create_optimizer(config.train, lr_fn)
-  return model, task, plan, lr_fn, tx
-
-
-def jit_train_step(config, model, task, tx, lr_fn, plan, mesh, state_shardings):
-  """The train step of ``config``, jitted with its state and batch shardings."""
-  train_step = step_lib.make_train_step(config, model, task, tx, lr_fn, plan.total_steps)
-  return jax.jit(train_step,
-                 in_shardings=(state_shardings, parallel.batch_sharding(mesh),
-                               parallel.replicated(mesh)),
-                 out_shardings=(state_shardings, parallel.replicated(mesh)),
-                 donate_argnums=0)
 
 
 def initial_state(config, model, tx, mesh, ckpts: ckpt_lib.CheckpointIO):
@@ -188,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   parallel.log_topology(mesh)
   is_main = jax.process_index() == 0
   per_host = parallel.per_process_batch(config.train.batch_size)
-  model, task, plan, lr_fn, tx = setup(config)
+  model, task, plan, lr_fn, tx = setup_lib.setup(config)
   logging.info('Plan: %s', plan)
   if is_main:
     fs.makedirs(workdir)
@@ -199,7 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 async_save=config.train.async_checkpoints)
   state, shardings = initial_state(config, model, tx, mesh, ckpts)
   start = int(fetch(state.step))
-  train_step = jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
+  train_step = setup_lib.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
   base_key = jax.random.PRNGKey(config.seed)
 
   writer = _metric_writer(workdir, is_main)
