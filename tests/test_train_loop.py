@@ -12,6 +12,7 @@ through ``trainer.fetch``, which the test also counts.
 
 import json
 import os
+import signal
 
 import jax
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 from jax._src import array as jax_array
 
 from avslowfast_jax import inference
+from avslowfast_jax.train import step as step_lib
 from avslowfast_jax.train import trainer
 import train_testdata as td
 
@@ -56,11 +58,14 @@ def random_batches(config, nan_at_step=None):
 def instrumented(monkeypatch, tmp_path_factory):
   """Patches the loop's data, records its host reads and step traces; returns the records."""
   td.enable_compilation_cache(str(tmp_path_factory.getbasetemp() / 'jax_compilation_cache'))
-  rec = {'step': 0, 'reads': [], 'fetches': [], 'traces': 0, 'nan_at_step': None}
+  rec = {'step': 0, 'reads': [], 'fetches': [], 'traces': 0, 'nan_at_step': None,
+         'sigterm_at_step': None}
 
   def iterator(config, *args, **kwargs):
     for i, batch in enumerate(random_batches(config, rec['nan_at_step'])):
       rec['step'] = kwargs.get('start_step', 0) + i + 1  # the step this batch trains
+      if rec['step'] == rec['sigterm_at_step']:
+        os.kill(os.getpid(), signal.SIGTERM)  # the loop's handler turns it into a flag
       yield batch
 
   monkeypatch.setattr(trainer.input_pipeline, 'create_train_iterator', iterator)
@@ -79,7 +84,7 @@ def instrumented(monkeypatch, tmp_path_factory):
     return fetch(tree)
 
   monkeypatch.setattr(trainer, 'fetch', recorded_fetch)
-  make_train_step = trainer.step_lib.make_train_step
+  make_train_step = step_lib.make_train_step
 
   def counting_make_train_step(*args, **kwargs):
     step_fn = make_train_step(*args, **kwargs)
@@ -89,7 +94,7 @@ def instrumented(monkeypatch, tmp_path_factory):
       return step_fn(state, batch, rng)
     return counted
 
-  monkeypatch.setattr(trainer.step_lib, 'make_train_step', counting_make_train_step)
+  monkeypatch.setattr(step_lib, 'make_train_step', counting_make_train_step)
   return rec
 
 
@@ -123,3 +128,23 @@ def test_random_numbers_do_not_depend_on_sharding():
   # jax's default since 0.5 (asserted here, not set): keys split and drawn the
   # same on any mesh, so the step's DropPathway/dropout draws are topology-free.
   assert jax.config.jax_threefry_partitionable
+
+
+@pytest.mark.slow  # two in-process runs of the tiny Audio model (the second from the cache)
+def test_sigterm_saves_then_stops_the_process_and_a_rerun_resumes(instrumented, tmp_path):
+  rec = instrumented
+  rec['sigterm_at_step'] = 2
+  workdir = str(tmp_path / 'run')
+  # A SystemExit with status 0: what chains after training (an evaluation, the next
+  # run of a sweep) does not run on the unfinished model, and the process exits cleanly.
+  with pytest.raises(trainer.Preempted) as stopped:
+    trainer.train_and_evaluate(loop_config(workdir), workdir)
+  assert isinstance(stopped.value, SystemExit) and stopped.value.code == 0
+  assert stopped.value.step == 2
+  assert sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
+                if d.isdigit()) == [2]
+  rec['sigterm_at_step'] = None
+  last = trainer.train_and_evaluate(loop_config(workdir), workdir)
+  assert np.isfinite(last['loss'])
+  logged = [json.loads(line) for line in open(os.path.join(workdir, 'train_metrics.jsonl'))]
+  assert [row['step'] for row in logged] == [4, 8]  # resumed at 3: the log steps of 3..8

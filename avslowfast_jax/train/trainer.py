@@ -73,6 +73,20 @@ def _stop_on_non_finite(fetched, first, last, ckpts, workdir):
       'Lower train.base_lr, raise train.warmup_epochs or set train.grad_clip_norm.')
 
 
+class Preempted(SystemExit):
+  """Training stopped on SIGTERM after saving its checkpoint.
+
+  A ``SystemExit`` with status 0: a process that trains exits cleanly and its
+  scheduler restarts it to resume; a process that chains work after training
+  (an evaluation, the next run of a sweep) stops too instead of going on with
+  an unfinished model.
+  """
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(0)
+    self.step, self.workdir = step, workdir
+
+
 class _Preemption:
   """Turns SIGTERM into a flag the loop checks after each step."""
 
@@ -146,10 +160,8 @@ def _eval_every(config, plan) -> int:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains ``config`` in ``workdir`` until ``total_steps`` or SIGTERM.
-
-  Returns the mean metrics of the last log window.
-  """
+  """Trains ``config`` in ``workdir`` until ``total_steps``; returns the mean metrics of
+  the last log window. On SIGTERM it saves a checkpoint and raises ``Preempted``."""
   mesh = parallel.create_mesh()
   parallel.log_topology(mesh)
   is_main = jax.process_index() == 0
@@ -257,6 +269,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpts.wait()
   ckpts.close()
   writer.close()
+  if preemption.requested and done < total:
+    raise Preempted(done, workdir)
   return last
 
 
