@@ -216,8 +216,8 @@ def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--reduced', action='store_true', help='tiny model, few steps, tiny data')
   parser.add_argument('--budget_s', type=float, default=420.0,
-                      help='train-step cases not started within this many seconds are recorded '
-                      'as skipped, so the check ends in time')
+                      help='train-step and DropPathway cases not started within this many '
+                      'seconds are recorded as skipped, so the check ends in time')
   parser.add_argument('--variants', nargs='+', default=None,
                       help='train-step cases of these configs/kinetics.py variants only')
   parser.add_argument('--dtypes', nargs='+', default=None, choices=('float32', 'bfloat16'))
