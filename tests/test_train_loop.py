@@ -36,6 +36,16 @@ def loop_config(workdir):
       'model.arch': 'audio', 'model.dropout_rate': 0.0})
 
 
+def checkpoint_steps(workdir):
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+
+
+def logged_rows(workdir):
+  """The rows of the run's ``train_metrics.jsonl``."""
+  with open(os.path.join(workdir, 'train_metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
 def random_batches(config, nan_at_step=None):
   """Endless random training batches of the config's shapes (NaN frames at one step)."""
   batch = config.train.batch_size
@@ -117,9 +127,8 @@ def test_loop_reads_the_device_only_at_checks_and_stops_on_nan(instrumented, tmp
   assert 'at step 7, in the window of steps 5-8' in message, message
   assert 'gradient norm nan' in message, message
   assert 'the last good checkpoint is step 6' in message, message
-  assert sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
-                if d.isdigit()) == [3, 6]
-  logged = [json.loads(line) for line in open(os.path.join(workdir, 'train_metrics.jsonl'))]
+  assert checkpoint_steps(workdir) == [3, 6]
+  logged = logged_rows(workdir)
   assert [row['step'] for row in logged] == [4]
   assert np.isfinite(logged[0]['train/loss']) and logged[0]['train/loss'] > 0
 
@@ -141,10 +150,9 @@ def test_sigterm_saves_then_stops_the_process_and_a_rerun_resumes(instrumented, 
     trainer.train_and_evaluate(loop_config(workdir), workdir)
   assert isinstance(stopped.value, SystemExit) and stopped.value.code == 0
   assert stopped.value.step == 2
-  assert sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
-                if d.isdigit()) == [2]
+  assert checkpoint_steps(workdir) == [2]
   rec['sigterm_at_step'] = None
   last = trainer.train_and_evaluate(loop_config(workdir), workdir)
   assert np.isfinite(last['loss'])
-  logged = [json.loads(line) for line in open(os.path.join(workdir, 'train_metrics.jsonl'))]
+  logged = logged_rows(workdir)
   assert [row['step'] for row in logged] == [4, 8]  # resumed at 3: the log steps of 3..8
