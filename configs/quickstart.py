@@ -63,6 +63,11 @@ def get_config(variant: str = 'avslowfast'):
   # default), which drops the whole audio pathway, its pool5 features included,
   # on 80% of the steps. At 0.3 the audio pathway took over: the joint model lost
   # the motion classes to the visual-only one (README, "Quickstart results").
+  # At evaluation the audio laterals are scaled by 1 - P_d, the share of
+  # training steps that had them; at full scale they cost the motion classes
+  # (README, "Quickstart results"). A reference to train.drop_pathway_prob, so
+  # an override of that moves this too.
+  c.model.audio_lateral_eval_scale = 1.0 - c.train.get_ref('drop_pathway_prob')
 
   t = c.train
   t.batch_size = 16

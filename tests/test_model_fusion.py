@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from avslowfast_jax import inference
+from avslowfast_jax.models.config import ModelConfig
 from avslowfast_jax.models.conv import Conv
 from avslowfast_jax.models.fusion import AudioToVisual, FastToSlow
 from avslowfast_jax.models.norm import GroupBatchNorm
+from data_pipelines.errors import UserError
 from model_testing import init, tiny_config, tiny_inputs
 
 
@@ -162,3 +164,67 @@ def test_audio_negatives_run_with_positives(inputs):
                                atol=1e-5)
     assert not np.allclose(emb['audio_negative'], emb['audio'])
     np.testing.assert_allclose(np.linalg.norm(emb['audio'], axis=-1), 0.5, rtol=1e-4)
+
+
+def test_running_mean_fill_feeds_what_the_audio_gave_on_average(inputs):
+  """``drop_pathway_fill='running_mean'``: a step that runs the audio pathway
+  records the batch mean of the pooled audio features and of each lateral; a
+  dropped step feeds those means (bias-corrected) in place of zeros and
+  records nothing; outside training the model is the zero-fill one."""
+  key = {'dropout': jax.random.key(0)}
+  model = inference.build(tiny_config(drop_pathway_fill='running_mean'))[0]
+  zeros_model = inference.build(tiny_config())[0]
+  v = init(model, inputs)
+  stats = v['batch_stats']
+  names = sorted(k for k in stats if k.startswith('audio_mean_'))
+  assert names == ['audio_mean_lateral_res3', 'audio_mean_lateral_res3_steps',
+                   'audio_mean_lateral_res4', 'audio_mean_lateral_res4_steps',
+                   'audio_mean_pool5', 'audio_mean_pool5_steps']
+  step = jax.jit(lambda v, drop: model.apply(v, inputs, train=True, drop_audio=drop, rngs=key,
+                                             mutable=['batch_stats']))
+  (_, ran), state = step(v, jnp.asarray(False))
+  after_run = state['batch_stats']
+  assert float(after_run['audio_mean_pool5_steps']) == 1.0
+  v_run = dict(v, batch_stats=after_run)
+  (_, dropped), state = step(v_run, jnp.asarray(True))
+  for name in names:  # a dropped step records nothing
+    np.testing.assert_array_equal(state['batch_stats'][name], after_run[name])
+  mean_audio = np.mean(np.asarray(ran['features']['audio']), axis=0)
+  np.testing.assert_allclose(dropped['features']['audio'],
+                             np.broadcast_to(mean_audio, dropped['features']['audio'].shape),
+                             rtol=1e-5, atol=1e-6)
+  # The laterals' means reach the visual side: not the zero-fill features.
+  zero_v = dict(v_run, batch_stats={k: s for k, s in after_run.items() if k not in names})
+  (_, zero_dropped), _ = zeros_model.apply(zero_v, inputs, train=True,
+                                           drop_audio=jnp.asarray(True), rngs=key,
+                                           mutable=['batch_stats'])
+  assert not np.allclose(dropped['features']['slow'], zero_dropped['features']['slow'],
+                         atol=1e-4)
+  # Evaluation: the audio itself, exactly as the zero-fill model.
+  np.testing.assert_array_equal(model.apply(v_run, inputs, train=False)[0],
+                                zeros_model.apply(zero_v, inputs, train=False)[0])
+
+
+def test_eval_scale_multiplies_the_laterals_outside_training_only(inputs):
+  """``audio_lateral_eval_scale``: at 0 an evaluated AVSlowFast has the visual
+  features of SlowFast with the same weights, at 0.5 neither those nor the
+  unscaled ones; training steps ignore it; values outside [0, 1] are refused."""
+  models = {s: inference.build(tiny_config(audio_lateral_eval_scale=s))[0]
+            for s in (0.0, 0.5, 1.0)}
+  v = init(models[1.0], inputs)
+  evaluated = {s: m.apply(v, inputs, train=False)[1]['features']['slow']
+               for s, m in models.items()}
+  slowfast = inference.build(tiny_config('slowfast'))[0]
+  sf_v = dict(_visual_params(v), params=dict(_visual_params(v)['params']))
+  sf_v['params']['head'] = init(slowfast, inputs)['params']['head']
+  reference = slowfast.apply(sf_v, inputs, train=False)[1]['features']['slow']
+  np.testing.assert_allclose(evaluated[0.0], reference, rtol=1e-5, atol=1e-5)
+  for s in (0.5, 1.0):
+    assert not np.allclose(evaluated[s], reference, atol=1e-4)
+  assert not np.allclose(evaluated[0.5], evaluated[1.0], atol=1e-4)
+  train = lambda m: m.apply(v, inputs, train=True, drop_audio=jnp.asarray(False),
+                            rngs={'dropout': jax.random.key(0)},
+                            mutable=['batch_stats'])[0][1]['features']['slow']
+  np.testing.assert_array_equal(train(models[0.0]), train(models[1.0]))
+  with pytest.raises(UserError, match='audio_lateral_eval_scale'):
+    ModelConfig.from_config(tiny_config(audio_lateral_eval_scale=1.5).model)

@@ -95,6 +95,33 @@ class AVSlowFast(nn.Module):
     return nn.cond(jnp.asarray(drop_audio, bool), lambda mdl, a: zeros(),
                    lambda mdl, a: mdl(a, train), pathway, audio)
 
+  def _fill_dropped(self, name: str, x: jax.Array, train: bool, drop_audio: Any) -> jax.Array:
+    """``x`` (``[B, ...]``, an audio output) on a step that ran the audio pathway;
+    on a dropped step, the running mean of ``x`` over the steps that ran it.
+
+    The mean over the batch is tracked in ``batch_stats`` as an exponential
+    moving average with BatchNorm's momentum, bias-corrected for the steps it
+    has seen; outside training ``x`` passes unchanged.
+    """
+    c = self.config
+    total = self.variable('batch_stats', f'audio_mean_{name}', jnp.zeros, x.shape[1:],
+                          jnp.float32)
+    count = self.variable('batch_stats', f'audio_mean_{name}_steps', jnp.zeros, (), jnp.float32)
+    if not train or drop_audio is None or self.is_initializing():
+      return x
+    if isinstance(drop_audio, bool) and not drop_audio:
+      dropped = jnp.asarray(False)
+    else:
+      dropped = jnp.asarray(drop_audio, bool)
+    m = c.bn_momentum
+    seen = count.value
+    mean = jnp.where(seen > 0, total.value / (1.0 - m ** jnp.maximum(seen, 1.0)), 0.0)
+    filled = jnp.where(dropped, mean[None].astype(x.dtype), x)
+    batch_mean = jnp.mean(x.astype(jnp.float32), axis=0)
+    total.value = jnp.where(dropped, total.value, m * total.value + (1.0 - m) * batch_mean)
+    count.value = jnp.where(dropped, seen, seen + 1.0)
+    return filled
+
   @nn.compact
   def __call__(self, inputs: dict, train: bool = False, drop_audio: Any = False,
                audio_negative: jax.Array | None = None):
@@ -105,8 +132,9 @@ class AVSlowFast(nn.Module):
     has_visual = c.arch in ('avslowfast', 'slowfast')
     aux = {'avs': {}, 'features': {}}
     fuse_audio = c.arch == 'avslowfast'
-    # 1 keeps the audio fusion, 0 drops it (DropPathway, both modes).
-    keep = 1.0
+    # 1 keeps the audio fusion, 0 drops it (DropPathway, both modes); outside
+    # training it scales the laterals by audio_lateral_eval_scale.
+    keep = 1.0 if train else c.audio_lateral_eval_scale
     if train and fuse_audio and drop_audio is not None:
       keep = 1.0 - jnp.asarray(drop_audio, jnp.float32)
 
@@ -130,6 +158,14 @@ class AVSlowFast(nn.Module):
       positives = lambda t: t[:batch]
       laterals = jax.tree.map(positives, audio_out['laterals'])
       aux['features']['audio'] = positives(audio_out['pooled'])
+      if fuse_audio and c.drop_pathway_fill == 'running_mean':
+        laterals = {stage: self._fill_dropped(f'lateral_{stage}', x, train, drop_audio)
+                    for stage, x in laterals.items()}
+        if c.drop_pathway_mode == 'pathway':
+          aux['features']['audio'] = self._fill_dropped('pool5', aux['features']['audio'],
+                                                        train, drop_audio)
+        if train:
+          keep = 1.0  # a dropped step's laterals are the running means now
       for junction, emb in audio_out['avs'].items():
         aux['avs'][junction] = {'audio': emb[:batch]}
         if audio_negative is not None:

@@ -18,6 +18,7 @@ STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 ARCHS = ('avslowfast', 'slowfast', 'audio')
 FUSIONS = ('a_fs', 'a_f_s', 'av_nonlocal')
 DROP_PATHWAY_MODES = ('pathway', 'laterals')
+DROP_PATHWAY_FILLS = ('zeros', 'running_mean')
 DTYPES = ('float32', 'bfloat16', 'float16')
 REMATS = ('none', 'stages', 'blocks')
 FACTORIZED_CONVS = ('parallel', 'serial')
@@ -93,6 +94,18 @@ class ModelConfig:
   # DropPathway: 'pathway' skips the audio pathway on a dropped step, 'laterals'
   # computes it and zeroes only the audio laterals.
   drop_pathway_mode: str = 'pathway'
+  # What a dropped step feeds the visual side in place of the audio: 'zeros'
+  # (paper section 3.4) or 'running_mean', a running average of the audio
+  # laterals (and, in mode 'pathway', of the pooled audio features) over the
+  # steps that ran the audio pathway, the alternative that section 3.4 reports
+  # as giving similar results.
+  drop_pathway_fill: str = 'zeros'
+  # Outside training the audio laterals are multiplied by this; 1 is the
+  # paper's model. 0 evaluates the visual pathways without the laterals (the
+  # pooled audio features still reach the head), which shows what the laterals
+  # add; 1 - P_d is their mean over the training steps under DropPathway at
+  # rate P_d (the test-time rule of dropout and stochastic depth).
+  audio_lateral_eval_scale: float = 1.0
   # AVS projection size of the junction features.
   avs_embed_dim: int = 64
   # Compute dtype: 'float32' | 'bfloat16' (parameters stay fp32).
@@ -134,6 +147,10 @@ class ModelConfig:
     check('arch', ARCHS)
     check('fusion', FUSIONS)
     check('drop_pathway_mode', DROP_PATHWAY_MODES)
+    check('drop_pathway_fill', DROP_PATHWAY_FILLS)
+    if not 0.0 <= self.audio_lateral_eval_scale <= 1.0:
+      raise UserError(f'config.model.audio_lateral_eval_scale={self.audio_lateral_eval_scale!r}: '
+                      'expected a number in [0, 1]')
     check('dtype', DTYPES)
     check('conv_impl', IMPLS)
     check('remat', REMATS)

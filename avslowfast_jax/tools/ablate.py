@@ -169,12 +169,15 @@ def _text(value) -> str:
 
 
 def setting_name(variant: str, overrides: Sequence[str], sets: Sequence[str] = ()) -> str:
-  """The run name of a setting: the variant and the config fields whose values
-  ``overrides`` change. Overrides that restate a default give the variant's own name,
-  so identical settings of different studies are one run."""
+  """The run name of a setting: the variant and the config fields that
+  ``overrides`` set to other values (fields that follow from them, such as the
+  quickstart's lateral scale from P_d, are left out). Overrides that restate a
+  default give the variant's own name, so identical settings of different
+  studies are one run."""
   base = trees.flatten(run_config(variant, (), 0, 1, '', sets).to_dict(), '.')
   mine = trees.flatten(run_config(variant, overrides, 0, 1, '', sets).to_dict(), '.')
-  changed = sorted(k for k, v in mine.items() if base.get(k) != v)
+  named = {item.partition('=')[0] for item in overrides}
+  changed = sorted(k for k in named if base.get(k) != mine.get(k))
   return variant + ''.join(f'-{k}={_text(mine[k])}' for k in changed)
 
 
