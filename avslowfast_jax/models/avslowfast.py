@@ -109,10 +109,7 @@ class AVSlowFast(nn.Module):
     count = self.variable('batch_stats', f'audio_mean_{name}_steps', jnp.zeros, (), jnp.float32)
     if not train or drop_audio is None or self.is_initializing():
       return x
-    if isinstance(drop_audio, bool) and not drop_audio:
-      dropped = jnp.asarray(False)
-    else:
-      dropped = jnp.asarray(drop_audio, bool)
+    dropped = jnp.asarray(drop_audio, bool)
     m = c.bn_momentum
     seen = count.value
     mean = jnp.where(seen > 0, total.value / (1.0 - m ** jnp.maximum(seen, 1.0)), 0.0)
@@ -132,10 +129,11 @@ class AVSlowFast(nn.Module):
     has_visual = c.arch in ('avslowfast', 'slowfast')
     aux = {'avs': {}, 'features': {}}
     fuse_audio = c.arch == 'avslowfast'
-    # 1 keeps the audio fusion, 0 drops it (DropPathway, both modes); outside
+    # 1 keeps the audio fusion, 0 drops it (DropPathway, both modes; with the
+    # running-mean fill the laterals carry the drop themselves); outside
     # training it scales the laterals by audio_lateral_eval_scale.
     keep = 1.0 if train else c.audio_lateral_eval_scale
-    if train and fuse_audio and drop_audio is not None:
+    if train and fuse_audio and drop_audio is not None and c.drop_pathway_fill == 'zeros':
       keep = 1.0 - jnp.asarray(drop_audio, jnp.float32)
 
     # ------------------------------------------------------------ audio
@@ -164,8 +162,6 @@ class AVSlowFast(nn.Module):
         if c.drop_pathway_mode == 'pathway':
           aux['features']['audio'] = self._fill_dropped('pool5', aux['features']['audio'],
                                                         train, drop_audio)
-        if train:
-          keep = 1.0  # a dropped step's laterals are the running means now
       for junction, emb in audio_out['avs'].items():
         aux['avs'][junction] = {'audio': emb[:batch]}
         if audio_negative is not None:

@@ -73,7 +73,8 @@ class AudiovisualNonLocal(nn.Module):
   attended visual summary is projected to ``C`` and added to every position of
   its time step, so audio selects what the visual stream receives. The final BN
   is zero-initialised (the block starts as the identity). ``keep`` scales the
-  residual: 0 or 1 in training (DropPathway), the eval scale outside it. Submodules ``theta, phi, g, out, bn``.
+  residual: 0 or 1 in training (DropPathway), the eval scale outside it.
+  Submodules ``theta, phi, g, out, bn``.
   """
   inner: int
   conv: ModuleFactory
