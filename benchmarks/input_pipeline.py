@@ -13,7 +13,9 @@ PySlowFast data-loader worker does, so its per-core figure is its rate.
 (``read='auto'``). With the shards' frame index (what prepare writes) the
 same run also reports, side by side: the pipeline reading whole records
 (``records_*``) and reading only each clip's frames and audio spans
-(``ranges_*``), the decode-only bound (the JPEG decode and crop of the same
+(``ranges_*``), both again with ``data.finish_on_device`` (``device_finish_*``:
+the host stops after the decode; resize, flip and normalisation run in the
+train step), the decode-only bound (the JPEG decode and crop of the same
 clips' frames, held in memory: ``decode_only_*``), the megabytes a training
 clip reads by range, uses, and reads as a whole record; and the evaluation
 pipeline's videos/s (``eval_*``, every view of every video).
@@ -104,15 +106,22 @@ def _rate(iterator, num_clips, batch_size, check=None):
   return batches * batch_size / elapsed, batches * batch_size / cpu
 
 
-def pipeline_rate(config, data_dir, num_clips, batch_size, read='auto'):
-  """Clips/s of the real training iterator (``read``: ranges | records | auto)."""
+def pipeline_rate(config, data_dir, num_clips, batch_size, read='auto', on_device=False):
+  """Clips/s of the real training iterator (``read``: ranges | records | auto); with
+  ``on_device`` it stops after the decode (``data.finish_on_device``)."""
+  config = config.copy_and_resolve_references()
+  config.data.finish_on_device = on_device
   dataset = input_pipeline.make_train_dataset(config, data_dir, config.data.train_split,
                                               batch_size, seed=0, process_index=0,
                                               process_count=1, read=read)
 
   def check(batch):
-    assert batch['fast'].shape[1:] == (config.data.num_frames, config.data.train_crop_size,
-                                       config.data.train_crop_size, 3)
+    d = config.data
+    if on_device:
+      side = input_pipeline.device_window_side(config, data_dir)
+      assert batch['frames'].shape[1:] == (d.num_frames, side, side, 3)
+    else:
+      assert batch['fast'].shape[1:] == (d.num_frames, d.train_crop_size, d.train_crop_size, 3)
   return _rate(dataset.as_numpy_iterator(), num_clips, batch_size, check)
 
 
@@ -303,6 +312,10 @@ def main(argv=None):
                                          read='records')
     ranges, ranges_cpu = pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
                                        read='ranges')
+    _, dev_records_cpu = pipeline_rate(config, data_dir, args.num_clips,
+                                                 args.batch_size, read='records', on_device=True)
+    dev_ranges, dev_ranges_cpu = pipeline_rate(config, data_dir, args.num_clips,
+                                               args.batch_size, read='ranges', on_device=True)
     bound, bound_cpu = decode_only_rate(config, data_dir, args.num_clips, args.batch_size)
     sizes = input_pipeline.train_read_bytes(config, data_dir, config.data.train_split,
                                             args.bytes_clips, seed=0)
@@ -314,6 +327,11 @@ def main(argv=None):
         records_cpu_rate_vs_decode_only=round(records_cpu / bound_cpu, 3),
         ranges_cpu_rate_vs_decode_only=round(ranges_cpu / bound_cpu, 3),
         ranges_cpu_rate_vs_records=round(ranges_cpu / records_cpu, 3),
+        device_finish_records_clips_per_cpu_sec=round(dev_records_cpu, 2),
+        device_finish_ranges_clips_per_sec=round(dev_ranges, 2),
+        device_finish_ranges_clips_per_cpu_sec=round(dev_ranges_cpu, 2),
+        device_finish_records_cpu_rate_vs_decode_only=round(dev_records_cpu / bound_cpu, 3),
+        device_finish_ranges_cpu_rate_vs_decode_only=round(dev_ranges_cpu / bound_cpu, 3),
         mb_read_per_clip=round(sizes['ranges'] / 1e6, 3),
         mb_used_per_clip=round(sizes['used'] / 1e6, 3),
         mb_whole_record_per_clip=round(sizes['records'] / 1e6, 3),

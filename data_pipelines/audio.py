@@ -72,7 +72,7 @@ def log_mel_spectrogram(waveform: tf.Tensor, sample_rate: int = 16000, n_fft: in
 
 
 def resample_time_axis(spectrogram: tf.Tensor, num_frames: int) -> tf.Tensor:
-  """Linearly resamples ``[T, F]`` to ``[num_frames, F]`` along time.
+  """Linearly resamples ``[..., T, F]`` to ``[..., num_frames, F]`` along time.
 
   Used when the audio span of a clip gives a frame count other than the model's
   (64 frames at 30 fps = 2.133 s -> 132 log-mel frames, the model takes 128).

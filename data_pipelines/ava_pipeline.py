@@ -214,39 +214,33 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
   files, lengths, _ = input_pipeline._host_files(data_dir, split, process_index, process_count)
   index = _index(data_dir, split)
   host_index = index[process_index::process_count]
-  columns = {k: [] for k in ('file', 'header', 'size', 'footer', 'slot')}
+  columns = {k: [] for k in ('file', 'header', 'size', 'slot')}
   for file_index, (path, length, shard) in enumerate(zip(files, lengths, host_index)):
     starts = input_pipeline._record_offsets(path, length)
-    file_size = fs.size(path)
-    ends = np.append(starts[1:], file_size)
+    ends = np.append(starts[1:], fs.size(path))
     for record, slot in _train_keyframes(config, shard):
       data_bytes = int(ends[record] - starts[record] - 16)  # 12-byte header, 4-byte CRC
       columns['file'].append(file_index)
       columns['header'].append(int(starts[record]) + 12)
       columns['size'].append(data_bytes)
-      columns['footer'].append(int(file_size - (starts[record] + 12 + data_bytes)))
       columns['slot'].append(slot)
   num = len(columns['file'])
   if num == 0:
     raise UserError(f'{data_dir}: no {split!r} keyframe with a training box on host '
                     f'{process_index}')
-  names = tf.constant(files)
+  reader = fs.RangeReader(files)
   tables = {k: tf.constant(v, tf.int64) for k, v in columns.items()}
   host_seed = (int(seed) * 1_000_003 + process_index) % (2**62)
 
-  def read_record(example, position):
-    record = tf.data.FixedLengthRecordDataset(
-        tf.gather(names, tables['file'][example]), record_bytes=tables['size'][example],
-        header_bytes=tables['header'][example], footer_bytes=tables['footer'][example],
-        buffer_size=1 << 16)
-    slot = tables['slot'][example]
-    return record.map(lambda r: (r, position, slot))
+  def example_of(example, position):
+    record = input_pipeline.read_ranges(reader, tables['file'][example],
+                                        tables['header'][example][None],
+                                        tables['size'][example][None])[0]
+    return make_train_example(record, position, tables['slot'][example], config, host_seed)
 
   dataset = input_pipeline._epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
-  dataset = dataset.interleave(read_record, cycle_length=8, block_length=1,
-                               num_parallel_calls=8, deterministic=True)
-  dataset = dataset.map(lambda r, p, s: make_train_example(r, p, s, config, host_seed),
-                        num_parallel_calls=config.data.num_parallel_calls, deterministic=True)
+  dataset = dataset.map(example_of, num_parallel_calls=config.data.num_parallel_calls,
+                        deterministic=True)
   dataset = dataset.batch(per_host_batch, drop_remainder=True)
   return dataset.prefetch(config.data.prefetch_batches).with_options(
       input_pipeline._options())

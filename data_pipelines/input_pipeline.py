@@ -86,6 +86,14 @@ def _record_offsets(path: str, length: int) -> np.ndarray:
   return starts
 
 
+def read_ranges(reader: fs.RangeReader, file_index, offsets, lengths) -> tf.Tensor:
+  """In-graph positioned reads: ``[n]`` strings, the ranges of file ``file_index``
+  (an index into ``reader.paths``) at ``offsets`` of ``lengths`` bytes."""
+  parts = tf.numpy_function(reader.read_many, [file_index, offsets, lengths], tf.string,
+                            stateful=False)
+  return tf.ensure_shape(parts, offsets.shape)
+
+
 def _check_config(config, data_dir: str):
   info = dataset_info(data_dir)
   if abs(info['fps'] - config.data.fps) > 1e-6:
@@ -95,6 +103,20 @@ def _check_config(config, data_dir: str):
     raise UserError(f'{data_dir}: audio prepared at {info["audio_sample_rate"]} Hz but '
                      f'config.data.audio.sample_rate is {config.data.audio.sample_rate}')
   return info
+
+
+def device_window_side(config, data_dir: str) -> Optional[int]:
+  """With ``data.finish_on_device``: the largest side a training crop window can have (at the
+  smallest jitter scale), which sizes the batches' frame buffers; else None."""
+  if not config.data.get('finish_on_device', False):
+    return None
+  stored = dataset_info(data_dir)['short_side']
+  if stored <= 0:
+    raise UserError(f'{data_dir}: frames are stored at their source sizes (short_side '
+                    f'{stored}); data.finish_on_device needs one stored short side: prepare '
+                    'again with --short_side N')
+  crop, low = config.data.train_crop_size, min(config.data.train_jitter_scales)
+  return int(min(stored, -(-crop * stored // low)))
 
 
 def _parse(record):
@@ -128,21 +150,32 @@ def _clip_audio_span(start_frame, config, audio_start_sec):
   return first, max(length, a.n_fft)
 
 
-def clip_log_mel(waveform, start_frame, config, audio_start_sec, waveform_first=0) -> tf.Tensor:
-  """Normalised log-mel ``[T_a, F, 1]`` of the audio spanning frames ``[start, start + window)``.
+def _clip_audio(waveform, start_frame, config, audio_start_sec, waveform_first=0) -> tf.Tensor:
+  """The samples spanning frames ``[start, start + window)``, zeros where none are stored.
 
   ``waveform`` holds the stored audio from sample ``waveform_first`` on (all of
   it by default; a byte-range read gives only the clip's span).
   """
-  a = config.data.audio
   first, length = _clip_audio_span(start_frame, config, audio_start_sec)
-  span = sampling.slice_with_zero_padding(waveform, first - tf.cast(waveform_first, tf.int32),
-                                         length)
-  spec = audio_lib.log_mel_spectrogram(span, a.sample_rate, a.n_fft, a.hop_length, a.num_mels,
+  return sampling.slice_with_zero_padding(waveform, first - tf.cast(waveform_first, tf.int32),
+                                          length)
+
+
+def _log_mels(spans, config) -> tf.Tensor:
+  """Normalised log-mels ``[n, T_a, F, 1]`` of ``n`` clip spans ``[n, S]`` (one op chain)."""
+  a = config.data.audio
+  spec = audio_lib.log_mel_spectrogram(spans, a.sample_rate, a.n_fft, a.hop_length, a.num_mels,
                                        a.log_offset)
   spec = audio_lib.resample_time_axis(spec, a.num_frames)
   spec = (spec - a.mean) / a.std
-  return tf.reshape(spec, [a.num_frames, a.num_mels, 1])
+  return tf.reshape(spec, [-1, a.num_frames, a.num_mels, 1])
+
+
+def clip_log_mel(waveform, start_frame, config, audio_start_sec, waveform_first=0) -> tf.Tensor:
+  """Normalised log-mel ``[T_a, F, 1]`` of the audio spanning frames ``[start, start + window)``
+  (``waveform`` and ``waveform_first`` as in :func:`_clip_audio`)."""
+  span = _clip_audio(waveform, start_frame, config, audio_start_sec, waveform_first)
+  return _log_mels(span[None], config)[0]
 
 
 def _visual(frames, config):
@@ -153,17 +186,21 @@ def _visual(frames, config):
 
 
 def make_train_example(record, position, video_index, config, seed: int,
-                       with_metadata: bool = False) -> Dict[str, tf.Tensor]:
+                       with_metadata: bool = False, window_side: Optional[int] = None
+                       ) -> Dict[str, tf.Tensor]:
   """One augmented training example from a serialized record.
 
   ``position`` (this host's stream position) keys the stateless RNG, so the
   example's window, scale, crop, flip and hard-negative shift are reproducible.
+  With ``window_side`` (:func:`device_window_side`) the frames leave as the
+  decoded crop window for ``avslowfast_jax.clip_finish``.
   """
   example = _parse(record)
   choices = _train_choices(example['num_frames'], position, config, seed)
   waveform = _waveform(example, config)
   return _assemble_train_example(example, choices, tf.gather(example['frames'], choices['indices']),
-                                 (waveform, 0), (waveform, 0), video_index, config, with_metadata)
+                                 (waveform, 0), (waveform, 0), video_index, config, with_metadata,
+                                 window_side)
 
 
 def _train_choices(num_frames, position, config, seed: int) -> Dict[str, tf.Tensor]:
@@ -191,32 +228,59 @@ def _train_choices(num_frames, position, config, seed: int) -> Dict[str, tf.Tens
 
 
 def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video_index, config,
-                            with_metadata):
+                            with_metadata, window_side=None):
   """The training example from the clip's JPEGs and the ``(waveform, first sample)`` of its
-  audio and of its hard negative's; ``example`` holds the record's small features."""
+  audio and of its hard negative's; ``example`` holds the record's small features.
+
+  With ``window_side`` the visual part is ``frames`` (the decoded crop window, uint8,
+  flattened; :func:`_batch` pads it to the largest window's length) and ``window`` (its side
+  and the flip draw), which ``avslowfast_jax.clip_finish`` turns into ``slow`` and ``fast``."""
   d = config.data
   uniforms, start = choices['uniforms'], choices['start']
   window = d.num_frames * d.sampling_rate
   crop = augment.train_crop_window(example['height'], example['width'], d.train_crop_size,
                                    choices['short_side'], uniforms[1], uniforms[2])
   frames = augment.decode_jpegs(jpegs, crop)
-  if d.random_flip:
-    # On the uint8 square crop, before resizing: a quarter of the bytes, same result.
-    frames = augment.maybe_flip(frames, uniforms[3] < 0.5)
-  frames = augment.resize_frames(frames, d.train_crop_size, d.train_crop_size)
-  slow, fast = _visual(frames, config)
+  flip = uniforms[3] < 0.5 if d.random_flip else tf.constant(False)
+  if window_side:
+    fits = tf.debugging.assert_less_equal(
+        crop[2], window_side, message=f'crop window over data.finish_on_device\'s '
+        f'{window_side} pixels: frames stored above the dataset\'s short side')
+    with tf.control_dependencies([fits]):
+      out = {'frames': tf.reshape(frames, [-1]),
+             'window': tf.stack([crop[2], tf.cast(flip, tf.int32)])}
+  else:
+    if d.random_flip:
+      # On the uint8 square crop, before resizing: a quarter of the bytes, same result.
+      frames = augment.maybe_flip(frames, flip)
+    frames = augment.resize_frames(frames, d.train_crop_size, d.train_crop_size)
+    slow, fast = _visual(frames, config)
+    out = {'slow': slow, 'fast': fast}
   audio_start = example['audio_start_sec']
-  out = {'slow': slow, 'fast': fast,
-         'audio': clip_log_mel(audio[0], start, config, audio_start, audio[1]),
-         'audio_mask': tf.cast(example['has_audio'], tf.float32),
-         'video_index': tf.cast(video_index, tf.int32)}
+  spans = [_clip_audio(audio[0], start, config, audio_start, audio[1])]
   if d.avs_negatives:
-    out['audio_shifted'] = clip_log_mel(shifted_audio[0], choices['shifted'], config,
-                                        audio_start, shifted_audio[1])
+    spans.append(_clip_audio(shifted_audio[0], choices['shifted'], config, audio_start,
+                             shifted_audio[1]))
+  # The clip's audio and its hard negative's in one spectrogram op chain.
+  specs = _log_mels(tf.stack(spans), config)
+  out.update(audio=specs[0], audio_mask=tf.cast(example['has_audio'], tf.float32),
+             video_index=tf.cast(video_index, tf.int32))
+  if d.avs_negatives:
+    out['audio_shifted'] = specs[1]
   out.update(_labels(example, config))
   if with_metadata:
     out.update(_metadata(example, start, window, d.fps))
   return out
+
+
+def _batch(dataset, per_host_batch: int, config, window_side: Optional[int]):
+  """Batches of ``per_host_batch``; with ``window_side`` each clip's flat ``frames`` is padded
+  to the largest window's length (batching copies every clip anyway; the pad is a fill)."""
+  if not window_side:
+    return dataset.batch(per_host_batch, drop_remainder=True)
+  shapes = {k: spec.shape for k, spec in dataset.element_spec.items()}
+  shapes['frames'] = tf.TensorShape([config.data.num_frames * window_side * window_side * 3])
+  return dataset.padded_batch(per_host_batch, padded_shapes=shapes, drop_remainder=True)
 
 
 def _metadata(example, start, window, fps):
@@ -270,68 +334,55 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
                        read='auto'):
   """The ``tf.data.Dataset`` behind :func:`create_train_iterator`.
 
-  Reads are in-graph by byte range (``FixedLengthRecordDataset`` over one
-  span): random access without Python in the loop. ``read='records'``: a clip
-  reads its video's whole record (~9 MB for 10 s at short side 320).
-  ``read='ranges'``: with the shards' frame indexes (frame_index.py) a clip
-  reads only its frames' JPEGs and its audio spans (~1 MB), in ~34 reads that
-  cost more CPU than one whole-record read. ``'auto'`` reads ranges from a
-  remote filesystem (gs://: bytes are what a bucket limits) when every shard
-  has an index, and whole records from a local one (the page cache serves
-  them). Both give the same examples.
+  Reads are positioned reads of byte ranges (:class:`fs.RangeReader`).
+  ``read='records'``: a clip reads its video's whole record (~9 MB for 10 s
+  at short side 320). ``read='ranges'``: with the shards' frame indexes
+  (frame_index.py) a clip reads only its frames' JPEGs and its audio spans
+  (~1 MB, ~34 reads) and parses no record. ``'auto'`` reads ranges when every
+  shard has an index, else whole records. Both give the same examples.
   """
   _check_config(config, data_dir)
+  window_side = device_window_side(config, data_dir)
   process_index, process_count = _host(process_index, process_count)
   files, lengths, offsets = _host_files(data_dir, split, process_index, process_count)
   if read not in ('auto', 'ranges', 'records'):
     raise ValueError(f'read={read!r}: auto | ranges | records')
-  if read == 'auto':
-    read = 'ranges' if fs.is_remote(data_dir) else 'records'
   tables = None if read == 'records' else _index_tables(files, lengths, offsets)
   if tables is None and read == 'ranges':
     raise UserError(f'{data_dir}: split {split!r} has shards without a frame index '
                     f'(*{frame_index.SUFFIX}); prepare it again to read by frame')
   if tables is not None:
     return _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_step,
-                                 process_index, with_metadata)
-  file_of, header_of, size_of, footer_of, video_of = [], [], [], [], []
+                                 process_index, with_metadata, window_side)
+  file_of, header_of, size_of, video_of = [], [], [], []
   for file_index, (path, length, first) in enumerate(zip(files, lengths, offsets)):
     starts = _record_offsets(path, length)
-    file_size = fs.size(path)
-    ends = np.append(starts[1:], file_size)
+    ends = np.append(starts[1:], fs.size(path))
     for record, (begin, end) in enumerate(zip(starts, ends)):
       data_bytes = int(end - begin - 16)  # 12-byte header, 4-byte footer CRC
       file_of.append(file_index)
       header_of.append(int(begin) + 12)
       size_of.append(data_bytes)
-      footer_of.append(int(file_size - (begin + 12 + data_bytes)))
       video_of.append(first + record)
   num = len(file_of)
   if num == 0:
     raise UserError(f'{data_dir}: no {split!r} examples on host {process_index}')
-  names = tf.constant(files)
+  reader = fs.RangeReader(files)
   tables = {k: tf.constant(v, tf.int64) for k, v in (('file', file_of), ('header', header_of),
-                                                     ('size', size_of), ('footer', footer_of),
-                                                     ('video', video_of))}
+                                                     ('size', size_of), ('video', video_of))}
   # One RNG stream per host, so hosts draw independent orders and clips.
   host_seed = (int(seed) * 1_000_003 + process_index) % (2**62)
 
-  def read_record(example, position):
-    record = tf.data.FixedLengthRecordDataset(
-        tf.gather(names, tables['file'][example]), record_bytes=tables['size'][example],
-        header_bytes=tables['header'][example], footer_bytes=tables['footer'][example],
-        buffer_size=1 << 16)  # a 64 KiB buffer read 10% faster than 1 MiB here
-    video = tables['video'][example]
-    return record.map(lambda r: (r, position, video))
+  def example_of(example, position):
+    record = read_ranges(reader, tables['file'][example], tables['header'][example][None],
+                         tables['size'][example][None])[0]
+    return make_train_example(record, position, tables['video'][example], config, host_seed,
+                              with_metadata, window_side)
 
   dataset = _epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
-  # Each inner dataset holds one record; deterministic interleave keeps the order.
-  dataset = dataset.interleave(read_record, cycle_length=8, block_length=1,
-                               num_parallel_calls=8, deterministic=True)
-  dataset = dataset.map(
-      lambda r, p, v: make_train_example(r, p, v, config, host_seed, with_metadata),
-      num_parallel_calls=config.data.num_parallel_calls, deterministic=True)
-  dataset = dataset.batch(per_host_batch, drop_remainder=True)
+  dataset = dataset.map(example_of, num_parallel_calls=config.data.num_parallel_calls,
+                        deterministic=True)
+  dataset = _batch(dataset, per_host_batch, config, window_side)
   return dataset.prefetch(config.data.prefetch_batches).with_options(_options())
 
 
@@ -373,20 +424,18 @@ def _index_tables(files, lengths, offsets) -> Optional[Dict[str, np.ndarray]]:
 
 
 def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_step,
-                          process_index, with_metadata):
+                          process_index, with_metadata, window_side):
   """Training clips read by frame: each clip's JPEGs and audio spans are its only reads."""
   d = config.data
   num = len(tables['file'])
   if num == 0:
     raise UserError(f'{files[0]}...: no training examples on host {process_index}')
   t = {k: tf.constant(v) for k, v in tables.items()}
-  names = tf.constant(files)
-  sizes = tf.constant([fs.size(path) for path in files], tf.int64)
+  reader = fs.RangeReader(files)
   host_seed = (int(seed) * 1_000_003 + process_index) % (2**62)
   num_audio = 2 if d.avs_negatives else 1
-  count = d.num_frames + num_audio
 
-  def read_ranges(example, choices):
+  def clip_ranges(example, choices):
     """Byte offsets and lengths of the clip's frames, then of its audio spans; and the first
     stored sample of each span (spans are cut to the stored audio, the rest is zeros)."""
     frame_ids = t['frame_base'][example] + tf.cast(choices['indices'], tf.int64)
@@ -404,47 +453,24 @@ def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_ste
       firsts.append(low)
     return tf.concat(offsets, 0), tf.concat(lengths, 0), tf.stack(firsts)
 
-  def clip_reads(example, position):
+  def make(example, position):
     choices = _train_choices(t['num_frames'][example], position, config, host_seed)
-    offsets, lengths, firsts = read_ranges(example, choices)
-    return choices, offsets, lengths, firsts
-
-  def spans(example, position):
-    _, offsets, lengths, _ = clip_reads(example, position)
-    # An empty span (no audio track) reads one byte, cut off again in make().
-    return tf.data.Dataset.from_tensor_slices(
-        (tf.fill([count], t['file'][example]), offsets, tf.maximum(lengths, 1)))
-
-  def read_span(file, begin, n):
-    return tf.data.FixedLengthRecordDataset(names[file], record_bytes=n, header_bytes=begin,
-                                            footer_bytes=sizes[file] - begin - n, buffer_size=n)
-
-  def make(parts, example, position):
-    choices, _, lengths, firsts = clip_reads(example, position)
+    offsets, lengths, firsts = clip_ranges(example, choices)
+    parts = read_ranges(reader, t['file'][example], offsets, lengths)
     audio = []
     for j in range(num_audio):
-      raw = tf.strings.substr(parts[d.num_frames + j], tf.constant(0, tf.int64),
-                              lengths[d.num_frames + j])
-      pcm = tf.io.decode_raw(raw, tf.int16, little_endian=True)
+      pcm = tf.io.decode_raw(parts[d.num_frames + j], tf.int16, little_endian=True)
       audio.append((audio_lib.pcm16_to_float(pcm), firsts[j]))
     begin, end = t['label_start'][example], t['label_start'][example + 1]
     fields = {k: t[k][example] for k in ('height', 'width', 'has_audio', 'noun_label',
                                           'audio_start_sec', 'video_id', 'num_frames')}
     fields['label'] = t['label'][begin:end]
     return _assemble_train_example(fields, choices, parts[:d.num_frames], audio[0], audio[-1],
-                                   t['video'][example], config, with_metadata)
+                                   t['video'][example], config, with_metadata, window_side)
 
-  # One stream of every clip's byte ranges, read 16 at a time in order, regrouped per clip
-  # and zipped with the clip's position in the (deterministic, twice-read) order.
-  orders = _epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
-  parts = orders.flat_map(spans).interleave(read_span, cycle_length=16, block_length=1,
-                                            num_parallel_calls=16, deterministic=True)
-  dataset = tf.data.Dataset.zip((parts.batch(count, drop_remainder=True),
-                                 _epoch_orders(num, host_seed,
-                                               int(start_step) * int(per_host_batch))))
-  dataset = dataset.map(lambda p, order: make(p, *order),
-                        num_parallel_calls=d.num_parallel_calls, deterministic=True)
-  dataset = dataset.batch(per_host_batch, drop_remainder=True)
+  dataset = _epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
+  dataset = dataset.map(make, num_parallel_calls=d.num_parallel_calls, deterministic=True)
+  dataset = _batch(dataset, per_host_batch, config, window_side)
   return dataset.prefetch(d.prefetch_batches).with_options(_options())
 
 

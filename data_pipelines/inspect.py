@@ -33,6 +33,9 @@ def collect_clips(config, data_dir: str, split: str, num_clips: int, seed: int =
   for batch in iterator:
     if 'valid' in batch and not batch['valid'][0]:
       break
+    if 'frames' in batch:  # data.finish_on_device: finish the clip as the train step does
+      from avslowfast_jax import clip_finish  # pylint: disable=g-import-not-at-top
+      batch = {k: np.asarray(v) for k, v in clip_finish.finish_clips(config, batch).items()}
     batches.append(batch)
     if len(batches) == num_clips:
       break

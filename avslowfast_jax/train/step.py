@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from avslowfast_jax import inference
+from avslowfast_jax import clip_finish, inference
 from avslowfast_jax.tasks import Task
 from avslowfast_jax.train import losses
 from avslowfast_jax.train.state import TrainState
@@ -67,6 +67,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, task: Task,
   def train_step(state: TrainState, batch: Mapping[str, Any], rng):
     k_drop, k_dropout, k_negative = step_keys(rng, state.step)
     dropped = draw_drop_pathway(k_drop, drop_prob)
+    batch = clip_finish.finish_clips(config, batch)
     batch = task.transform_inputs(batch, transform_key(rng, state.step))
     inputs = inference.model_inputs(config, batch)
 

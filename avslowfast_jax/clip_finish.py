@@ -1,0 +1,75 @@
+"""The last steps of training-clip augmentation, run inside the jitted train step.
+
+With ``data.finish_on_device`` the input pipeline stops after decoding each
+clip's crop window: it ships the window's uint8 pixels flattened and padded
+to the largest window's length (``frames``, ``[B, T * S * S * 3]``) with the
+window's side and the flip draw (``window``, ``[B, 2]`` int32).
+:func:`finish_clips` then resizes the window to the crop size (bilinear with
+half-pixel centres and edge clamping, as ``tf.image.resize`` computes it on
+the host path), mirrors it, normalises it and takes the Slow frames. The
+host's CPUs then do little besides reading and decoding JPEGs, and a clip
+crosses to the device as about a third of the bytes of its float32 Slow and
+Fast stacks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+
+def _taps(size, out: int, flip=None):
+  """Lower and upper source indices and the upper weight of a bilinear resize of ``size``
+  pixels to ``out``; ``flip`` mirrors the output."""
+  i = jnp.arange(out, dtype=jnp.float32)
+  if flip is not None:
+    # Mirroring the window before resizing equals reading the resized output backwards.
+    i = jnp.where(flip, out - 1 - i, i)
+  coord = (i + 0.5) * (size.astype(jnp.float32) / out) - 0.5
+  floor = jnp.floor(coord)
+  lower = jnp.clip(floor.astype(jnp.int32), 0, size - 1)
+  upper = jnp.clip(jnp.ceil(coord).astype(jnp.int32), 0, size - 1)
+  return lower, upper, coord - floor
+
+
+def resize_window(flat, window, num_frames: int, out: int):
+  """One clip: uint8 ``flat`` (its ``[T, side, side, 3]`` window, flattened, then padding) and
+  ``window`` (side, flip) -> the window resized to float32 ``[T, out, out, 3]`` (values in
+  [0, 255]), mirrored left-right when flip is set."""
+  side, flip = window[0], window[1] > 0
+  extent = math.isqrt(flat.shape[0] // (3 * num_frames))  # the largest side: columns to read
+  low_y, up_y, wy = _taps(side, out)
+  low_x, up_x, wx = _taps(side, out, flip)
+  frame = jnp.arange(num_frames)[:, None, None, None]
+  cols = jnp.minimum(jnp.arange(extent), side - 1)[None, None, :, None]
+  channel = jnp.arange(3)[None, None, None, :]
+
+  def rows(index):  # [T, out, extent, 3]: the rows ``index`` of every frame (columns clamped)
+    at = ((frame * side + index[None, :, None, None]) * side + cols) * 3 + channel
+    return jnp.take(flat, at, mode='clip').astype(jnp.float32)
+
+  top = rows(low_y)
+  x = top + (rows(up_y) - top) * wy[None, :, None, None]
+  left = jnp.take(x, low_x, axis=2)
+  return left + (jnp.take(x, up_x, axis=2) - left) * wx[None, None, :, None]
+
+
+def finish_clips(config: ml_collections.ConfigDict, batch: Mapping[str, Any]) -> Mapping[str, Any]:
+  """A batch with ``frames``/``window`` -> the same batch with normalised ``fast`` and ``slow``
+  (as the host pipeline makes them); a batch that already has ``fast`` is returned as is."""
+  if 'frames' not in batch:
+    return batch
+  d = config.data
+  resize = lambda f, w: resize_window(f, w, int(d.num_frames), int(d.train_crop_size))  # noqa: E731
+  fast = jax.vmap(resize)(batch['frames'], batch['window'])
+  mean = jnp.asarray(d.mean, jnp.float32)
+  std = jnp.asarray(d.std, jnp.float32)
+  fast = fast * (1.0 / (255.0 * std)) - mean / std
+  out = {k: v for k, v in batch.items() if k not in ('frames', 'window')}
+  out['fast'] = fast
+  out['slow'] = fast[:, ::int(config.model.alpha_f)]
+  return out
