@@ -1,15 +1,17 @@
 """The last steps of training-clip augmentation, run inside the jitted train step.
 
 With ``data.finish_on_device`` the input pipeline stops after decoding each
-clip's crop window: it ships the window's uint8 pixels flattened and padded
-to the largest window's length (``frames``, ``[B, T * S * S * 3]``) with the
-window's side and the flip draw (``window``, ``[B, 2]`` int32).
-:func:`finish_clips` then resizes the window to the crop size (bilinear with
-half-pixel centres and edge clamping, as ``tf.image.resize`` computes it on
-the host path), mirrors it, normalises it and takes the Slow frames. The
-host's CPUs then do little besides reading and decoding JPEGs, and a clip
-crosses to the device as about a third of the bytes of its float32 Slow and
-Fast stacks.
+clip's crop window and cutting its audio spans: it ships the window's uint8
+pixels flattened and padded to the largest window's length (``frames``,
+``[B, T * S * S * 3]``), the window's side and the flip draw (``window``,
+``[B, 2]`` int32), and the samples of the clip's audio span and of its hard
+negative's (``audio_wave``, ``[B, n, samples]`` float32). :func:`finish_clips`
+then resizes the window to the crop size (bilinear with half-pixel centres
+and edge clamping, as ``tf.image.resize`` computes it on the host path),
+mirrors it, normalises it, takes the Slow frames, and computes the log-mel
+spectrograms as ``data_pipelines/audio.py`` does. The host's CPUs then do
+little besides reading and decoding JPEGs, and a clip crosses to the device
+as about a third of the bytes of its float32 Slow and Fast stacks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 
 def _taps(size, out: int, flip=None):
@@ -58,9 +61,36 @@ def resize_window(flat, window, num_frames: int, out: int):
   return left + (jnp.take(x, up_x, axis=2) - left) * wx[None, None, :, None]
 
 
+def log_mels(waves, audio: ml_collections.ConfigDict):
+  """Normalised log-mels ``[..., num_frames, num_mels, 1]`` of ``waves [..., S]``: the
+  host's ``data_pipelines.audio`` front end (periodic Hann window, no centring, power
+  spectrum, the same mel filterbank, ``log(mel + log_offset)``, time axis resampled linearly
+  with half-pixel centres, then ``(x - mean) / std``) in jax."""
+  # The filterbank is numpy; its module is imported here, not where the train step is built.
+  from data_pipelines.audio import mel_filterbank  # pylint: disable=import-outside-toplevel
+  n_fft, hop = int(audio.n_fft), int(audio.hop_length)
+  count = 1 + (waves.shape[-1] - n_fft) // hop
+  starts = np.arange(count)[:, None] * hop + np.arange(n_fft)[None, :]
+  window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+  spectrum = jnp.fft.rfft(waves[..., starts] * window.astype(np.float32), n=n_fft)
+  power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
+  mel = power @ mel_filterbank(int(audio.sample_rate), n_fft, int(audio.num_mels))
+  spec = jnp.log(mel + audio.log_offset)
+  # Time axis: what tf.image.resize (bilinear, half-pixel centres) computes, in numpy indices.
+  out = int(audio.num_frames)
+  coord = np.maximum((np.arange(out) + 0.5) * count / out - 0.5, 0.0)
+  lower = np.floor(coord).astype(np.int32)
+  upper = np.minimum(np.ceil(coord).astype(np.int32), count - 1)
+  weight = (coord - lower).astype(np.float32)[:, None]
+  low = spec[..., lower, :]
+  spec = low + (spec[..., upper, :] - low) * weight
+  return ((spec - audio.mean) / audio.std)[..., None]
+
+
 def finish_clips(config: ml_collections.ConfigDict, batch: Mapping[str, Any]) -> Mapping[str, Any]:
-  """A batch with ``frames``/``window`` -> the same batch with normalised ``fast`` and ``slow``
-  (as the host pipeline makes them); a batch that already has ``fast`` is returned as is."""
+  """A batch with ``frames``, ``window`` and ``audio_wave`` -> the same batch with normalised
+  ``fast``, ``slow``, ``audio`` (and ``audio_shifted``), as the host pipeline makes them; a
+  batch that already has ``fast`` is returned as is."""
   if 'frames' not in batch:
     return batch
   d = config.data
@@ -69,7 +99,11 @@ def finish_clips(config: ml_collections.ConfigDict, batch: Mapping[str, Any]) ->
   mean = jnp.asarray(d.mean, jnp.float32)
   std = jnp.asarray(d.std, jnp.float32)
   fast = fast * (1.0 / (255.0 * std)) - mean / std
-  out = {k: v for k, v in batch.items() if k not in ('frames', 'window')}
+  out = {k: v for k, v in batch.items() if k not in ('frames', 'window', 'audio_wave')}
   out['fast'] = fast
   out['slow'] = fast[:, ::int(config.model.alpha_f)]
+  specs = log_mels(batch['audio_wave'], d.audio)
+  out['audio'] = specs[:, 0]
+  if specs.shape[1] > 1:
+    out['audio_shifted'] = specs[:, 1]
   return out

@@ -192,61 +192,47 @@ def load_npz(path: str) -> Dict[str, np.ndarray]:
 class RangeReader:
   """Positioned reads of byte ranges of a fixed list of files, safe from many threads.
 
-  A local file is read with ``os.pread`` on one descriptor kept open per
-  file; any other path through a ``tf.io.gfile`` handle per file and thread,
-  whose ``seek`` moves without reading. Either way a range costs the bytes in
-  it and nothing before it. (``tf.data.FixedLengthRecordDataset`` reads its
+  A local file is read with ``os.pread`` (one descriptor per call of
+  :meth:`read_many`, so no number of shards exhausts the descriptor limit);
+  any other path through a ``tf.io.gfile`` handle per file and thread, whose
+  ``seek`` moves without reading. Either way a range costs the bytes in it
+  and nothing before it. (``tf.data.FixedLengthRecordDataset`` reads its
   ``header_bytes`` through: a record at byte N of a shard costs N bytes.)
   """
 
   def __init__(self, paths):
     self.paths = [str(p) for p in paths]
-    self._fds: Dict[int, int] = {}
-    self._lock = threading.Lock()
     self._local = threading.local()
 
-  def _fd(self, index: int) -> int:
-    fd = self._fds.get(index)
-    if fd is None:
-      with self._lock:
-        fd = self._fds.get(index)
-        if fd is None:
-          fd = self._fds[index] = os.open(self.paths[index], os.O_RDONLY)
-    return fd
+  def _short(self, index, offset, length, got):
+    return IOError(f'{self.paths[index]}: {length} bytes at {offset} asked, {got} read '
+                   '(file shorter than its index says)')
 
-  def read(self, index: int, offset: int, length: int) -> bytes:
-    """``length`` bytes of file ``index`` from byte ``offset``."""
-    index, offset, length = int(index), int(offset), int(length)
+  def read_many(self, index, offsets, lengths) -> np.ndarray:
+    """The ranges ``(offsets[i], lengths[i])`` of file ``index`` as an object array of bytes."""
+    index = int(index)
     path = self.paths[index]
+    out = np.empty(len(offsets), object)
     if not is_remote(path):
-      data = os.pread(self._fd(index), length, offset)
+      fd = os.open(path, os.O_RDONLY)
+      try:
+        for i, (offset, length) in enumerate(zip(offsets, lengths)):
+          out[i] = os.pread(fd, int(length), int(offset))
+      finally:
+        os.close(fd)
     else:
       handles = self._local.__dict__.setdefault('handles', {})
       handle = handles.get(index)
       if handle is None:
         handle = handles[index] = _gfile().GFile(path, 'rb')
-      handle.seek(offset)
-      data = handle.read(length)
-    if len(data) != length:
-      raise IOError(f'{path}: {length} bytes at {offset} asked, {len(data)} read '
-                    '(file shorter than its index says)')
-    return data
-
-  def read_many(self, index, offsets, lengths) -> np.ndarray:
-    """The ranges ``(offsets[i], lengths[i])`` of file ``index`` as an object array of bytes."""
-    out = np.empty(len(offsets), object)
+      for i, (offset, length) in enumerate(zip(offsets, lengths)):
+        handle.seek(int(offset))
+        out[i] = handle.read(int(length))
     for i, (offset, length) in enumerate(zip(offsets, lengths)):
-      out[i] = self.read(index, offset, length)
+      if len(out[i]) != length:
+        raise self._short(index, offset, length, len(out[i]))
     return out
 
-  def close(self) -> None:
-    with self._lock:
-      for fd in self._fds.values():
-        os.close(fd)
-      self._fds.clear()
-
-  def __del__(self):
-    try:
-      self.close()
-    except Exception:  # pylint: disable=broad-except
-      pass
+  def read(self, index: int, offset: int, length: int) -> bytes:
+    """``length`` bytes of file ``index`` from byte ``offset``."""
+    return self.read_many(index, [offset], [length])[0]

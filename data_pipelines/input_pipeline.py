@@ -232,9 +232,11 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
   """The training example from the clip's JPEGs and the ``(waveform, first sample)`` of its
   audio and of its hard negative's; ``example`` holds the record's small features.
 
-  With ``window_side`` the visual part is ``frames`` (the decoded crop window, uint8,
-  flattened; :func:`_batch` pads it to the largest window's length) and ``window`` (its side
-  and the flip draw), which ``avslowfast_jax.clip_finish`` turns into ``slow`` and ``fast``."""
+  With ``window_side`` the example holds ``frames`` (the decoded crop window, uint8,
+  flattened; :func:`_batch` pads it to the largest window's length), ``window`` (its side
+  and the flip draw) and ``audio_wave`` (the samples of the clip's audio span and of its
+  hard negative's), which ``avslowfast_jax.clip_finish`` turns into ``slow``, ``fast``,
+  ``audio`` and ``audio_shifted``."""
   d = config.data
   uniforms, start = choices['uniforms'], choices['start']
   window = d.num_frames * d.sampling_rate
@@ -261,12 +263,16 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
   if d.avs_negatives:
     spans.append(_clip_audio(shifted_audio[0], choices['shifted'], config, audio_start,
                              shifted_audio[1]))
-  # The clip's audio and its hard negative's in one spectrogram op chain.
-  specs = _log_mels(tf.stack(spans), config)
-  out.update(audio=specs[0], audio_mask=tf.cast(example['has_audio'], tf.float32),
+  out.update(audio_mask=tf.cast(example['has_audio'], tf.float32),
              video_index=tf.cast(video_index, tf.int32))
-  if d.avs_negatives:
-    out['audio_shifted'] = specs[1]
+  if window_side:
+    out['audio_wave'] = tf.stack(spans)
+  else:
+    # The clip's audio and its hard negative's in one spectrogram op chain.
+    specs = _log_mels(tf.stack(spans), config)
+    out['audio'] = specs[0]
+    if d.avs_negatives:
+      out['audio_shifted'] = specs[1]
   out.update(_labels(example, config))
   if with_metadata:
     out.update(_metadata(example, start, window, d.fps))

@@ -48,10 +48,12 @@ def test_device_finish_gives_the_host_pipeline_clips(data_dir, read):  # noqa: F
     flips += r['window'][:, 1].tolist()
     done = {k: np.asarray(v) for k, v in finish(r).items()}
     assert set(done) == set(h)
+    assert r['audio_wave'].shape == (4, 2, 17067)  # the spans of 32 frames at 30 fps: 1.067 s
+    finished = ('fast', 'slow', 'audio', 'audio_shifted')
     for key in h:
-      if key not in ('fast', 'slow'):
+      if key not in finished:
         np.testing.assert_array_equal(done[key], h[key], err_msg=key)
-    for key in ('fast', 'slow'):
+    for key in finished:  # float32 rounding: TensorFlow's FFT and resize vs XLA's
       assert done[key].dtype == np.float32 and done[key].shape == h[key].shape
       np.testing.assert_allclose(done[key], h[key], atol=1e-4, err_msg=key)
   assert set(flips) == {0, 1}
@@ -102,4 +104,15 @@ def test_range_reader_reads_each_range_and_names_a_short_file(root, tmp_path):
     assert [bytes(g) for g in got] == [blob[o:o + n] for o, n in zip(offsets, lengths)]
   with pytest.raises(IOError, match=r'b\.bin: 10 bytes at 4995 asked, 5 read'):
     reader.read(1, 4995, 10)
-  reader.close()
+
+
+def test_log_mels_are_the_host_front_end():
+  config = _config()
+  t = np.arange(17067) / 16000
+  waves = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), np.zeros_like(t),
+                    np.where(t > 0.5, 0.05 * np.random.default_rng(0).standard_normal(t.size),
+                             0.0)]).astype(np.float32)
+  expected = input_pipeline._log_mels(tf.constant(waves), config).numpy()  # pylint: disable=protected-access
+  got = np.asarray(jax.jit(lambda w: clip_finish.log_mels(w, config.data.audio))(waves))
+  assert got.shape == expected.shape == (3, 32, 80, 1)
+  np.testing.assert_allclose(got, expected, atol=1e-3)  # float32 FFTs: the quiet bins differ most
