@@ -29,7 +29,13 @@ Prints ONE JSON document:
   and the check goes on; cases not started within ``--budget_s`` are
   recorded as skipped.
 - ``input_pipeline``: clips/s of the real training iterator with all CPU
-  cores, on the built-in synthetic videos prepared at short side 256.
+  cores, on the built-in synthetic videos prepared at short side 256, with
+  the host finishing the clips and with ``data.finish_on_device`` on.
+- ``clip_finish``: what ``data.finish_on_device`` adds to the device's work:
+  ``avslowfast_jax/clip_finish.py`` (resize, flip, normalisation, log-mels)
+  on a Kinetics-shaped batch (windows up to 280 pixels, from frames stored at
+  short side 320), per-device batch 8; its milliseconds per batch and the
+  bytes a clip crosses to the device with and without it.
 - ``drop_pathway``: AVSlowFast 4x16 R50 step time with DropPathway at 0.8 vs
   0 (audio always on), bf16, per-device batch 8; ``saving`` = 1 - ratio.
 """
@@ -37,6 +43,7 @@ Prints ONE JSON document:
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -54,8 +61,9 @@ sys.path.insert(0, HERE)
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
 
-from avslowfast_jax import parallel  # noqa: E402
+from avslowfast_jax import clip_finish, parallel  # noqa: E402
 from avslowfast_jax.tools import accelerators  # noqa: E402
 from avslowfast_jax.tools.model_stats import train_flops_per_clip  # noqa: E402
 from configs import kinetics  # noqa: E402
@@ -176,6 +184,43 @@ def drop_pathway_case(settings, mesh) -> dict:
   return out
 
 
+def clip_finish_case(settings, mesh) -> dict:
+  """Device time of ``clip_finish.finish_clips`` on a batch of the first variant's shapes."""
+  variant = settings['variants'][0]
+  out = {'variant': variant, 'per_device_batch': settings['drop_batch']}
+  try:
+    config = case_config(variant, settings, settings['drop_batch'], 'float32')
+    d = config.data
+    stored = max(d.train_jitter_scales)  # prepared at the jitter's top scale (320 for Kinetics)
+    side = min(stored, -(-d.train_crop_size * stored // min(d.train_jitter_scales)))
+    batch = config.train.batch_size
+    samples = int(round(d.num_frames * d.sampling_rate / d.fps * d.audio.sample_rate))
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(d.train_crop_size, side + 1, batch)
+    raw = {'frames': rng.integers(0, 256, (batch, d.num_frames * side * side * 3), np.uint8),
+           'window': np.stack([sizes, rng.integers(0, 2, batch)], 1).astype(np.int32),
+           'audio_wave': rng.standard_normal((batch, 2, samples)).astype(np.float32)}
+    raw = parallel.host_to_global(raw, mesh)
+    finish = jax.jit(functools.partial(clip_finish.finish_clips, config))
+    times = []
+    for i in range(settings['warmup'] + settings['steps'] * 2):
+      begin = time.perf_counter()
+      jax.block_until_ready(finish(raw))
+      if i >= settings['warmup']:
+        times.append(time.perf_counter() - begin)
+    seconds = statistics.median(times)
+    finished = jax.eval_shape(finish, raw)
+    out.update({
+        'window_side': side, 'ms_per_batch': 1e3 * seconds, 'ms_per_clip': 1e3 * seconds / batch,
+        'mb_per_clip_shipped': sum(v.nbytes for v in raw.values()) / batch / 1e6,
+        'mb_per_clip_host_finished': sum(finished[k].size * 4 for k in
+                                         ('slow', 'fast', 'audio', 'audio_shifted')) / batch / 1e6,
+        'error': None})
+  except Exception as e:
+    out['error'] = f'{type(e).__name__}: {str(e)[:1000]}'
+  return out
+
+
 def input_pipeline_case(settings, workdir) -> dict:
   """Clips/s of the training iterator on the synthetic videos prepared at the short side."""
   out = {'short_side': settings['short_side'], 'cores': len(os.sched_getaffinity(0))}
@@ -204,7 +249,11 @@ def input_pipeline_case(settings, workdir) -> dict:
       config.data.train_jitter_scales = (settings['short_side'], settings['short_side'])
     rate, per_cpu_second = input_bench.pipeline_rate(config, prepared, settings['num_clips'],
                                                      settings['pipeline_batch'])
+    on_device, on_device_cpu = input_bench.pipeline_rate(
+        config, prepared, settings['num_clips'], settings['pipeline_batch'], on_device=True)
     out.update({'clips_per_sec': rate, 'clips_per_cpu_second': per_cpu_second,
+                'finish_on_device_clips_per_sec': on_device,
+                'finish_on_device_clips_per_cpu_second': on_device_cpu,
                 'num_clips': settings['num_clips'], 'crop': config.data.train_crop_size,
                 'frames': config.data.num_frames, 'error': None})
   except Exception as e:
@@ -224,7 +273,7 @@ def main(argv=None) -> dict:
   parser.add_argument('--batches', nargs='+', type=int, default=None,
                       help='per-device batch sizes')
   parser.add_argument('--skip', nargs='+', default=(),
-                      choices=('train_steps', 'drop_pathway', 'input_pipeline'))
+                      choices=('train_steps', 'drop_pathway', 'clip_finish', 'input_pipeline'))
   parser.add_argument('--output', default='',
                       help='also write the report here after every case, so a run stopped '
                       'part-way still leaves the cases it finished')
@@ -265,6 +314,9 @@ def main(argv=None) -> dict:
   if 'drop_pathway' not in args.skip:
     report['drop_pathway'] = (over_budget if time.time() - start > args.budget_s
                               else drop_pathway_case(settings, mesh))
+    save()
+  if 'clip_finish' not in args.skip:
+    report['clip_finish'] = clip_finish_case(settings, mesh)
     save()
   if 'input_pipeline' not in args.skip:
     with tempfile.TemporaryDirectory() as workdir:

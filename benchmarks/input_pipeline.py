@@ -110,7 +110,7 @@ def pipeline_rate(config, data_dir, num_clips, batch_size, read='auto', on_devic
   """Clips/s of the real training iterator (``read``: ranges | records | auto); with
   ``on_device`` it stops after the decode (``data.finish_on_device``)."""
   config = config.copy_and_resolve_references()
-  config.data.finish_on_device = on_device
+  config.data.finish_on_device = 'on' if on_device else 'off'
   dataset = input_pipeline.make_train_dataset(config, data_dir, config.data.train_split,
                                               batch_size, seed=0, process_index=0,
                                               process_count=1, read=read)
@@ -119,7 +119,7 @@ def pipeline_rate(config, data_dir, num_clips, batch_size, read='auto', on_devic
     d = config.data
     if on_device:
       side = input_pipeline.device_window_side(config, data_dir)
-      assert batch['frames'].shape[1:] == (d.num_frames, side, side, 3)
+      assert batch['frames'].shape[1:] == (d.num_frames * side * side * 3,)
     else:
       assert batch['fast'].shape[1:] == (d.num_frames, d.train_crop_size, d.train_crop_size, 3)
   return _rate(dataset.as_numpy_iterator(), num_clips, batch_size, check)

@@ -58,9 +58,12 @@ def base_config() -> ml_collections.ConfigDict:
   d.hard_negative_min_shift_sec = 0.5
   d.num_parallel_calls = -1  # tf.data map parallelism; -1 = AUTOTUNE
   d.prefetch_batches = 2
-  # Ship each training clip's decoded crop window (uint8) and resize, flip and normalise it
-  # in the train step (avslowfast_jax/clip_finish.py): the host CPUs then mostly decode.
-  d.finish_on_device = False
+  # Ship each training clip's decoded crop window (uint8) and audio samples; the train step
+  # resizes, flips and normalises the frames and computes the log-mels
+  # (avslowfast_jax/clip_finish.py), so the host CPUs mostly read and decode.
+  # 'on' | 'off' | 'auto': on when jax runs on an accelerator, off on CPU (where it would
+  # only move the work).
+  d.finish_on_device = 'auto'
   # Heap-serve allocations below this many bytes (glibc; 0 = leave malloc alone):
   # each clip reads a whole ~10 MB record (avslowfast_jax.host_memory.serve_from_heap,
   # applied by the entry points).

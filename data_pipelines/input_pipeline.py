@@ -105,10 +105,22 @@ def _check_config(config, data_dir: str):
   return info
 
 
+def finishes_on_device(config) -> bool:
+  """``data.finish_on_device`` resolved: 'on', 'off', or 'auto' (on unless jax runs on CPU)."""
+  value = config.data.get('finish_on_device', 'off')
+  text = str(value).strip().lower()
+  if text == 'auto':
+    import jax  # pylint: disable=import-outside-toplevel
+    return jax.default_backend() != 'cpu'
+  if text in ('on', 'true', 'off', 'false'):
+    return text in ('on', 'true')
+  raise UserError(f'data.finish_on_device={value!r}: on, off or auto')
+
+
 def device_window_side(config, data_dir: str) -> Optional[int]:
-  """With ``data.finish_on_device``: the largest side a training crop window can have (at the
-  smallest jitter scale), which sizes the batches' frame buffers; else None."""
-  if not config.data.get('finish_on_device', False):
+  """With ``data.finish_on_device`` on: the largest side a training crop window can have (at
+  the smallest jitter scale), which sizes the batches' frame buffers; else None."""
+  if not finishes_on_device(config):
     return None
   stored = dataset_info(data_dir)['short_side']
   if stored <= 0:

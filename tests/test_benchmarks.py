@@ -86,7 +86,9 @@ def test_input_pipeline_benchmark_small(tmp_path):
   for key in ('clips_per_sec', 'clips_per_sec_per_core', 'baseline_pyav_clips_per_sec',
               'speedup_per_core', 'mean_jpeg_kb', 'records_clips_per_cpu_sec',
               'ranges_clips_per_cpu_sec', 'decode_only_clips_per_cpu_sec',
-              'ranges_cpu_rate_vs_decode_only', 'eval_videos_per_sec'):
+              'ranges_cpu_rate_vs_decode_only', 'eval_videos_per_sec',
+              'device_finish_ranges_clips_per_cpu_sec',
+              'device_finish_ranges_cpu_rate_vs_decode_only'):
     assert out[key] > 0, key
   assert out['cores'] >= 1
   # A clip reads its frames and audio spans: about what it uses, a fraction of its record.
@@ -130,9 +132,15 @@ def test_device_check_reduced_has_every_field(tmp_path):
   assert drop['error'] is None, drop
   assert drop['step_seconds_always_on'] > 0 and drop['step_seconds_drop_0.8'] > 0
   assert 'saving' in drop
+  finish = report['clip_finish']
+  assert finish['error'] is None, finish
+  assert finish['window_side'] == 39 and finish['ms_per_batch'] > 0  # ceil(32 * 48 / 40)
+  # Here the tiny frames weigh less than the 2 s of audio samples; at 224 pixels, 2.8x less.
+  assert finish['mb_per_clip_shipped'] > 0 and finish['mb_per_clip_host_finished'] > 0
   pipeline = report['input_pipeline']
   assert pipeline['error'] is None, pipeline
   assert pipeline['clips_per_sec'] > 0 and pipeline['cores'] >= 1
+  assert pipeline['finish_on_device_clips_per_sec'] > 0
 
 
 BLOCK_IMPORTS = r"""

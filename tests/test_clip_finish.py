@@ -33,7 +33,7 @@ def test_resize_window_is_tf_bilinear_of_the_window(size, flip):
 
 @pytest.mark.parametrize('read', ['records', 'ranges'])
 def test_device_finish_gives_the_host_pipeline_clips(data_dir, read):  # noqa: F811
-  host_config, config = _config(), _config(finish_on_device=True)
+  host_config, config = _config(), _config(finish_on_device='on')
   side = input_pipeline.device_window_side(config, data_dir)
   assert side == 39  # ceil(32 * 48 / 40): the largest window at the smallest jitter scale
   host = list(input_pipeline.make_train_dataset(host_config, data_dir, 'train', 4, seed=3,
@@ -60,7 +60,7 @@ def test_device_finish_gives_the_host_pipeline_clips(data_dir, read):  # noqa: F
 
 
 def test_train_step_takes_the_decoded_windows(data_dir):  # noqa: F811
-  config = _config(finish_on_device=True)
+  config = _config(finish_on_device='on')
   config.data.data_dir = data_dir
   config.train.num_train_examples, config.train.total_steps, config.train.batch_size = 4, 2, 4
   model, task, plan, lr_fn, tx = setup_lib.setup(config)
@@ -68,7 +68,7 @@ def test_train_step_takes_the_decoded_windows(data_dir):  # noqa: F811
   train_step = step_lib.make_train_step(config, model, task, tx, lr_fn, plan.total_steps)
   raw = next(input_pipeline.make_train_dataset(config, data_dir, 'train', 4, seed=0)
              .as_numpy_iterator())
-  config.data.finish_on_device = False
+  config.data.finish_on_device = 'off'
   host = next(input_pipeline.make_train_dataset(config, data_dir, 'train', 4, seed=0)
               .as_numpy_iterator())
   out_raw = jax.eval_shape(train_step, state, raw, jax.random.PRNGKey(1))
@@ -85,7 +85,7 @@ def test_finish_on_device_needs_one_stored_short_side(data_dir, tmp_path):  # no
   fs.write_json(str(copy / 'shards.json'), meta)
   fs.write_json(str(copy / 'label_map.json'), fs.read_json(fs.join(data_dir, 'label_map.json')))
   with pytest.raises(input_pipeline.UserError, match=r'stored at their source sizes'):
-    input_pipeline.device_window_side(_config(finish_on_device=True), str(copy))
+    input_pipeline.device_window_side(_config(finish_on_device='on'), str(copy))
   assert input_pipeline.device_window_side(_config(), str(copy)) is None
 
 
@@ -116,3 +116,12 @@ def test_log_mels_are_the_host_front_end():
   got = np.asarray(jax.jit(lambda w: clip_finish.log_mels(w, config.data.audio))(waves))
   assert got.shape == expected.shape == (3, 32, 80, 1)
   np.testing.assert_allclose(got, expected, atol=1e-3)  # float32 FFTs: the quiet bins differ most
+
+
+def test_finish_on_device_auto_follows_the_backend():
+  config = _config()
+  assert config.data.finish_on_device == 'auto'
+  assert input_pipeline.finishes_on_device(config) == (jax.default_backend() != 'cpu')
+  config.data.finish_on_device = 'sometimes'
+  with pytest.raises(input_pipeline.UserError, match=r"finish_on_device='sometimes': on, off"):
+    input_pipeline.finishes_on_device(config)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import math
 import os
@@ -47,7 +48,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from avslowfast_jax import host_memory, inference
+from avslowfast_jax import clip_finish, host_memory, inference
 from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax.models.heads import classifier_init
 from avslowfast_jax.train import checkpoints as ckpt_lib
@@ -161,9 +162,10 @@ def train_view_features(config, model, variables, epochs: float):
   batch = config.train.batch_size
   data = input_pipeline.create_train_iterator(config, config.data.data_dir,
                                               config.data.train_split, batch, seed=config.seed)
+  finish = jax.jit(functools.partial(clip_finish.finish_clips, config))  # data.finish_on_device
   xs, ys = [], []
   for _ in range(max(1, math.ceil(epochs * n_train / batch))):
-    b = next(data)
+    b = finish(next(data))
     xs.append(np.asarray(features(variables, inference.model_inputs(config, b))))
     ys.append(np.asarray(b['label']))
   return np.concatenate(xs), np.concatenate(ys)
