@@ -14,9 +14,11 @@ PySlowFast data-loader worker does, so its per-core figure is its rate.
 same run also reports, side by side: the pipeline reading whole records
 (``records_*``) and reading only each clip's frames and audio spans
 (``ranges_*``), both again with ``data.finish_on_device`` (``device_finish_*``:
-the host stops after the decode; resize, flip and normalisation run in the
-train step), the decode-only bound (the JPEG decode and crop of the same
-clips' frames, held in memory: ``decode_only_*``), the megabytes a training
+the host stops after the decode and the audio cut; resize, flip,
+normalisation and log-mels run in the train step), and the decode-only bound
+(the JPEG decode and crop of the same clips' frames, held in memory:
+``decode_only_*``), each measured in turn for ``--rounds`` rounds (medians);
+then the megabytes a training
 clip reads by range, uses, and reads as a whole record; and the evaluation
 pipeline's videos/s (``eval_*``, every view of every video).
 """
@@ -275,6 +277,8 @@ def main(argv=None):
   parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--num_videos', type=int, default=8)
   parser.add_argument('--num_workers', type=int, default=2)
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='rounds of the side-by-side cases (each figure is their median)')
   parser.add_argument('--bytes_clips', type=int, default=64,
                       help='clips whose bytes read are counted')
   args = parser.parse_args(argv)
@@ -307,16 +311,30 @@ def main(argv=None):
             'clips_per_cpu_sec': round(rate_cpu, 2)}
   if input_pipeline._index_tables(*input_pipeline._host_files(  # pylint: disable=protected-access
       data_dir, config.data.train_split, 0, 1)) is not None:
-    # Side by side in this process: both ways of reading, the decode-only bound, bytes per clip.
-    records, records_cpu = pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
-                                         read='records')
-    ranges, ranges_cpu = pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
-                                       read='ranges')
-    _, dev_records_cpu = pipeline_rate(config, data_dir, args.num_clips,
-                                                 args.batch_size, read='records', on_device=True)
-    dev_ranges, dev_ranges_cpu = pipeline_rate(config, data_dir, args.num_clips,
-                                               args.batch_size, read='ranges', on_device=True)
-    bound, bound_cpu = decode_only_rate(config, data_dir, args.num_clips, args.batch_size)
+    # Side by side in this process: both ways of reading, with and without finishing on the
+    # device, and the decode-only bound, measured in turn for --rounds rounds (medians: the
+    # machine's speed drifts between seconds); then bytes per clip.
+    cases = {
+        'records': lambda: pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
+                                         read='records'),
+        'ranges': lambda: pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
+                                        read='ranges'),
+        'dev_records': lambda: pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
+                                             read='records', on_device=True),
+        'dev_ranges': lambda: pipeline_rate(config, data_dir, args.num_clips, args.batch_size,
+                                            read='ranges', on_device=True),
+        'bound': lambda: decode_only_rate(config, data_dir, args.num_clips, args.batch_size)}
+    runs = {name: [] for name in cases}
+    for _ in range(args.rounds):
+      for name, case in cases.items():
+        runs[name].append(case())
+    median = {name: tuple(float(np.median([r[i] for r in rs])) for i in (0, 1))
+              for name, rs in runs.items()}
+    records, records_cpu = median['records']
+    ranges, ranges_cpu = median['ranges']
+    dev_records_cpu = median['dev_records'][1]
+    dev_ranges, dev_ranges_cpu = median['dev_ranges']
+    bound, bound_cpu = median['bound']
     sizes = input_pipeline.train_read_bytes(config, data_dir, config.data.train_split,
                                             args.bytes_clips, seed=0)
     result.update(
@@ -332,6 +350,9 @@ def main(argv=None):
         device_finish_ranges_clips_per_cpu_sec=round(dev_ranges_cpu, 2),
         device_finish_records_cpu_rate_vs_decode_only=round(dev_records_cpu / bound_cpu, 3),
         device_finish_ranges_cpu_rate_vs_decode_only=round(dev_ranges_cpu / bound_cpu, 3),
+        rounds=args.rounds,
+        device_finish_ranges_cpu_rate_vs_decode_only_each_round=[
+            round(d[1] / b[1], 3) for d, b in zip(runs['dev_ranges'], runs['bound'])],
         mb_read_per_clip=round(sizes['ranges'] / 1e6, 3),
         mb_used_per_clip=round(sizes['used'] / 1e6, 3),
         mb_whole_record_per_clip=round(sizes['records'] / 1e6, 3),

@@ -81,7 +81,7 @@ def test_cpu_ops_benchmark_prints_each_rule():
 @pytest.mark.slow
 def test_input_pipeline_benchmark_small(tmp_path):
   out = _run(['benchmarks/input_pipeline.py', '--num_videos', '2', '--num_clips', '16',
-              '--batch_size', '4', '--baseline_clips', '2', '--num_workers', '1'],
+              '--rounds', '1', '--batch_size', '4', '--baseline_clips', '2', '--num_workers', '1'],
              TMPDIR=str(tmp_path))  # its videos and shards go to a temporary folder
   for key in ('clips_per_sec', 'clips_per_sec_per_core', 'baseline_pyav_clips_per_sec',
               'speedup_per_core', 'mean_jpeg_kb', 'records_clips_per_cpu_sec',
