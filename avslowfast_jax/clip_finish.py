@@ -5,7 +5,7 @@ clip's crop window and cutting its audio spans: it ships the window's uint8
 pixels flattened and padded to the largest window's length (``frames``,
 ``[B, T * S * S * 3]``), the window's side and the flip draw (``window``,
 ``[B, 2]`` int32), and the samples of the clip's audio span and of its hard
-negative's (``audio_wave``, ``[B, n, samples]`` float32). :func:`finish_clips`
+negative's (``audio_pcm``, ``[B, n, samples]`` int16). :func:`finish_clips`
 then resizes the window to the crop size (bilinear with half-pixel centres
 and edge clamping, as ``tf.image.resize`` computes it on the host path),
 mirrors it, normalises it, takes the Slow frames, and computes the log-mel
@@ -61,14 +61,15 @@ def resize_window(flat, window, num_frames: int, out: int):
   return left + (jnp.take(x, up_x, axis=2) - left) * wx[None, None, :, None]
 
 
-def log_mels(waves, audio: ml_collections.ConfigDict):
-  """Normalised log-mels ``[..., num_frames, num_mels, 1]`` of ``waves [..., S]``: the
+def log_mels(pcm, audio: ml_collections.ConfigDict):
+  """Normalised log-mels ``[..., num_frames, num_mels, 1]`` of int16 ``pcm [..., S]``: the
   host's ``data_pipelines.audio`` front end (periodic Hann window, no centring, power
   spectrum, the same mel filterbank, ``log(mel + log_offset)``, time axis resampled linearly
   with half-pixel centres, then ``(x - mean) / std``) in jax."""
   # The filterbank is numpy; its module is imported here, not where the train step is built.
   from data_pipelines.audio import mel_filterbank  # pylint: disable=import-outside-toplevel
   n_fft, hop = int(audio.n_fft), int(audio.hop_length)
+  waves = pcm.astype(jnp.float32) / 32768.0
   count = 1 + (waves.shape[-1] - n_fft) // hop
   starts = np.arange(count)[:, None] * hop + np.arange(n_fft)[None, :]
   window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
@@ -88,7 +89,7 @@ def log_mels(waves, audio: ml_collections.ConfigDict):
 
 
 def finish_clips(config: ml_collections.ConfigDict, batch: Mapping[str, Any]) -> Mapping[str, Any]:
-  """A batch with ``frames``, ``window`` and ``audio_wave`` -> the same batch with normalised
+  """A batch with ``frames``, ``window`` and ``audio_pcm`` -> the same batch with normalised
   ``fast``, ``slow``, ``audio`` (and ``audio_shifted``), as the host pipeline makes them; a
   batch that already has ``fast`` is returned as is."""
   if 'frames' not in batch:
@@ -99,10 +100,10 @@ def finish_clips(config: ml_collections.ConfigDict, batch: Mapping[str, Any]) ->
   mean = jnp.asarray(d.mean, jnp.float32)
   std = jnp.asarray(d.std, jnp.float32)
   fast = fast * (1.0 / (255.0 * std)) - mean / std
-  out = {k: v for k, v in batch.items() if k not in ('frames', 'window', 'audio_wave')}
+  out = {k: v for k, v in batch.items() if k not in ('frames', 'window', 'audio_pcm')}
   out['fast'] = fast
   out['slow'] = fast[:, ::int(config.model.alpha_f)]
-  specs = log_mels(batch['audio_wave'], d.audio)
+  specs = log_mels(batch['audio_pcm'], d.audio)
   out['audio'] = specs[:, 0]
   if specs.shape[1] > 1:
     out['audio_shifted'] = specs[:, 1]

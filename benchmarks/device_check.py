@@ -199,7 +199,7 @@ def clip_finish_case(settings, mesh) -> dict:
     sizes = rng.integers(d.train_crop_size, side + 1, batch)
     raw = {'frames': rng.integers(0, 256, (batch, d.num_frames * side * side * 3), np.uint8),
            'window': np.stack([sizes, rng.integers(0, 2, batch)], 1).astype(np.int32),
-           'audio_wave': rng.standard_normal((batch, 2, samples)).astype(np.float32)}
+           'audio_pcm': rng.integers(-3000, 3000, (batch, 2, samples), np.int16)}
     raw = parallel.host_to_global(raw, mesh)
     finish = jax.jit(functools.partial(clip_finish.finish_clips, config))
     times = []

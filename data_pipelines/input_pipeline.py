@@ -149,8 +149,9 @@ def _labels(example, config) -> Dict[str, tf.Tensor]:
 
 
 def _waveform(example, config):
-  pcm = tf.io.decode_raw(example['audio'], tf.int16, little_endian=True)
-  return audio_lib.pcm16_to_float(pcm)
+  """The record's stored audio, int16 samples (converted to float only per clip span)."""
+  del config
+  return tf.io.decode_raw(example['audio'], tf.int16, little_endian=True)
 
 
 def _clip_audio_span(start_frame, config, audio_start_sec):
@@ -174,9 +175,10 @@ def _clip_audio(waveform, start_frame, config, audio_start_sec, waveform_first=0
 
 
 def _log_mels(spans, config) -> tf.Tensor:
-  """Normalised log-mels ``[n, T_a, F, 1]`` of ``n`` clip spans ``[n, S]`` (one op chain)."""
+  """Normalised log-mels ``[n, T_a, F, 1]`` of ``n`` clip spans ``[n, S]`` of int16 samples
+  (one op chain)."""
   a = config.data.audio
-  spec = audio_lib.log_mel_spectrogram(spans, a.sample_rate, a.n_fft, a.hop_length, a.num_mels,
+  spec = audio_lib.log_mel_spectrogram(audio_lib.pcm16_to_float(spans), a.sample_rate, a.n_fft, a.hop_length, a.num_mels,
                                        a.log_offset)
   spec = audio_lib.resample_time_axis(spec, a.num_frames)
   spec = (spec - a.mean) / a.std
@@ -246,8 +248,8 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
 
   With ``window_side`` the example holds ``frames`` (the decoded crop window, uint8,
   flattened; :func:`_batch` pads it to the largest window's length), ``window`` (its side
-  and the flip draw) and ``audio_wave`` (the samples of the clip's audio span and of its
-  hard negative's), which ``avslowfast_jax.clip_finish`` turns into ``slow``, ``fast``,
+  and the flip draw) and ``audio_pcm`` (the int16 samples of the clip's audio span and of
+  its hard negative's), which ``avslowfast_jax.clip_finish`` turns into ``slow``, ``fast``,
   ``audio`` and ``audio_shifted``."""
   d = config.data
   uniforms, start = choices['uniforms'], choices['start']
@@ -278,7 +280,7 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
   out.update(audio_mask=tf.cast(example['has_audio'], tf.float32),
              video_index=tf.cast(video_index, tf.int32))
   if window_side:
-    out['audio_wave'] = tf.stack(spans)
+    out['audio_pcm'] = tf.stack(spans)
   else:
     # The clip's audio and its hard negative's in one spectrogram op chain.
     specs = _log_mels(tf.stack(spans), config)
@@ -478,7 +480,7 @@ def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_ste
     audio = []
     for j in range(num_audio):
       pcm = tf.io.decode_raw(parts[d.num_frames + j], tf.int16, little_endian=True)
-      audio.append((audio_lib.pcm16_to_float(pcm), firsts[j]))
+      audio.append((pcm, firsts[j]))
     begin, end = t['label_start'][example], t['label_start'][example + 1]
     fields = {k: t[k][example] for k in ('height', 'width', 'has_audio', 'noun_label',
                                           'audio_start_sec', 'video_id', 'num_frames')}

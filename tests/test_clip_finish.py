@@ -48,7 +48,7 @@ def test_device_finish_gives_the_host_pipeline_clips(data_dir, read):  # noqa: F
     flips += r['window'][:, 1].tolist()
     done = {k: np.asarray(v) for k, v in finish(r).items()}
     assert set(done) == set(h)
-    assert r['audio_wave'].shape == (4, 2, 17067)  # the spans of 32 frames at 30 fps: 1.067 s
+    assert r['audio_pcm'].dtype == np.int16 and r['audio_pcm'].shape == (4, 2, 17067)  # the spans of 32 frames at 30 fps: 1.067 s
     finished = ('fast', 'slow', 'audio', 'audio_shifted')
     for key in h:
       if key not in finished:
@@ -111,7 +111,8 @@ def test_log_mels_are_the_host_front_end():
   t = np.arange(17067) / 16000
   waves = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), np.zeros_like(t),
                     np.where(t > 0.5, 0.05 * np.random.default_rng(0).standard_normal(t.size),
-                             0.0)]).astype(np.float32)
+                             0.0)])
+  waves = np.round(waves * 32767).astype(np.int16)
   expected = input_pipeline._log_mels(tf.constant(waves), config).numpy()  # pylint: disable=protected-access
   got = np.asarray(jax.jit(lambda w: clip_finish.log_mels(w, config.data.audio))(waves))
   assert got.shape == expected.shape == (3, 32, 80, 1)
