@@ -115,7 +115,8 @@ def main(argv):
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if _KEEP_HOST_MEMORY.value and jax.default_backend() == 'cpu':
     host_memory.keep_freed_memory()
-  # The input pipeline reads a whole record per clip: serve those from the heap.
+  # Whole records (evaluation; training on shards without a frame index) and a clip's frame
+  # buffers are megabytes each: serve them from the heap.
   host_memory.serve_from_heap(config.data.malloc_mmap_threshold)
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE.value)

@@ -284,7 +284,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   config = errors.load_config_file(args.config)
   config.data.avs_negatives = True
-  # As avslowfast_jax.main does for training: each clip reads a whole record.
+  # As avslowfast_jax.main does: records and frame buffers of megabytes come from the heap.
   host_memory.serve_from_heap(config.data.malloc_mmap_threshold)
   workdir = tempfile.mkdtemp(prefix='input_bench_')
   data_dir, video_dir = args.data_dir, args.videos

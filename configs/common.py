@@ -64,9 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
   # 'on' | 'off' | 'auto': on when jax runs on an accelerator, off on CPU (where it would
   # only move the work).
   d.finish_on_device = 'auto'
-  # Heap-serve allocations below this many bytes (glibc; 0 = leave malloc alone):
-  # each clip reads a whole ~10 MB record (avslowfast_jax.host_memory.serve_from_heap,
-  # applied by the entry points).
+  # Heap-serve allocations below this many bytes (glibc; 0 = leave malloc alone): whole
+  # records (~10 MB for 10 s: evaluation, shards without a frame index) and a clip's frame
+  # buffers (avslowfast_jax.host_memory.serve_from_heap, applied by the entry points).
   d.malloc_mmap_threshold = 32 << 20
   a = d.audio = ml_collections.ConfigDict()
   a.sample_rate = 16000
