@@ -178,8 +178,8 @@ def _log_mels(spans, config) -> tf.Tensor:
   """Normalised log-mels ``[n, T_a, F, 1]`` of ``n`` clip spans ``[n, S]`` of int16 samples
   (one op chain)."""
   a = config.data.audio
-  spec = audio_lib.log_mel_spectrogram(audio_lib.pcm16_to_float(spans), a.sample_rate, a.n_fft, a.hop_length, a.num_mels,
-                                       a.log_offset)
+  spec = audio_lib.log_mel_spectrogram(audio_lib.pcm16_to_float(spans), a.sample_rate, a.n_fft,
+                                       a.hop_length, a.num_mels, a.log_offset)
   spec = audio_lib.resample_time_axis(spec, a.num_frames)
   spec = (spec - a.mean) / a.std
   return tf.reshape(spec, [-1, a.num_frames, a.num_mels, 1])

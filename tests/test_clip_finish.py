@@ -48,7 +48,8 @@ def test_device_finish_gives_the_host_pipeline_clips(data_dir, read):  # noqa: F
     flips += r['window'][:, 1].tolist()
     done = {k: np.asarray(v) for k, v in finish(r).items()}
     assert set(done) == set(h)
-    assert r['audio_pcm'].dtype == np.int16 and r['audio_pcm'].shape == (4, 2, 17067)  # the spans of 32 frames at 30 fps: 1.067 s
+    # The clip's span and its negative's: 32 frames at 30 fps, 1.067 s.
+    assert r['audio_pcm'].dtype == np.int16 and r['audio_pcm'].shape == (4, 2, 17067)
     finished = ('fast', 'slow', 'audio', 'audio_shifted')
     for key in h:
       if key not in finished:
@@ -113,7 +114,8 @@ def test_log_mels_are_the_host_front_end():
                     np.where(t > 0.5, 0.05 * np.random.default_rng(0).standard_normal(t.size),
                              0.0)])
   waves = np.round(waves * 32767).astype(np.int16)
-  expected = input_pipeline._log_mels(tf.constant(waves), config).numpy()  # pylint: disable=protected-access
+  expected = input_pipeline._log_mels(  # pylint: disable=protected-access
+      tf.constant(waves), config).numpy()
   got = np.asarray(jax.jit(lambda w: clip_finish.log_mels(w, config.data.audio))(waves))
   assert got.shape == expected.shape == (3, 32, 80, 1)
   np.testing.assert_allclose(got, expected, atol=1e-3)  # float32 FFTs: the quiet bins differ most
