@@ -193,11 +193,15 @@ class RangeReader:
   """Positioned reads of byte ranges of a fixed list of files, safe from many threads.
 
   A local file is read with ``os.pread`` (one descriptor per call of
-  :meth:`read_many`, so no number of shards exhausts the descriptor limit);
-  any other path through a ``tf.io.gfile`` handle per file and thread, whose
-  ``seek`` moves without reading. Either way a range costs the bytes in it
-  and nothing before it. (``tf.data.FixedLengthRecordDataset`` reads its
-  ``header_bytes`` through: a record at byte N of a shard costs N bytes.)
+  :meth:`read_many`, so no number of shards exhausts the descriptor limit):
+  a range costs exactly its bytes. Any other path is read through a
+  ``tf.io.gfile`` handle per file and thread: its ``seek`` passes over the
+  bytes in between without reading them, and its reads come in its 512 KiB
+  buffer, so ranges close together (a clip's frames) share a fetch and a
+  range costs at most its bytes plus one buffer. Nothing before a range is
+  read.
+  (``tf.data.FixedLengthRecordDataset`` reads its ``header_bytes`` through: a
+  record at byte N of a shard costs N bytes.)
   """
 
   def __init__(self, paths):
