@@ -189,10 +189,11 @@ def clip_finish_case(settings, mesh) -> dict:
   variant = settings['variants'][0]
   out = {'variant': variant, 'per_device_batch': settings['drop_batch']}
   try:
+    from data_pipelines import input_pipeline as pipeline  # pylint: disable=import-outside-toplevel
     config = case_config(variant, settings, settings['drop_batch'], 'float32')
     d = config.data
     stored = max(d.train_jitter_scales)  # prepared at the jitter's top scale (320 for Kinetics)
-    side = min(stored, -(-d.train_crop_size * stored // min(d.train_jitter_scales)))
+    side = pipeline.largest_window_side(config, stored)
     batch = config.train.batch_size
     samples = int(round(d.num_frames * d.sampling_rate / d.fps * d.audio.sample_rate))
     rng = np.random.default_rng(0)

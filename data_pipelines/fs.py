@@ -208,10 +208,6 @@ class RangeReader:
     self.paths = [str(p) for p in paths]
     self._local = threading.local()
 
-  def _short(self, index, offset, length, got):
-    return IOError(f'{self.paths[index]}: {length} bytes at {offset} asked, {got} read '
-                   '(file shorter than its index says)')
-
   def read_many(self, index, offsets, lengths) -> np.ndarray:
     """The ranges ``(offsets[i], lengths[i])`` of file ``index`` as an object array of bytes."""
     index = int(index)
@@ -234,9 +230,6 @@ class RangeReader:
         out[i] = handle.read(int(length))
     for i, (offset, length) in enumerate(zip(offsets, lengths)):
       if len(out[i]) != length:
-        raise self._short(index, offset, length, len(out[i]))
+        raise IOError(f'{path}: {length} bytes at {offset} asked, {len(out[i])} read '
+                      '(file shorter than its index says)')
     return out
-
-  def read(self, index: int, offset: int, length: int) -> bytes:
-    """``length`` bytes of file ``index`` from byte ``offset``."""
-    return self.read_many(index, [offset], [length])[0]

@@ -112,8 +112,8 @@ def finishes_on_device(config) -> bool:
   if text == 'auto':
     import jax  # pylint: disable=import-outside-toplevel
     return jax.default_backend() != 'cpu'
-  if text in ('on', 'true', 'off', 'false'):
-    return text in ('on', 'true')
+  if text in ('on', 'off'):
+    return text == 'on'
   raise UserError(f'data.finish_on_device={value!r}: on, off or auto')
 
 
@@ -127,6 +127,12 @@ def device_window_side(config, data_dir: str) -> Optional[int]:
     raise UserError(f'{data_dir}: frames are stored at their source sizes (short_side '
                     f'{stored}); data.finish_on_device needs one stored short side: prepare '
                     'again with --short_side N')
+  return largest_window_side(config, stored)
+
+
+def largest_window_side(config, stored: int) -> int:
+  """The side of the crop window that becomes ``train_crop_size`` at the smallest jitter scale,
+  in frames stored at short side ``stored`` (never more than ``stored``)."""
   crop, low = config.data.train_crop_size, min(config.data.train_jitter_scales)
   return int(min(stored, -(-crop * stored // low)))
 

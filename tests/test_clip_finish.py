@@ -104,7 +104,7 @@ def test_range_reader_reads_each_range_and_names_a_short_file(root, tmp_path):
                                      tf.constant(offsets), tf.constant(lengths)).numpy()
     assert [bytes(g) for g in got] == [blob[o:o + n] for o, n in zip(offsets, lengths)]
   with pytest.raises(IOError, match=r'b\.bin: 10 bytes at 4995 asked, 5 read'):
-    reader.read(1, 4995, 10)
+    reader.read_many(1, [4995], [10])
 
 
 def test_log_mels_are_the_host_front_end():

@@ -162,10 +162,12 @@ def train_view_features(config, model, variables, epochs: float):
   batch = config.train.batch_size
   data = input_pipeline.create_train_iterator(config, config.data.data_dir,
                                               config.data.train_split, batch, seed=config.seed)
-  finish = jax.jit(functools.partial(clip_finish.finish_clips, config))  # data.finish_on_device
+  finish = jax.jit(functools.partial(clip_finish.finish_clips, config))
   xs, ys = [], []
   for _ in range(max(1, math.ceil(epochs * n_train / batch))):
-    b = finish(next(data))
+    b = next(data)
+    if 'frames' in b:  # data.finish_on_device: raw windows and audio, finished here
+      b = finish(b)
     xs.append(np.asarray(features(variables, inference.model_inputs(config, b))))
     ys.append(np.asarray(b['label']))
   return np.concatenate(xs), np.concatenate(ys)
