@@ -258,7 +258,7 @@ def make_data(workdir: str, num_videos: int, seed: int,
     print(f'  {manifest} exists: skipped')
   else:
     run_command([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,
-                 '--num_videos', str(num_videos), '--seed', str(seed)])
+                 '--num_videos', str(num_videos), '--seed', str(seed), '--num_workers', '2'])
   stage('TFRecord shards')
   if fs.exists(fs.join(shards, 'label_map.json')):
     print(f'  {shards} exists: skipped')
@@ -288,8 +288,9 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
   # 1. The dataset, 2. shards.
   manifest, shards = make_data(workdir, num_videos, seed, lambda cmd: _run(cmd, log, env), stage)
 
+  # No evaluation during training: each model is evaluated (multi-view) right after it.
   common = [f'--config.data.data_dir={shards}', f'--config.train.total_steps={steps}',
-            f'--config.seed={seed}', *overrides]
+            '--config.train.eval_every_steps=-1', f'--config.seed={seed}', *overrides]
   results = {}
   for variant in variants:
     run_dir = os.path.join(workdir, 'runs', variant)
@@ -529,7 +530,7 @@ def main(argv=None):
   parser.add_argument('--workdir', default='quickstart_out')
   parser.add_argument('--num_videos', type=int, default=40,
                       help='videos per class (80%% train, 20%% validation; default 40)')
-  parser.add_argument('--steps', type=int, default=300, help='training steps per model')
+  parser.add_argument('--steps', type=int, default=600, help='training steps per model')
   parser.add_argument('--variants', default=','.join(VARIANTS),
                       help='comma list of avslowfast,slowfast,audio')
   parser.add_argument('--seed', type=int, default=0)

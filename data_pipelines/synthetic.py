@@ -43,7 +43,9 @@ import argparse
 import colorsys
 import csv
 import dataclasses
+import functools
 import io
+import multiprocessing
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -430,6 +432,16 @@ def example_rng(seed: int, class_index: int, video_index: int) -> np.random.Gene
   return np.random.default_rng([seed, class_index, video_index])
 
 
+def _write_example(output_dir: str, seed: int, task, **settings) -> None:
+  """Renders and writes one video; ``task`` = ``(relative path, class, class index, index)``."""
+  rel, name, class_index, video_index = task
+  frames, audio = render_example(name, example_rng(seed, class_index, video_index), **settings)
+  path = fs.join(output_dir, rel)
+  fs.makedirs(fs.dirname(path))
+  write_video(path, frames, fps=settings['fps'], audio=audio,
+              sample_rate=settings['sample_rate'])
+
+
 def _split_counts(num: int, val_fraction: float, test_fraction: float) -> Tuple[int, int, int]:
   """Per-class (train, validation, test) counts; at least one train video."""
   n_val = int(round(num * val_fraction))
@@ -449,7 +461,8 @@ def _split_counts(num: int, val_fraction: float, test_fraction: float) -> Tuple[
 def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
              size: Tuple[int, int] = (96, 72), duration_sec: float = 3.0, fps: int = 30,
              sample_rate: int = 16000, val_fraction: float = 0.2, test_fraction: float = 0.0,
-             classes: Optional[Sequence[str]] = None, progress: bool = True) -> str:
+             classes: Optional[Sequence[str]] = None, progress: bool = True,
+             num_workers: int = 1) -> str:
   """Writes the dataset into ``output_dir`` and returns the manifest path.
 
   Args:
@@ -465,6 +478,8 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
     test_fraction: share of each class in the ``test`` split (0: no test split).
     classes: a subset of ``CLASS_NAMES`` (default: all of them).
     progress: show a tqdm progress bar.
+    num_workers: processes that render and encode videos (each video is a
+      function of its own seed, so the files do not depend on it).
 
   Returns:
     The path of ``manifest.csv`` (header ``path,label,split``; paths relative
@@ -490,15 +505,21 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
       jobs.append((rel, name, split, class_index, video_index))
 
   fs.makedirs(output_dir)
-  iterator = jobs
-  if progress:
-    iterator = tqdm(jobs, desc='Generating videos', unit='video')
-  for rel, name, _, class_index, video_index in iterator:
-    frames, audio = render_example(name, example_rng(seed, class_index, video_index), size=size,
-                                   duration_sec=duration_sec, fps=fps, sample_rate=sample_rate)
-    path = fs.join(output_dir, rel)
-    fs.makedirs(fs.dirname(path))
-    write_video(path, frames, fps=fps, audio=audio, sample_rate=sample_rate)
+  render = functools.partial(_write_example, output_dir, seed, size=size,
+                             duration_sec=duration_sec, fps=fps, sample_rate=sample_rate)
+  tasks = [(rel, name, class_index, video_index)
+           for rel, name, _, class_index, video_index in jobs]
+  bar = tqdm(total=len(jobs), desc='Generating videos', unit='video', disable=not progress)
+  if num_workers > 1:
+    # spawn, not fork: the caller may have TensorFlow or jax threads running.
+    with multiprocessing.get_context('spawn').Pool(num_workers) as pool:
+      for _ in pool.imap_unordered(render, tasks):
+        bar.update()
+  else:
+    for task in tasks:
+      render(task)
+      bar.update()
+  bar.close()
 
   manifest = fs.join(output_dir, MANIFEST_NAME)
   rows = io.StringIO(newline='')
@@ -548,6 +569,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
   parser.add_argument('--classes', default='',
                       help=f'comma-separated subset of {",".join(CLASS_NAMES)} (default: all)')
   parser.add_argument('--no_progress', action='store_true')
+  parser.add_argument('--num_workers', type=int, default=1,
+                      help='processes rendering videos (the files are the same for any number)')
   parser.add_argument('--detection', action='store_true',
                       help='write the AVA-format detection dataset instead (moving actors with '
                       'boxes; data_pipelines/synthetic_detection.py); --num_videos then counts '
@@ -570,7 +593,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
       args.output_dir, args.num_videos, args.seed, size=args.size or (96, 72),
       duration_sec=args.duration_sec or 3.0, fps=args.fps, sample_rate=args.sample_rate,
       val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-      classes=[c for c in args.classes.split(',') if c] or None, progress=not args.no_progress)
+      classes=[c for c in args.classes.split(',') if c] or None, progress=not args.no_progress,
+      num_workers=args.num_workers)
   print(f'Wrote {manifest} and {fs.join(args.output_dir, CLASSES_NAME)}')
   return manifest
 

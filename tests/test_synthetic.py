@@ -264,7 +264,8 @@ def test_generate_writes_decodable_deterministic_dataset(tmp_path):
   manifest = synthetic.main(['--output_dir', first, '--num_videos', '2', '--seed', '7',
                              '--no_progress'])
   assert manifest == os.path.join(first, 'manifest.csv')
-  synthetic.generate(second, num_videos_per_class=2, seed=7, progress=False)
+  # Two rendering processes: the same files as one (each video has its own seed).
+  synthetic.generate(second, num_videos_per_class=2, seed=7, progress=False, num_workers=2)
 
   with open(manifest) as f:
     assert f.readline().strip() == 'path,label,split'
