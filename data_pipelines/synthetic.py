@@ -432,9 +432,10 @@ def example_rng(seed: int, class_index: int, video_index: int) -> np.random.Gene
   return np.random.default_rng([seed, class_index, video_index])
 
 
-def _write_example(output_dir: str, seed: int, task, **settings) -> None:
-  """Renders and writes one video; ``task`` = ``(relative path, class, class index, index)``."""
-  rel, name, class_index, video_index = task
+def _write_example(output_dir: str, seed: int, job, **settings) -> None:
+  """Renders and writes one video; ``job`` = ``(relative path, class, split, class index,
+  index)``."""
+  rel, name, _, class_index, video_index = job
   frames, audio = render_example(name, example_rng(seed, class_index, video_index), **settings)
   path = fs.join(output_dir, rel)
   fs.makedirs(fs.dirname(path))
@@ -478,8 +479,8 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
     test_fraction: share of each class in the ``test`` split (0: no test split).
     classes: a subset of ``CLASS_NAMES`` (default: all of them).
     progress: show a tqdm progress bar.
-    num_workers: processes that render and encode videos (each video is a
-      function of its own seed, so the files do not depend on it).
+    num_workers: processes that render and encode videos (each video is drawn
+      from its own seed, so what is rendered does not depend on it).
 
   Returns:
     The path of ``manifest.csv`` (header ``path,label,split``; paths relative
@@ -507,17 +508,15 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
   fs.makedirs(output_dir)
   render = functools.partial(_write_example, output_dir, seed, size=size,
                              duration_sec=duration_sec, fps=fps, sample_rate=sample_rate)
-  tasks = [(rel, name, class_index, video_index)
-           for rel, name, _, class_index, video_index in jobs]
   bar = tqdm(total=len(jobs), desc='Generating videos', unit='video', disable=not progress)
   if num_workers > 1:
     # spawn, not fork: the caller may have TensorFlow or jax threads running.
     with multiprocessing.get_context('spawn').Pool(num_workers) as pool:
-      for _ in pool.imap_unordered(render, tasks):
+      for _ in pool.imap_unordered(render, jobs):
         bar.update()
   else:
-    for task in tasks:
-      render(task)
+    for job in jobs:
+      render(job)
       bar.update()
   bar.close()
 
@@ -570,7 +569,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                       help=f'comma-separated subset of {",".join(CLASS_NAMES)} (default: all)')
   parser.add_argument('--no_progress', action='store_true')
   parser.add_argument('--num_workers', type=int, default=1,
-                      help='processes rendering videos (the files are the same for any number)')
+                      help='processes rendering videos (each video is drawn from its own seed)')
   parser.add_argument('--detection', action='store_true',
                       help='write the AVA-format detection dataset instead (moving actors with '
                       'boxes; data_pipelines/synthetic_detection.py); --num_videos then counts '
