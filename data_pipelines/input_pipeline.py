@@ -17,7 +17,10 @@ stays exactly the frames' span; only the spectrogram's frame spacing changes.
 
 from __future__ import annotations
 
+import atexit
+import threading
 from typing import Dict, Iterator, Optional
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -327,13 +330,57 @@ def create_train_iterator(config, data_dir: str, split: str, per_host_batch: int
   A config with a ``data.ava`` section gets detection batches (data_pipelines/ava_pipeline.py).
   """
   if 'ava' in config.data:
-    return _ava().create_train_iterator(config, data_dir, split, per_host_batch, seed=seed,
-                                        start_step=start_step, process_index=process_index,
-                                        process_count=process_count)
+    return ClosingIterator(_ava().create_train_iterator(
+        config, data_dir, split, per_host_batch, seed=seed, start_step=start_step,
+        process_index=process_index, process_count=process_count))
   dataset = make_train_dataset(config, data_dir, split, per_host_batch, seed=seed,
                                start_step=start_step, process_index=process_index,
                                process_count=process_count, with_metadata=with_metadata)
-  return dataset.as_numpy_iterator()
+  return ClosingIterator(dataset.as_numpy_iterator())
+
+
+class ClosingIterator:
+  """A training iterator that lets go of its tf.data pipeline before Python shuts down.
+
+  The training pipelines read by ``tf.numpy_function`` (:func:`read_ranges`), i.e. run
+  Python on tf.data's threads, and keep reading ahead. A pipeline still alive when the
+  interpreter finalises cannot be torn down: a tf.data thread that enters Python then is
+  stopped by the interpreter mid-read, and the teardown waits for that read forever (a
+  script that ends holding an iterator hangs at exit). So every iterator made here is
+  closed by an ``atexit`` hook, which runs while Python can still serve those reads;
+  :meth:`close` lets go of it earlier.
+  """
+
+  _live = weakref.WeakSet()
+  _lock = threading.Lock()
+  _hooked = False
+
+  def __init__(self, iterator):
+    self._iterator = iterator
+    with ClosingIterator._lock:
+      if not ClosingIterator._hooked:
+        atexit.register(ClosingIterator.close_all)
+        ClosingIterator._hooked = True
+      ClosingIterator._live.add(self)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._iterator is None:
+      raise StopIteration
+    return next(self._iterator)
+
+  def close(self) -> None:
+    """Deletes the pipeline (its threads finish their reads); ``next`` then stops."""
+    self._iterator = None
+
+  @classmethod
+  def close_all(cls) -> None:
+    with cls._lock:
+      live = list(cls._live)
+    for it in live:
+      it.close()
 
 
 def _epoch_orders(num: int, seed: int, start_position: int) -> tf.data.Dataset:

@@ -1,6 +1,9 @@
 """The tf.data iterators: batch contract, determinism and resume, host sharding, eval views."""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -152,3 +155,33 @@ def test_inspect_writes_arrays_and_contact_sheet(data_dir, tmp_path, monkeypatch
   assert clips['fast'].shape[0] == 3 and clips['video_id'][0].startswith('v')
   np.testing.assert_allclose(clips['clip_end_sec'] - clips['clip_start_sec'], 32 / 30, rtol=1e-5)
   assert os.path.getsize(png) > 1000
+
+
+# A script that ends while its training iterator is still alive and reading ahead.
+_EXIT_HOLDING_ITERATOR = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {repo!r})
+    from configs import kinetics
+    from data_pipelines import input_pipeline
+    c = kinetics.get_config('tiny_avslowfast_4x16_r50')
+    c.data.num_frames, c.data.sampling_rate, c.model.alpha_f = 8, 4, 4
+    c.data.train_crop_size, c.data.train_jitter_scales = 32, (40, 48)
+    c.data.audio.num_frames = 32
+    it = input_pipeline.create_train_iterator(c, {data_dir!r}, 'train', 2, seed=0)
+    for _ in range({batches}):
+      next(it)
+    print('read', flush=True)
+""")
+
+
+def test_exit_with_a_live_train_iterator(data_dir):
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = _EXIT_HOLDING_ITERATOR.format(repo=repo, data_dir=data_dir, batches=3)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
+  try:
+    result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
+                            text=True, timeout=120)
+  except subprocess.TimeoutExpired:
+    pytest.fail('the interpreter hung at exit tearing down a live training iterator')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == 'read'
