@@ -65,3 +65,7 @@ def test_model_fields_are_defined_once_and_unknown_ones_are_errors():
     build_model(fields)
   with pytest.raises(UserError, match='conv_impl'):
     build_model(dict(ModelConfig().to_dict(), conv_impl='lowered'))
+  # A tuple of stages typed without quotes arrives as its text.
+  for stages in ('(res4,)', ('(res4,)',)):
+    with pytest.raises(UserError, match=r"audio_lateral_stages: '\(res4,\)' is not .* quoted"):
+      build_model(dict(ModelConfig().to_dict(), audio_lateral_stages=stages))

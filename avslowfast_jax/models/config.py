@@ -164,11 +164,12 @@ class ModelConfig:
     if self.temporal_kernel_blocks and len(self.temporal_kernel_blocks) != 4:
       raise UserError(f'config.model.temporal_kernel_blocks={self.temporal_kernel_blocks!r}: '
                        'four stages (res2..res5) expected, or () for every block')
-    for s in self.audio_lateral_stages:
-      if s not in ('pool1', 'res2', 'res3', 'res4'):
-        raise UserError(f'config.model.audio_lateral_stages: {s!r} must be pool1, res2, res3 '
-                         'or res4')
-    for s in self.fs_lateral_stages:
-      if s not in ('pool1', 'res2', 'res3', 'res4'):
-        raise UserError(f'config.model.fs_lateral_stages: {s!r} must be pool1, res2, res3 '
-                         'or res4')
+    for field in ('audio_lateral_stages', 'fs_lateral_stages'):
+      stages = getattr(self, field)
+      for s in ((stages,) if isinstance(stages, str) else stages):
+        if s not in ('pool1', 'res2', 'res3', 'res4'):
+          # On the command line a tuple of names needs its quotes: an unquoted
+          # (res4,) arrives as the text '(res4,)'.
+          raise UserError(f'config.model.{field}: {s!r} is not pool1, res2, res3 or res4 (the '
+                           f'field is a tuple of those names, quoted on the command line: '
+                           f'--config.model.{field}="(\'res4\',)")')
