@@ -18,7 +18,6 @@ stays exactly the frames' span; only the spectrogram's frame spacing changes.
 from __future__ import annotations
 
 import atexit
-import threading
 from typing import Dict, Iterator, Optional
 import weakref
 
@@ -352,16 +351,10 @@ class ClosingIterator:
   """
 
   _live = weakref.WeakSet()
-  _lock = threading.Lock()
-  _hooked = False
 
   def __init__(self, iterator):
     self._iterator = iterator
-    with ClosingIterator._lock:
-      if not ClosingIterator._hooked:
-        atexit.register(ClosingIterator.close_all)
-        ClosingIterator._hooked = True
-      ClosingIterator._live.add(self)
+    ClosingIterator._live.add(self)
 
   def __iter__(self):
     return self
@@ -377,10 +370,11 @@ class ClosingIterator:
 
   @classmethod
   def close_all(cls) -> None:
-    with cls._lock:
-      live = list(cls._live)
-    for it in live:
+    for it in list(cls._live):
       it.close()
+
+
+atexit.register(ClosingIterator.close_all)
 
 
 def _epoch_orders(num: int, seed: int, start_position: int) -> tf.data.Dataset:

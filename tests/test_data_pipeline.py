@@ -168,7 +168,7 @@ _EXIT_HOLDING_ITERATOR = textwrap.dedent("""
     c.data.train_crop_size, c.data.train_jitter_scales = 32, (40, 48)
     c.data.audio.num_frames = 32
     it = input_pipeline.create_train_iterator(c, {data_dir!r}, 'train', 2, seed=0)
-    for _ in range({batches}):
+    for _ in range(3):
       next(it)
     print('read', flush=True)
 """)
@@ -176,7 +176,7 @@ _EXIT_HOLDING_ITERATOR = textwrap.dedent("""
 
 def test_exit_with_a_live_train_iterator(data_dir):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  script = _EXIT_HOLDING_ITERATOR.format(repo=repo, data_dir=data_dir, batches=3)
+  script = _EXIT_HOLDING_ITERATOR.format(repo=repo, data_dir=data_dir)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
   try:
     result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
