@@ -32,8 +32,13 @@ def test_plan_trains_a_shared_setting_once_per_seed():
   assert defaults == {'drop_pathway': ['avslowfast'], 'avs': ['avslowfast'],
                       'fusion': ['avslowfast']}
   assert [r.seed for r in runs if r.name == 'avslowfast'] == [0, 1, 2]
-  # 10 trained settings and the late fusion per seed, each once.
-  assert len(runs) == 3 * 11 and len({(r.name, r.seed) for r in runs}) == len(runs)
+  # 8 trained settings and the late fusion per seed, each once; the lateral rows
+  # res4 and res2,3,4 are not default rows.
+  assert len(runs) == 3 * 9 and len({(r.name, r.seed) for r in runs}) == len(runs)
+  assert not any('res2' in n or n.endswith('stages=res4') for n in names)
+  every_row, _ = ablate.plan([f'{s}:all' for s in ablate.STUDIES], [0])
+  assert len(every_row) == 11
+  assert 'avslowfast-model.audio_lateral_stages=res2+res3+res4' in [r.name for r in every_row]
   fusion = [r for r in runs if r.members]
   assert [(r.name, r.members) for r in fusion] == [('slowfast+audio', ('slowfast', 'audio'))] * 3
   # A fusion comes after its members within a seed.
@@ -97,7 +102,7 @@ def _results(tables, seeds):
 
 def test_aggregate_table_and_plot(tmp_path):
   seeds = [0, 1, 2]
-  _, tables = ablate.plan(list(ablate.STUDIES), seeds)
+  _, tables = ablate.plan([f'{s}:all' for s in ablate.STUDIES], seeds)
   results = _results(tables, seeds)
   results['avslowfast'] = {s: {'top1': v, 'visual_classes': 1.0, 'audio_classes': 0.0,
                                'sync_classes': 0.5} for s, v in zip(seeds, (0.5, 0.625, 1.0))}
