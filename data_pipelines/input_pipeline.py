@@ -18,7 +18,8 @@ stays exactly the frames' span; only the spectrogram's frame spacing changes.
 from __future__ import annotations
 
 import atexit
-from typing import Dict, Iterator, Optional
+import threading
+from typing import Dict, Iterator, List, Optional
 import weakref
 
 import numpy as np
@@ -348,9 +349,15 @@ class ClosingIterator:
   script that ends holding an iterator hangs at exit). So every iterator made here is
   closed by an ``atexit`` hook, which runs while Python can still serve those reads;
   :meth:`close` lets go of it earlier.
+
+  The teardown also waits for tf.data's autotuning thread to wake, which it does
+  once per optimisation period (up to 60 s): up to a minute spent in the thread
+  that drops the pipeline. ``close(wait=False)`` drops it on a background thread
+  instead; the ``atexit`` hook waits for those threads.
   """
 
   _live = weakref.WeakSet()
+  _teardowns: List[threading.Thread] = []
 
   def __init__(self, iterator):
     self._iterator = iterator
@@ -364,14 +371,25 @@ class ClosingIterator:
       raise StopIteration
     return next(self._iterator)
 
-  def close(self) -> None:
-    """Deletes the pipeline (its threads finish their reads); ``next`` then stops."""
+  def close(self, wait: bool = True) -> None:
+    """Deletes the pipeline (its threads finish their reads); ``next`` then stops.
+    With ``wait=False`` the deletion runs on a background thread."""
+    held = [self._iterator]
     self._iterator = None
+    if wait or held[0] is None:
+      return
+    # The thread holds the last reference: the teardown runs there.
+    thread = threading.Thread(target=held.clear, name='tf.data teardown', daemon=True)
+    ClosingIterator._teardowns.append(thread)
+    thread.start()
 
   @classmethod
   def close_all(cls) -> None:
+    """Closes every live iterator and waits for the background teardowns."""
     for it in list(cls._live):
       it.close()
+    while cls._teardowns:
+      cls._teardowns.pop().join()
 
 
 atexit.register(ClosingIterator.close_all)

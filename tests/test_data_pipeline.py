@@ -170,13 +170,19 @@ _EXIT_HOLDING_ITERATOR = textwrap.dedent("""
     it = input_pipeline.create_train_iterator(c, {data_dir!r}, 'train', 2, seed=0)
     for _ in range(3):
       next(it)
+    {end}
     print('read', flush=True)
 """)
 
+# Closed in the background right before the end: the exit waits for that teardown.
+_CLOSE_IN_BACKGROUND = ('it.close(wait=False); assert next(it, None) is None; '
+                        'assert input_pipeline.ClosingIterator._teardowns')
 
-def test_exit_with_a_live_train_iterator(data_dir):
+
+@pytest.mark.parametrize('end', ['pass', _CLOSE_IN_BACKGROUND], ids=['live', 'closing'])
+def test_exit_with_a_live_train_iterator(data_dir, end):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  script = _EXIT_HOLDING_ITERATOR.format(repo=repo, data_dir=data_dir)
+  script = _EXIT_HOLDING_ITERATOR.format(repo=repo, data_dir=data_dir, end=end)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
   try:
     result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,

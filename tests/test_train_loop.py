@@ -71,12 +71,15 @@ def instrumented(monkeypatch, tmp_path_factory):
   rec = {'step': 0, 'reads': [], 'fetches': [], 'traces': 0, 'nan_at_step': None,
          'sigterm_at_step': None}
 
-  def iterator(config, *args, **kwargs):
+  def batches(config, start_step):
     for i, batch in enumerate(random_batches(config, rec['nan_at_step'])):
-      rec['step'] = kwargs.get('start_step', 0) + i + 1  # the step this batch trains
+      rec['step'] = start_step + i + 1  # the step this batch trains
       if rec['step'] == rec['sigterm_at_step']:
         os.kill(os.getpid(), signal.SIGTERM)  # the loop's handler turns it into a flag
       yield batch
+
+  def iterator(config, *args, **kwargs):
+    return trainer.input_pipeline.ClosingIterator(batches(config, kwargs.get('start_step', 0)))
 
   monkeypatch.setattr(trainer.input_pipeline, 'create_train_iterator', iterator)
 

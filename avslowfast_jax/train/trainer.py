@@ -266,6 +266,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if stop:
         logging.warning('Stopped at step %d on SIGTERM; checkpoint saved', done)
         break
+  # The pipeline's teardown can take up to a minute (input_pipeline.ClosingIterator):
+  # in the background, while the caller goes on (e.g. to evaluate).
+  data.close(wait=False)
   ckpts.wait()
   ckpts.close()
   writer.close()
