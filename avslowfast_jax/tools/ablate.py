@@ -128,7 +128,7 @@ def select(studies: Sequence[str]) -> Dict[str, Tuple[Row, ...]]:
     study, _, keys = item.partition(':')
     if study not in STUDIES:
       raise UserError(f'--studies {item!r}: unknown study {study!r}; expected one of '
-                      f'{", ".join(STUDIES)} (optionally STUDY:ROW,ROW)')
+                      f'{", ".join(STUDIES)} (optionally STUDY:ROW,ROW or STUDY:all)')
     rows = STUDIES[study][1]
     if not keys:
       rows = tuple(r for r in rows if r.in_default)
@@ -156,7 +156,7 @@ class Run:
 # ---------------------------------------------------------------- configs
 # The quickstart's models on smaller inputs: 48x48 crops (of frames resized to a
 # short side of 54-66) instead of 64x64, and 40 log-mel bins instead of 80. A
-# step of the joint model costs about 0.20 s instead of 0.35 on a 2-core CPU
+# step of the joint model costs about 0.19 s instead of 0.35 on a 2-core CPU
 # (README, "Small-scale ablations"), which is what lets three seeds of every
 # default row train long enough for the visual pathways to learn the motion
 # classes.
