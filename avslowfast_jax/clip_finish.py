@@ -90,19 +90,22 @@ def log_mels(pcm, audio: ml_collections.ConfigDict):
 
 def finish_clips(config: ml_collections.ConfigDict, batch: Mapping[str, Any]) -> Mapping[str, Any]:
   """A batch with ``frames``, ``window`` and ``audio_pcm`` -> the same batch with normalised
-  ``fast``, ``slow``, ``audio`` (and ``audio_shifted``), as the host pipeline makes them; a
-  batch that already has ``fast`` is returned as is."""
-  if 'frames' not in batch:
+  ``fast``, ``slow``, ``audio`` (and ``audio_shifted``), as the host pipeline makes them (an
+  audio-only model's batch has only ``audio_pcm``); a batch the host finished is returned as
+  is."""
+  if 'audio_pcm' not in batch:
     return batch
   d = config.data
-  resize = lambda f, w: resize_window(f, w, int(d.num_frames), int(d.train_crop_size))  # noqa: E731
-  fast = jax.vmap(resize)(batch['frames'], batch['window'])
-  mean = jnp.asarray(d.mean, jnp.float32)
-  std = jnp.asarray(d.std, jnp.float32)
-  fast = fast * (1.0 / (255.0 * std)) - mean / std
   out = {k: v for k, v in batch.items() if k not in ('frames', 'window', 'audio_pcm')}
-  out['fast'] = fast
-  out['slow'] = fast[:, ::int(config.model.alpha_f)]
+  if 'frames' in batch:
+    def resize(frames, window):
+      return resize_window(frames, window, int(d.num_frames), int(d.train_crop_size))
+    fast = jax.vmap(resize)(batch['frames'], batch['window'])
+    mean = jnp.asarray(d.mean, jnp.float32)
+    std = jnp.asarray(d.std, jnp.float32)
+    fast = fast * (1.0 / (255.0 * std)) - mean / std
+    out['fast'] = fast
+    out['slow'] = fast[:, ::int(config.model.alpha_f)]
   specs = log_mels(batch['audio_pcm'], d.audio)
   out['audio'] = specs[:, 0]
   if specs.shape[1] > 1:

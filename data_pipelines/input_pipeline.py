@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 from typing import Dict, Iterator, List, Optional
 import weakref
 
@@ -201,6 +202,12 @@ def clip_log_mel(waveform, start_frame, config, audio_start_sec, waveform_first=
   return _log_mels(span[None], config)[0]
 
 
+def has_frames(config) -> bool:
+  """Whether the model reads frames: an audio-only model's clips skip reading and decoding
+  them (its batches have no ``slow``, ``fast`` or ``frames``)."""
+  return config.model.get('arch', 'avslowfast') != 'audio'
+
+
 def _visual(frames, config):
   """Frames in [0, 255] ``[T, H, W, 3]`` -> normalised (slow, fast)."""
   fast = augment.normalize(frames, config.data.mean, config.data.std)
@@ -265,9 +272,11 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
   window = d.num_frames * d.sampling_rate
   crop = augment.train_crop_window(example['height'], example['width'], d.train_crop_size,
                                    choices['short_side'], uniforms[1], uniforms[2])
-  frames = augment.decode_jpegs(jpegs, crop)
   flip = uniforms[3] < 0.5 if d.random_flip else tf.constant(False)
-  if window_side:
+  if not has_frames(config):
+    out = {}
+  elif window_side:
+    frames = augment.decode_jpegs(jpegs, crop)
     fits = tf.debugging.assert_less_equal(
         crop[2], window_side, message=f'crop window over data.finish_on_device\'s '
         f'{window_side} pixels: frames stored above the dataset\'s short side')
@@ -275,6 +284,7 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
       out = {'frames': tf.reshape(frames, [-1]),
              'window': tf.stack([crop[2], tf.cast(flip, tf.int32)])}
   else:
+    frames = augment.decode_jpegs(jpegs, crop)
     if d.random_flip:
       # On the uint8 square crop, before resizing: a quarter of the bytes, same result.
       frames = augment.maybe_flip(frames, flip)
@@ -308,7 +318,8 @@ def _batch(dataset, per_host_batch: int, config, window_side: Optional[int]):
   if not window_side:
     return dataset.batch(per_host_batch, drop_remainder=True)
   shapes = {k: spec.shape for k, spec in dataset.element_spec.items()}
-  shapes['frames'] = tf.TensorShape([config.data.num_frames * window_side * window_side * 3])
+  if 'frames' in shapes:
+    shapes['frames'] = tf.TensorShape([config.data.num_frames * window_side * window_side * 3])
   return dataset.padded_batch(per_host_batch, padded_shapes=shapes, drop_remainder=True)
 
 
@@ -353,8 +364,12 @@ class ClosingIterator:
   The teardown also waits for tf.data's autotuning thread to wake, which it does
   once per optimisation period (up to 60 s): up to a minute spent in the thread
   that drops the pipeline. ``close(wait=False)`` drops it on a background thread
-  instead; the ``atexit`` hook waits for those threads.
+  instead. The ``atexit`` hook drops every live iterator that way and waits at most
+  ``EXIT_WAIT_S`` for those threads (the pipeline's reads finish in that time); a
+  teardown still waiting then, for the autotuning thread, ends with the process.
   """
+
+  EXIT_WAIT_S = 10.0
 
   _live = weakref.WeakSet()
   _teardowns: List[threading.Thread] = []
@@ -384,15 +399,18 @@ class ClosingIterator:
     thread.start()
 
   @classmethod
-  def close_all(cls) -> None:
-    """Closes every live iterator and waits for the background teardowns."""
+  def close_all(cls, timeout: Optional[float] = None) -> None:
+    """Closes every live iterator in the background and waits for the teardowns, at most
+    ``timeout`` seconds in all (``None``: until they end)."""
     for it in list(cls._live):
-      it.close()
+      it.close(wait=False)
+    deadline = None if timeout is None else time.monotonic() + timeout
     while cls._teardowns:
-      cls._teardowns.pop().join()
+      left = None if deadline is None else max(0.0, deadline - time.monotonic())
+      cls._teardowns.pop().join(left)
 
 
-atexit.register(ClosingIterator.close_all)
+atexit.register(lambda: ClosingIterator.close_all(ClosingIterator.EXIT_WAIT_S))
 
 
 def _epoch_orders(num: int, seed: int, start_position: int) -> tf.data.Dataset:
@@ -519,11 +537,13 @@ def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_ste
   reader = fs.RangeReader(files)
   host_seed = (int(seed) * 1_000_003 + process_index) % (2**62)
   num_audio = 2 if d.avs_negatives else 1
+  num_frames = d.num_frames if has_frames(config) else 0
 
   def clip_ranges(example, choices):
-    """Byte offsets and lengths of the clip's frames, then of its audio spans; and the first
-    stored sample of each span (spans are cut to the stored audio, the rest is zeros)."""
-    frame_ids = t['frame_base'][example] + tf.cast(choices['indices'], tf.int64)
+    """Byte offsets and lengths of the clip's frames (none for an audio-only model), then of
+    its audio spans; and the first stored sample of each span (spans are cut to the stored
+    audio, the rest is zeros)."""
+    frame_ids = t['frame_base'][example] + tf.cast(choices['indices'][:num_frames], tf.int64)
     offsets = [tf.gather(t['frame_offset'], frame_ids)]
     lengths = [tf.gather(t['frame_length'], frame_ids)]
     firsts = []
@@ -544,13 +564,13 @@ def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_ste
     parts = read_ranges(reader, t['file'][example], offsets, lengths)
     audio = []
     for j in range(num_audio):
-      pcm = tf.io.decode_raw(parts[d.num_frames + j], tf.int16, little_endian=True)
+      pcm = tf.io.decode_raw(parts[num_frames + j], tf.int16, little_endian=True)
       audio.append((pcm, firsts[j]))
     begin, end = t['label_start'][example], t['label_start'][example + 1]
     fields = {k: t[k][example] for k in ('height', 'width', 'has_audio', 'noun_label',
                                           'audio_start_sec', 'video_id', 'num_frames')}
     fields['label'] = t['label'][begin:end]
-    return _assemble_train_example(fields, choices, parts[:d.num_frames], audio[0], audio[-1],
+    return _assemble_train_example(fields, choices, parts[:num_frames], audio[0], audio[-1],
                                    t['video'][example], config, with_metadata, window_side)
 
   dataset = _epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
@@ -615,21 +635,24 @@ def make_eval_views(record, video_index, clip_index, config, with_metadata=False
   window = d.num_frames * d.sampling_rate
   starts = sampling.eval_clip_starts(num_video_frames, window, d.num_test_clips)
   start = tf.gather(starts, clip_index)
-  indices = sampling.clip_frame_indices(start, d.num_frames, d.sampling_rate, num_video_frames)
-  frames = augment.decode_jpegs(tf.gather(example['frames'], indices))
-  frames = augment.resize_short_side(frames, d.test_short_side)
-  crops = augment.spatial_crops(frames, d.test_crop_size, d.num_test_crops)
-  crops = tf.ensure_shape(crops, [d.num_test_crops, d.num_frames, d.test_crop_size,
-                                  d.test_crop_size, 3])
   spec = clip_log_mel(_waveform(example, config), start, config, example['audio_start_sec'])
+  if has_frames(config):
+    indices = sampling.clip_frame_indices(start, d.num_frames, d.sampling_rate,
+                                          num_video_frames)
+    frames = augment.decode_jpegs(tf.gather(example['frames'], indices))
+    frames = augment.resize_short_side(frames, d.test_short_side)
+    crops = augment.spatial_crops(frames, d.test_crop_size, d.num_test_crops)
+    crops = tf.ensure_shape(crops, [d.num_test_crops, d.num_frames, d.test_crop_size,
+                                    d.test_crop_size, 3])
   views = []
   for crop in range(d.num_test_crops):
-    slow, fast = _visual(crops[crop], config)
-    view = {'slow': slow, 'fast': fast, 'audio': spec,
-            'audio_mask': tf.cast(example['has_audio'], tf.float32),
-            'video_index': tf.cast(video_index, tf.int32),
-            'view_index': tf.cast(clip_index * d.num_test_crops + crop, tf.int32),
-            'valid': tf.constant(1.0)}
+    view = {}
+    if has_frames(config):
+      view['slow'], view['fast'] = _visual(crops[crop], config)
+    view.update({'audio': spec, 'audio_mask': tf.cast(example['has_audio'], tf.float32),
+                 'video_index': tf.cast(video_index, tf.int32),
+                 'view_index': tf.cast(clip_index * d.num_test_crops + crop, tf.int32),
+                 'valid': tf.constant(1.0)})
     view.update(_labels(example, config))
     if with_metadata:
       view.update(_metadata(example, start, window, d.fps))

@@ -20,7 +20,11 @@ from data_pipelines import errors, fs, input_pipeline
 
 
 def collect_clips(config, data_dir: str, split: str, num_clips: int, seed: int = 0) -> dict:
-  """The first ``num_clips`` clips of the train (augmented) or eval (views) pipeline + metadata."""
+  """The first ``num_clips`` clips of the train (augmented) or eval (views) pipeline + metadata.
+  An audio-only model's clips are shown with the frames a visual model would get beside them."""
+  if not input_pipeline.has_frames(config):
+    config = config.copy_and_resolve_references()
+    config.model.arch = 'avslowfast'
   if split == 'train':
     iterator = input_pipeline.create_train_iterator(
         config, data_dir, config.data.train_split, 1, seed=seed, process_index=0,
@@ -33,7 +37,7 @@ def collect_clips(config, data_dir: str, split: str, num_clips: int, seed: int =
   for batch in iterator:
     if 'valid' in batch and not batch['valid'][0]:
       break
-    if 'frames' in batch:  # data.finish_on_device: finish the clip as the train step does
+    if 'audio_pcm' in batch:  # data.finish_on_device: finish the clip as the train step does
       from avslowfast_jax import clip_finish  # pylint: disable=g-import-not-at-top
       batch = {k: np.asarray(v) for k, v in clip_finish.finish_clips(config, batch).items()}
     batches.append(batch)

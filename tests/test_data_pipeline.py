@@ -4,10 +4,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
+from avslowfast_jax import clip_finish
 from configs import kinetics
 from data_pipelines import adapters, errors, inspect as inspect_lib, input_pipeline, prepare
 from data_pipelines.video_io import write_video
@@ -81,6 +83,39 @@ def test_train_batch_contract(data_dir):
   batch = next(_train(config, data_dir, 2, seed=0))
   assert batch['label'].shape == (2, 3) and 'audio_shifted' not in batch
   np.testing.assert_array_equal(batch['label'].argmax(1), batch['video_index'] % 3)
+
+
+@pytest.mark.parametrize('read', ['records', 'ranges'])
+def test_audio_only_model_gets_no_frames_and_the_same_audio(data_dir, read):
+  def batches(arch, **data):
+    config = _config(**data)
+    config.model.arch = arch
+    dataset = input_pipeline.make_train_dataset(config, data_dir, 'train', 4, seed=3, read=read)
+    return config, list(dataset.take(2).as_numpy_iterator())
+
+  _, full = batches('avslowfast')
+  config, audio_only = batches('audio')
+  for b, ref in zip(audio_only, full):
+    assert set(b) == set(ref) - {'slow', 'fast'}, sorted(b)
+    for key in b:
+      np.testing.assert_array_equal(b[key], ref[key], err_msg=key)
+  # Finished on the device: the audio samples alone, turned into the same log-mels.
+  config, raw = batches('audio', finish_on_device='on')
+  assert 'frames' not in raw[0] and 'window' not in raw[0]
+  finished = clip_finish.finish_clips(config, raw[0])
+  assert set(finished) == set(audio_only[0])
+  np.testing.assert_allclose(finished['audio'], audio_only[0]['audio'], atol=1e-4)
+  # Evaluation views: the same audio, no frames.
+  views = {}
+  for arch in ('avslowfast', 'audio'):
+    config = _config()
+    config.model.arch = arch
+    views[arch] = next(input_pipeline.create_eval_iterator(config, data_dir, 'test', 6))
+  assert set(views['audio']) == set(views['avslowfast']) - {'slow', 'fast'}
+  for key in views['audio']:
+    np.testing.assert_array_equal(views['audio'][key], views['avslowfast'][key], err_msg=key)
+  # inspect shows such a model's clips with the frames a visual model gets beside them.
+  assert inspect_lib.collect_clips(config, data_dir, 'train', 1)['fast'].shape[0] == 1
 
 
 def test_resume_sees_the_same_batches(data_dir):
@@ -174,7 +209,8 @@ _EXIT_HOLDING_ITERATOR = textwrap.dedent("""
     print('read', flush=True)
 """)
 
-# Closed in the background right before the end: the exit waits for that teardown.
+# Closed in the background right before the end: the exit waits for that teardown
+# (at most ClosingIterator.EXIT_WAIT_S).
 _CLOSE_IN_BACKGROUND = ('it.close(wait=False); assert next(it, None) is None; '
                         'assert input_pipeline.ClosingIterator._teardowns')
 
@@ -191,3 +227,32 @@ def test_exit_with_a_live_train_iterator(data_dir, end):
     pytest.fail('the interpreter hung at exit tearing down a live training iterator')
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.strip() == 'read'
+
+
+# A teardown that never ends, as one waiting for tf.data's autotuning thread (which
+# wakes once a minute) seems to the exit: the exit waits EXIT_WAIT_S for it, no longer.
+_EXIT_WITH_A_STUCK_TEARDOWN = textwrap.dedent("""
+    import sys, threading, time
+    sys.path.insert(0, {repo!r})
+    from data_pipelines import input_pipeline
+    class Stuck:
+      def __del__(self):
+        threading.Event().wait()
+    input_pipeline.ClosingIterator.EXIT_WAIT_S = 2.0
+    it = input_pipeline.ClosingIterator(iter([Stuck()]))
+    print(time.monotonic(), flush=True)
+""")
+
+
+def test_exit_waits_a_bounded_time_for_a_stuck_teardown():
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    result = subprocess.run([sys.executable, '-c', _EXIT_WITH_A_STUCK_TEARDOWN.format(repo=repo)],
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+                            capture_output=True, text=True, timeout=120)
+  except subprocess.TimeoutExpired:
+    pytest.fail('the exit waited for a teardown that does not end')
+  ended = time.monotonic()
+  assert result.returncode == 0, result.stderr[-2000:]
+  waited = ended - float(result.stdout.strip())
+  assert 2.0 <= waited < 30, waited

@@ -166,7 +166,7 @@ def train_view_features(config, model, variables, epochs: float):
   xs, ys = [], []
   for _ in range(max(1, math.ceil(epochs * n_train / batch))):
     b = next(data)
-    if 'frames' in b:  # data.finish_on_device: raw windows and audio, finished here
+    if 'audio_pcm' in b:  # data.finish_on_device: raw windows and audio, finished here
       b = finish(b)
     xs.append(np.asarray(features(variables, inference.model_inputs(config, b))))
     ys.append(np.asarray(b['label']))
