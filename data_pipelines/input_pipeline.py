@@ -399,15 +399,14 @@ class ClosingIterator:
     thread.start()
 
   @classmethod
-  def close_all(cls, timeout: Optional[float] = None) -> None:
+  def close_all(cls, timeout: float) -> None:
     """Closes every live iterator in the background and waits for the teardowns, at most
-    ``timeout`` seconds in all (``None``: until they end)."""
+    ``timeout`` seconds in all."""
     for it in list(cls._live):
       it.close(wait=False)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = time.monotonic() + timeout
     while cls._teardowns:
-      left = None if deadline is None else max(0.0, deadline - time.monotonic())
-      cls._teardowns.pop().join(left)
+      cls._teardowns.pop().join(max(0.0, deadline - time.monotonic()))
 
 
 atexit.register(lambda: ClosingIterator.close_all(ClosingIterator.EXIT_WAIT_S))
