@@ -39,6 +39,11 @@ VARIANTS = ('avslowfast', 'slowfast', 'audio')
 TITLES = {'avslowfast': 'AVSlowFast', 'slowfast': 'SlowFast (visual only)',
           'audio': 'Audio only'}
 CONFIG = 'configs/quickstart.py'
+# 32 training and 24 validation videos per class. The summary compares the models class by
+# class, so a class needs enough validation videos that one of them is a few points (4.2
+# here), not the 12.5 of 8.
+NUM_VIDEOS = 56
+NUM_VAL_VIDEOS = 24
 
 
 def _config_path() -> str:
@@ -239,13 +244,15 @@ def _env() -> Dict[str, str]:
 
 def make_data(workdir: str, num_videos: int, seed: int,
               run_command: Callable[[List[str]], None],
-              stage: Callable[[str], None] = lambda title: None) -> Tuple[str, str]:
+              stage: Callable[[str], None] = lambda title: None,
+              val_fraction: float = 0.2) -> Tuple[str, str]:
   """The quickstart's data: the synthetic dataset in ``WORKDIR/videos``, prepared
   (72-pixel short side) into ``WORKDIR/shards``.
 
-  ``num_videos`` per class, generated with ``seed``; a stage whose output is
-  there is skipped. ``run_command(argv)`` runs each command; ``stage(title)``
-  announces each stage. Returns ``(manifest, shards)``.
+  ``num_videos`` per class (``val_fraction`` of them for validation), generated
+  with ``seed``; a stage whose output is there is skipped. ``run_command(argv)``
+  runs each command; ``stage(title)`` announces each stage. Returns
+  ``(manifest, shards)``.
   """
   # Lazy: the filesystem layer imports TensorFlow, which the rest of this driver does not need.
   from data_pipelines import fs  # pylint: disable=g-import-not-at-top
@@ -258,7 +265,8 @@ def make_data(workdir: str, num_videos: int, seed: int,
     print(f'  {manifest} exists: skipped')
   else:
     run_command([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,
-                 '--num_videos', str(num_videos), '--seed', str(seed), '--num_workers', '2'])
+                 '--num_videos', str(num_videos), '--val_fraction', f'{val_fraction:.6g}',
+                 '--seed', str(seed), '--num_workers', '2'])
   stage('TFRecord shards')
   if fs.exists(fs.join(shards, 'label_map.json')):
     print(f'  {shards} exists: skipped')
@@ -269,7 +277,7 @@ def make_data(workdir: str, num_videos: int, seed: int,
 
 
 def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed: int,
-        overrides: Sequence[str] = ()) -> dict:
+        overrides: Sequence[str] = (), num_val_videos: int = NUM_VAL_VIDEOS) -> dict:
   """Runs every stage; returns the summary written to ``WORKDIR/summary.json``."""
   if '://' in workdir:
     # The quickstart tails its runs' files and logs its subprocesses through
@@ -286,7 +294,8 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
   stage = _Stages(started, 3 + len(variants) + ('avslowfast' in variants))
   print(f'Quickstart in {workdir} (full log: {log})', flush=True)
   # 1. The dataset, 2. shards.
-  manifest, shards = make_data(workdir, num_videos, seed, lambda cmd: _run(cmd, log, env), stage)
+  manifest, shards = make_data(workdir, num_videos, seed, lambda cmd: _run(cmd, log, env), stage,
+                               num_val_videos / num_videos)
 
   # No evaluation during training: each model is evaluated (multi-view) right after it.
   common = [f'--config.data.data_dir={shards}', f'--config.train.total_steps={steps}',
@@ -528,8 +537,10 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--workdir', default='quickstart_out')
-  parser.add_argument('--num_videos', type=int, default=40,
-                      help='videos per class (80%% train, 20%% validation; default 40)')
+  parser.add_argument('--num_videos', type=int, default=NUM_VIDEOS,
+                      help=f'videos per class, training and validation (default {NUM_VIDEOS})')
+  parser.add_argument('--num_val_videos', type=int, default=NUM_VAL_VIDEOS,
+                      help=f'how many of them are for validation (default {NUM_VAL_VIDEOS})')
   parser.add_argument('--steps', type=int, default=600, help='training steps per model')
   parser.add_argument('--variants', default=','.join(VARIANTS),
                       help='comma list of avslowfast,slowfast,audio')
@@ -543,7 +554,10 @@ def main(argv=None):
     parser.error(f'unknown variants {sorted(unknown)}; choose from {VARIANTS}')
   if args.steps < 1 or args.num_videos < 1:
     parser.error('--steps and --num_videos must be positive')
-  run(args.workdir, args.num_videos, args.steps, variants, args.seed, args.override)
+  if not 0 < args.num_val_videos < args.num_videos:
+    parser.error('--num_val_videos must be positive and below --num_videos')
+  run(args.workdir, args.num_videos, args.steps, variants, args.seed, args.override,
+      args.num_val_videos)
 
 
 if __name__ == '__main__':

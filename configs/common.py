@@ -99,6 +99,12 @@ def base_config() -> ml_collections.ConfigDict:
   t.grad_clip_norm = 0.0  # 0 = off
   t.label_smoothing = 0.0
   t.drop_pathway_prob = 0.8
+  # The rate moves linearly from drop_pathway_prob + ramp (first step) to
+  # drop_pathway_prob - ramp (last step), clipped to [0, 1]; 0 = a constant rate.
+  t.drop_pathway_ramp = 0.0
+  # The audio pathway's (its laterals' and AVS projections' too) learning rate,
+  # as a multiple of the schedule's.
+  t.audio_lr_mult = 1.0
   t.log_every_steps = 20
   t.eval_every_epochs = 10.0
   t.eval_every_steps = 0  # > 0 overrides eval_every_epochs; < 0 = no eval during training

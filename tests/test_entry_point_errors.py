@@ -107,6 +107,9 @@ def test_command_mistake_is_one_message(case, tmp_path, capsys):
 def test_quickstart_rejects_unknown_variant(capsys):
   code, err = run_command(quickstart.main, ['--variants', 'avslowfast,visual'], capsys)
   assert code == 2 and "unknown variants ['visual']" in err
+  code, err = run_command(quickstart.main, ['--num_videos', '8', '--num_val_videos', '8'],
+                          capsys)
+  assert code == 2 and '--num_val_videos must be positive and below --num_videos' in err
 
 
 def _config_flags(argv):

@@ -84,6 +84,25 @@ def test_adamw_option_decays_only_kernels():
     optimizer.create_optimizer(c.train, lambda s: 1.0)
 
 
+@pytest.mark.parametrize('name', ['sgd', 'adamw'])
+def test_audio_lr_mult_scales_only_the_audio_pathway(name):
+  params = {'audio': {'conv': {'kernel': jnp.ones((3, 4))}},
+            'slow_res2': {'conv': {'kernel': jnp.ones((3, 4))}}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  c = common.base_config()
+  c.train.optimizer, c.train.weight_decay, c.train.momentum = name, 0.1, 0.9
+  base, _ = optimizer.create_optimizer(c.train, lambda s: 0.1).update(
+      grads, optimizer.create_optimizer(c.train, lambda s: 0.1).init(params), params)
+  c.train.audio_lr_mult = 0.25
+  tx = optimizer.create_optimizer(c.train, lambda s: 0.1)
+  scaled, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(scaled['audio']['conv']['kernel'],
+                             0.25 * base['audio']['conv']['kernel'], rtol=1e-6)
+  np.testing.assert_allclose(scaled['slow_res2']['conv']['kernel'],
+                             base['slow_res2']['conv']['kernel'], rtol=1e-6)
+  assert float(jnp.abs(base['audio']['conv']['kernel']).min()) > 0
+
+
 def test_gradient_clipping():
   c = common.base_config()
   c.train.weight_decay, c.train.momentum, c.train.grad_clip_norm = 0.0, 0.0, 1.0
@@ -158,6 +177,24 @@ def test_drop_pathway_rate_over_many_steps():
   assert not bool(step.draw_drop_pathway(base, 0.0))
   # Same step, same draw: what a resumed run relies on.
   assert bool(drawn(17, 0.5)) == bool(drawn(17, 0.5))
+
+
+def test_drop_pathway_rate_ramps_linearly_around_its_mean():
+  base = jax.random.PRNGKey(0)
+  total = 4000
+
+  def drawn(s):
+    k_drop, _, _ = step.step_keys(base, s)
+    return step.draw_drop_pathway(k_drop, 0.8, s, total, 0.2)  # 1.0 -> 0.6
+
+  dropped = np.asarray(jax.vmap(drawn)(jnp.arange(total)), np.float32)
+  assert dropped[:200].mean() > 0.97  # ~1 at the start
+  assert abs(dropped[-1000:].mean() - 0.65) < 0.04  # ~0.65 over the last quarter
+  assert abs(dropped.mean() - 0.8) < 0.03  # the mean rate is unchanged
+  assert step.draw_drop_pathway(base, 0.0, 5, total, 0.0) is False
+  # Without a ramp the draw is the constant-rate one.
+  assert bool(step.draw_drop_pathway(base, 0.5, 5, total, 0.0)) == bool(
+      step.draw_drop_pathway(base, 0.5))
 
 
 def test_library_info_logs_are_filtered_but_not_ours_or_warnings():

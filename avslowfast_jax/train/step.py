@@ -29,15 +29,24 @@ def transform_key(rng, step):
   return jax.random.fold_in(jax.random.fold_in(rng, step), 3)
 
 
-def draw_drop_pathway(key, prob: float):
-  """One Bernoulli(prob) draw for the whole global batch: True = drop the audio pathway.
+def draw_drop_pathway(key, prob: float, step=None, total_steps: int = 0, ramp: float = 0.0):
+  """One Bernoulli draw for the whole global batch: True = drop the audio pathway.
 
-  With ``prob == 0`` it is a static Python ``False``, so the model traces no
+  The rate is ``prob``; with a ``ramp`` it moves linearly from ``prob + ramp``
+  at step 0 to ``prob - ramp`` at ``total_steps`` (clipped to [0, 1]), so its
+  mean over training stays ``prob`` when nothing clips. With a rate of 0
+  throughout it is a static Python ``False``, so the model traces no
   conditional at all.
   """
-  if prob <= 0:
+  if not ramp:
+    if prob <= 0:
+      return False
+    return jax.random.bernoulli(key, prob)
+  if prob + abs(ramp) <= 0:
     return False
-  return jax.random.bernoulli(key, prob)
+  frac = jnp.asarray(step, jnp.float32) / max(total_steps, 1)
+  rate = jnp.clip(prob + ramp * (1.0 - 2.0 * frac), 0.0, 1.0)
+  return jax.random.bernoulli(key, rate)
 
 
 def make_train_step(config: ml_collections.ConfigDict, model, task: Task,
@@ -60,13 +69,14 @@ def make_train_step(config: ml_collections.ConfigDict, model, task: Task,
   uses_audio = arch == 'avslowfast'
   frozen = bool(config.train.linear_probe)
   drop_prob = float(config.train.drop_pathway_prob) if uses_audio and not frozen else 0.0
+  drop_ramp = float(config.train.drop_pathway_ramp) if drop_prob else 0.0
   avs_on = bool(uses_audio and config.avs.enabled and config.avs.junctions)
   hard_start_step = int(round(config.avs.hard_start * total_steps))
   min_var = config.avs.min_audio_var
 
   def train_step(state: TrainState, batch: Mapping[str, Any], rng):
     k_drop, k_dropout, k_negative = step_keys(rng, state.step)
-    dropped = draw_drop_pathway(k_drop, drop_prob)
+    dropped = draw_drop_pathway(k_drop, drop_prob, state.step, total_steps, drop_ramp)
     batch = clip_finish.finish_clips(config, batch)
     batch = task.transform_inputs(batch, transform_key(rng, state.step))
     inputs = inference.model_inputs(config, batch)
