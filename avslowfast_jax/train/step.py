@@ -34,16 +34,14 @@ def draw_drop_pathway(key, prob: float, step=None, total_steps: int = 0, ramp: f
 
   The rate is ``prob``; with a ``ramp`` it moves linearly from ``prob + ramp``
   at step 0 to ``prob - ramp`` at ``total_steps`` (clipped to [0, 1]), so its
-  mean over training stays ``prob`` when nothing clips. With a rate of 0
-  throughout it is a static Python ``False``, so the model traces no
-  conditional at all.
+  mean over training stays ``prob`` when nothing clips. With a rate of 0 and
+  no ramp it is a static Python ``False``, so the model traces no conditional
+  at all.
   """
   if not ramp:
     if prob <= 0:
       return False
     return jax.random.bernoulli(key, prob)
-  if prob + abs(ramp) <= 0:
-    return False
   frac = jnp.asarray(step, jnp.float32) / max(total_steps, 1)
   rate = jnp.clip(prob + ramp * (1.0 - 2.0 * frac), 0.0, 1.0)
   return jax.random.bernoulli(key, rate)
