@@ -245,12 +245,13 @@ def _env() -> Dict[str, str]:
 def make_data(workdir: str, num_videos: int, seed: int,
               run_command: Callable[[List[str]], None],
               stage: Callable[[str], None] = lambda title: None,
-              val_fraction: float = 0.2) -> Tuple[str, str]:
+              val_fraction: float = 0.2, sync_events: Optional[str] = None) -> Tuple[str, str]:
   """The quickstart's data: the synthetic dataset in ``WORKDIR/videos``, prepared
   (72-pixel short side) into ``WORKDIR/shards``.
 
   ``num_videos`` per class (``val_fraction`` of them for validation), generated
-  with ``seed``; a stage whose output is there is skipped. ``run_command(argv)``
+  with ``seed`` and ``sync_events`` (the generator's default when None); a stage
+  whose output is there is skipped. ``run_command(argv)``
   runs each command; ``stage(title)`` announces each stage. Returns
   ``(manifest, shards)``.
   """
@@ -266,7 +267,8 @@ def make_data(workdir: str, num_videos: int, seed: int,
   else:
     run_command([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,
                  '--num_videos', str(num_videos), '--val_fraction', f'{val_fraction:.6g}',
-                 '--seed', str(seed), '--num_workers', '2'])
+                 '--seed', str(seed), '--num_workers', '2',
+                 *(['--sync_events', sync_events] if sync_events else [])])
   stage('TFRecord shards')
   if fs.exists(fs.join(shards, 'label_map.json')):
     print(f'  {shards} exists: skipped')
@@ -277,7 +279,8 @@ def make_data(workdir: str, num_videos: int, seed: int,
 
 
 def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed: int,
-        overrides: Sequence[str] = (), num_val_videos: int = NUM_VAL_VIDEOS) -> dict:
+        overrides: Sequence[str] = (), num_val_videos: int = NUM_VAL_VIDEOS,
+        sync_events: Optional[str] = None) -> dict:
   """Runs every stage; returns the summary written to ``WORKDIR/summary.json``."""
   if '://' in workdir:
     # The quickstart tails its runs' files and logs its subprocesses through
@@ -295,7 +298,7 @@ def run(workdir: str, num_videos: int, steps: int, variants: Sequence[str], seed
   print(f'Quickstart in {workdir} (full log: {log})', flush=True)
   # 1. The dataset, 2. shards.
   manifest, shards = make_data(workdir, num_videos, seed, lambda cmd: _run(cmd, log, env), stage,
-                               num_val_videos / num_videos)
+                               num_val_videos / num_videos, sync_events)
 
   # No evaluation during training: each model is evaluated (multi-view) right after it.
   common = [f'--config.data.data_dir={shards}', f'--config.train.total_steps={steps}',
@@ -547,6 +550,9 @@ def main(argv=None):
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--override', action='append', default=[],
                       help='extra --config.x=y for every training run (repeatable)')
+  parser.add_argument('--sync_events', choices=('brief', 'ringing'), default=None,
+                      help='the sync classes\' flashes and clicks (python -m '
+                      'data_pipelines.synthetic --help; default brief)')
   args = parser.parse_args(argv)
   variants = [v for v in args.variants.split(',') if v]
   unknown = set(variants) - set(VARIANTS)
@@ -557,7 +563,7 @@ def main(argv=None):
   if not 0 < args.num_val_videos < args.num_videos:
     parser.error('--num_val_videos must be positive and below --num_videos')
   run(args.workdir, args.num_videos, args.steps, variants, args.seed, args.override,
-      args.num_val_videos)
+      args.num_val_videos, args.sync_events)
 
 
 if __name__ == '__main__':

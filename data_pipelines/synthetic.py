@@ -19,10 +19,13 @@ label, so that modality carries no information about the class:
   disks; only the sound differs (an upward pure-tone sweep, a low harmonic
   hum, noise bursts). A visual-only model can only guess among them.
 * audiovisual (``click_in_sync``, ``click_out_of_sync``): a field of squares
-  flashes periodically and a click sounds periodically; the click coincides
-  with the flash or falls exactly half a period (at least 0.5 s) away from it.
-  Each modality alone has the same distribution in both classes; only their
-  alignment tells them apart.
+  flashes periodically and a click sounds periodically; the click starts
+  with the flash or exactly half a period (at least 0.5 s) after it.
+  By default (``sync_events='brief'``) the flash lasts 4 frames and the click
+  40 ms; ``'ringing'`` flashes and clicks fade out over 0.4 s, so that a
+  pathway sampled every 0.53 s (the Slow pathway of a 4x16 model, where the
+  audio laterals join) sees each of them. Each modality alone has the same
+  distribution in both classes; only their alignment tells them apart.
 
 The pictures are fields of many small shapes filling the frame rather than
 one object, so that every crop of a clip shows the class and the motion of
@@ -89,11 +92,19 @@ CLASSES: Tuple[ClassSpec, ...] = (
 CLASS_NAMES: Tuple[str, ...] = tuple(c.name for c in CLASSES)
 _BY_NAME = {c.name: c for c in CLASSES}
 
-# Flash length; 4 frames at 30 fps so a Fast pathway at stride 2 always sees it.
-_FLASH_SEC = 0.133
 # Period range of the audiovisual events; the out-of-sync click sits half a
 # period after the flash, so the smallest period sets the smallest offset.
 _AV_PERIOD_SEC = (1.0, 1.4)
+# The audiovisual classes' events: 'brief' ones are a 4-frame flash and a 40 ms
+# click; 'ringing' flashes and clicks fade out over RINGING_SEC. A Slow pathway
+# at 16-frame stride samples every 0.53 s: with brief events the quickstart's
+# models fit the 32 training videos of each sync class by their looks and stay
+# at chance on the validation videos; with ringing ones a model trained on the
+# two classes learns them (README, "The sync classes"). RINGING_SEC is under
+# half the smallest period, so an out-of-sync click ends before the next flash.
+SYNC_EVENTS = ('brief', 'ringing')
+RINGING_SEC = 0.4
+_BRIEF_FLASH_SEC = 0.133  # 4 frames at 30 fps: a Fast pathway at stride 4 sees it
 
 
 # ------------------------------------------------------------------ visuals
@@ -262,10 +273,10 @@ def _square_field(rng, times, height, width, flash):
   return _stamp(height, width, cx, cy, margin, coverage)
 
 
-def _flash_envelope(times, onsets):
-  """1 at each onset, decaying linearly to 0 over ``_FLASH_SEC``; max over onsets."""
+def _flash_envelope(times, onsets, length=_BRIEF_FLASH_SEC):
+  """1 at each onset, decaying linearly to 0 over ``length`` s; max over onsets."""
   age = times[:, None] - np.asarray(onsets)[None, :]
-  env = np.where((age >= 0) & (age < _FLASH_SEC), 1.0 - age / _FLASH_SEC, 0.0)
+  env = np.where((age >= 0) & (age < length), 1.0 - age / length, 0.0)
   return env.max(axis=1) if env.size else np.zeros_like(times)
 
 
@@ -347,27 +358,44 @@ def _noise_bursts(rng, t, sr):
   return out
 
 
-def _clicks(rng, t, sr, times):
-  """A short damped-sine click (random pitch) at each of ``times`` seconds."""
+def _place(t, sr, sound, times):
+  """``sound`` added at each of ``times`` seconds into a track of ``len(t)`` samples."""
   out = np.zeros(len(t))
+  n = len(sound)
+  for time in times:
+    first = int(round(time * sr))
+    lo, hi = max(first, 0), min(first + n, len(t))
+    if hi > lo:
+      out[lo:hi] += sound[lo - first:hi - first]
+  return out
+
+
+def _clicks(rng, t, sr, times):
+  """A short damped-sine click (random pitch) at each of ``times`` seconds (brief
+  events, and the detection dataset's)."""
   freq = rng.uniform(1500.0, 3000.0)
   n = int(0.04 * sr)
   k = np.arange(n) / sr
   click = np.sin(2 * np.pi * freq * k) * np.exp(-k / 0.008)
   click += 0.3 * rng.normal(size=n) * np.exp(-k / 0.004)
-  for time in times:
-    first = int(round(time * sr))
-    lo, hi = max(first, 0), min(first + n, len(t))
-    if hi > lo:
-      out[lo:hi] += click[lo - first:hi - first]
-  return out
+  return _place(t, sr, click, times)
+
+
+def _ringing_clicks(rng, t, sr, times, length):
+  """A ringing click at each of ``times`` seconds: a tone (random pitch) with a little
+  noise, starting at full level and fading linearly to silence over ``length`` s."""
+  freq = rng.uniform(1500.0, 3000.0)
+  n = int(round(length * sr))
+  k = np.arange(n) / sr
+  ring = (np.sin(2 * np.pi * freq * k) + 0.3 * rng.normal(size=n)) * (1.0 - k / length)
+  return _place(t, sr, ring, times)
 
 
 # ------------------------------------------------------------------ examples
 
 def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int, int] = (96, 72),
-                   duration_sec: float = 3.0, fps: int = 30,
-                   sample_rate: int = 16000) -> Tuple[np.ndarray, np.ndarray]:
+                   duration_sec: float = 3.0, fps: int = 30, sample_rate: int = 16000,
+                   sync_events: str = 'brief') -> Tuple[np.ndarray, np.ndarray]:
   """Renders one example of ``class_name`` in memory.
 
   Args:
@@ -377,6 +405,7 @@ def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int
     duration_sec: length of the video and of its soundtrack.
     fps: frame rate.
     sample_rate: audio sample rate.
+    sync_events: the audiovisual classes' flashes and clicks, one of ``SYNC_EVENTS``.
 
   Returns:
     ``frames`` uint8 ``[T, H, W, 3]`` RGB and ``audio`` float32 ``[S]`` in [-1, 1].
@@ -384,6 +413,7 @@ def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int
   spec = _BY_NAME.get(class_name)
   if spec is None:
     raise UserError(f'unknown class {class_name!r}; expected one of {CLASS_NAMES}')
+  _check_sync_events(sync_events)
   width, height = size
   num_frames = int(round(duration_sec * fps))
   num_samples = int(round(duration_sec * sample_rate))
@@ -408,10 +438,12 @@ def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int
     phase = rng.uniform(0.0, period)
     onsets = phase + period * np.arange(-2, int(duration_sec / period) + 2)
     offset = 0.0 if class_name == 'click_in_sync' else period / 2
-    flash = _flash_envelope(times, onsets)
+    ringing = sync_events == 'ringing'
+    flash = _flash_envelope(times, onsets, RINGING_SEC if ringing else _BRIEF_FLASH_SEC)
     mask = _square_field(rng, times, height, width, flash)
     colours = colour + (1.0 - colour) * 0.85 * flash[:, None]
-    sound = _clicks(rng, t, sample_rate, onsets + offset)
+    sound = (_ringing_clicks(rng, t, sample_rate, onsets + offset, RINGING_SEC) if ringing
+             else _clicks(rng, t, sample_rate, onsets + offset))
 
   frames = frames * (1.0 - mask[..., None]) + colours[:, None, None, :] * mask[..., None]
   frames = np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
@@ -421,6 +453,11 @@ def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int
   sound = sound / (np.max(np.abs(sound)) + 1e-9) * rng.uniform(0.2, 0.6)
   audio = np.clip(sound + _background_noise(rng, num_samples), -1.0, 1.0).astype(np.float32)
   return frames, audio
+
+
+def _check_sync_events(sync_events: str) -> None:
+  if sync_events not in SYNC_EVENTS:
+    raise UserError(f'unknown sync_events {sync_events!r}: expected one of {SYNC_EVENTS}')
 
 
 def example_rng(seed: int, class_index: int, video_index: int) -> np.random.Generator:
@@ -463,7 +500,7 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
              size: Tuple[int, int] = (96, 72), duration_sec: float = 3.0, fps: int = 30,
              sample_rate: int = 16000, val_fraction: float = 0.2, test_fraction: float = 0.0,
              classes: Optional[Sequence[str]] = None, progress: bool = True,
-             num_workers: int = 1) -> str:
+             num_workers: int = 1, sync_events: str = 'brief') -> str:
   """Writes the dataset into ``output_dir`` and returns the manifest path.
 
   Args:
@@ -481,6 +518,7 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
     progress: show a tqdm progress bar.
     num_workers: processes that render and encode videos (each video is drawn
       from its own seed, so what is rendered does not depend on it).
+    sync_events: the audiovisual classes' flashes and clicks, one of ``SYNC_EVENTS``.
 
   Returns:
     The path of ``manifest.csv`` (header ``path,label,split``; paths relative
@@ -495,6 +533,7 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
   for name in names:
     if name not in _BY_NAME:
       raise UserError(f'unknown class {name!r}; expected some of {CLASS_NAMES}')
+  _check_sync_events(sync_events)
   counts = _split_counts(num_videos_per_class, val_fraction, test_fraction)
   splits = ['train'] * counts[0] + ['validation'] * counts[1] + ['test'] * counts[2]
 
@@ -507,7 +546,8 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
 
   fs.makedirs(output_dir)
   render = functools.partial(_write_example, output_dir, seed, size=size,
-                             duration_sec=duration_sec, fps=fps, sample_rate=sample_rate)
+                             duration_sec=duration_sec, fps=fps, sample_rate=sample_rate,
+                             sync_events=sync_events)
   bar = tqdm(total=len(jobs), desc='Generating videos', unit='video', disable=not progress)
   if num_workers > 1:
     # spawn, not fork: the caller may have TensorFlow or jax threads running.
@@ -535,6 +575,7 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
       'split_counts': dict(zip(('train', 'validation', 'test'), counts)),
       'width': width, 'height': height, 'duration_sec': duration_sec, 'fps': fps,
       'sample_rate': sample_rate, 'video_codec': 'h264', 'audio_codec': 'aac',
+      'sync_events': sync_events,
     },
   }
   fs.write_json(fs.join(output_dir, CLASSES_NAME), info)
@@ -567,6 +608,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
   parser.add_argument('--test_fraction', type=float, default=0.0)
   parser.add_argument('--classes', default='',
                       help=f'comma-separated subset of {",".join(CLASS_NAMES)} (default: all)')
+  parser.add_argument('--sync_events', choices=SYNC_EVENTS, default='brief',
+                      help='the sync classes\' flashes and clicks: brief (a 4-frame flash, a 40 '
+                      f'ms click; the default) or ringing (fading out over {RINGING_SEC} s)')
   parser.add_argument('--no_progress', action='store_true')
   parser.add_argument('--num_workers', type=int, default=1,
                       help='processes rendering videos (each video is drawn from its own seed)')
@@ -593,7 +637,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
       duration_sec=args.duration_sec or 3.0, fps=args.fps, sample_rate=args.sample_rate,
       val_fraction=args.val_fraction, test_fraction=args.test_fraction,
       classes=[c for c in args.classes.split(',') if c] or None, progress=not args.no_progress,
-      num_workers=args.num_workers)
+      num_workers=args.num_workers, sync_events=args.sync_events)
   print(f'Wrote {manifest} and {fs.join(args.output_dir, CLASSES_NAME)}')
   return manifest
 

@@ -25,12 +25,14 @@ def test_quickstart_smallest_setting(tmp_path):
   cmd = [sys.executable, '-m', 'avslowfast_jax.quickstart', '--workdir', str(workdir),
          '--num_videos', '10', '--num_val_videos', '2', '--steps', '60', '--variants', 'avslowfast',
          '--override=--config.train.drop_pathway_prob=0.3',
-         '--override=--config.train.drop_pathway_ramp=0.0']
+         '--override=--config.train.drop_pathway_ramp=0.0', '--sync_events', 'ringing']
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
   assert 'Quickstart finished' in proc.stdout
 
   summary = json.loads((workdir / 'summary.json').read_text())
+  made = json.loads((workdir / 'videos' / 'classes.json').read_text())['settings']
+  assert made['sync_events'] == 'ringing'
   run_dir = workdir / 'runs' / 'avslowfast'
   # A checkpoint at the last step, the evaluation, the export, the plots.
   assert (run_dir / 'checkpoints' / '60').is_dir()

@@ -217,6 +217,36 @@ def test_audiovisual_classes_need_both():
   assert offsets[~in_sync].min() > 0.4
 
 
+def _event_lengths(frames, audio):
+  """Median time (s) the flashes and the clicks stay above a fifth of their peak."""
+  swell = frames.astype(np.float32).mean(axis=(1, 2, 3))
+  swell -= np.median(swell)
+  hop = SR // FPS
+  n = len(audio) // hop
+  loud = np.sqrt(np.mean(audio[:n * hop].reshape(n, hop) ** 2, axis=1))
+  loud -= np.median(loud)
+
+  def runs(signal):
+    above = np.concatenate([[False], signal > 0.2 * signal.max(), [False]])
+    edges = np.flatnonzero(np.diff(above.astype(int)))
+    return np.median(edges[1::2] - edges[0::2]) / FPS
+  return runs(swell), runs(loud)
+
+
+@pytest.mark.parametrize('events,low,high', [('ringing', 0.6 * 0.4, 0.4 + 1.5 / FPS),
+                                             ('brief', 0.5 / FPS, 0.133 + 1.5 / FPS)])
+def test_sync_events_last_as_long_as_their_kind(events, low, high):
+  # Ringing events last long enough for a pathway sampled every 0.53 s to see each
+  # flash and click; brief ones are a 4-frame flash and a 40 ms click.
+  for index in range(3):
+    frames, audio = synthetic.render_example(
+        'click_in_sync', synthetic.example_rng(5, 6, index), size=SIZE, duration_sec=DURATION,
+        fps=FPS, sample_rate=SR, sync_events=events)
+    flash, click = _event_lengths(frames, audio)
+    assert low <= flash <= high
+    assert low <= click <= high
+
+
 def test_render_is_a_function_of_the_rng():
   a = synthetic.render_example('whistle', synthetic.example_rng(0, 3, 0))
   b = synthetic.render_example('whistle', synthetic.example_rng(0, 3, 0))
@@ -234,6 +264,8 @@ def test_unknown_class_and_odd_size_are_rejected(tmp_path):
     synthetic.render_example('barking', np.random.default_rng(0))
   with pytest.raises(UserError, match='even'):
     synthetic.generate(str(tmp_path), 2, size=(95, 72), progress=False)
+  with pytest.raises(UserError, match="unknown sync_events 'long'"):
+    synthetic.generate(str(tmp_path), 2, progress=False, sync_events='long')
 
 
 # ---------------------------------------------------------------- the files
