@@ -251,9 +251,8 @@ def make_data(workdir: str, num_videos: int, seed: int,
 
   ``num_videos`` per class (``val_fraction`` of them for validation), generated
   with ``seed`` and ``sync_events`` (the generator's default when None); a stage
-  whose output is there is skipped. ``run_command(argv)``
-  runs each command; ``stage(title)`` announces each stage. Returns
-  ``(manifest, shards)``.
+  whose output is there is skipped. ``run_command(argv)`` runs each command;
+  ``stage(title)`` announces each stage. Returns ``(manifest, shards)``.
   """
   # Lazy: the filesystem layer imports TensorFlow, which the rest of this driver does not need.
   from data_pipelines import fs  # pylint: disable=g-import-not-at-top
