@@ -68,11 +68,15 @@ def get_config(variant: str = 'avslowfast'):
   # seeds (README, "Quickstart results").
   c.train.drop_pathway_prob = 0.7
   c.train.drop_pathway_ramp = 0.3
-  # At evaluation the audio laterals are scaled by 1 - P_d, the share of
-  # training steps that had them; at full scale they cost the motion classes
-  # (README, "Quickstart results"). A reference to train.drop_pathway_prob, so
-  # an override of that moves this too.
-  c.model.audio_lateral_eval_scale = 1.0 - c.train.get_ref('drop_pathway_prob')
+  # At evaluation the audio laterals are scaled by 1 - P_d at the last training
+  # step (0.6 with the ramp; 1 - P_d at a constant rate), the share of the
+  # final steps that had them: at full scale they cost the motion classes, at
+  # the whole run's share (0.3) the sync classes (README, "Quickstart
+  # results"). References to the train fields, so overrides of those move this
+  # too; (d + |d|) / 2 is max(d, 0), the last step's rate as
+  # train/step.py:draw_drop_pathway clips it (FieldReferences have abs, not max).
+  end = c.train.get_ref('drop_pathway_prob') - c.train.get_ref('drop_pathway_ramp')
+  c.model.audio_lateral_eval_scale = 1.0 - (end + abs(end)) / 2
 
   t = c.train
   t.batch_size = 16

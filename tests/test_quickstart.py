@@ -25,14 +25,16 @@ def test_quickstart_smallest_setting(tmp_path):
   cmd = [sys.executable, '-m', 'avslowfast_jax.quickstart', '--workdir', str(workdir),
          '--num_videos', '10', '--num_val_videos', '2', '--steps', '60', '--variants', 'avslowfast',
          '--override=--config.train.drop_pathway_prob=0.3',
-         '--override=--config.train.drop_pathway_ramp=0.0', '--sync_events', 'ringing']
+         '--override=--config.train.drop_pathway_ramp=0.0']
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
   assert 'Quickstart finished' in proc.stdout
 
   summary = json.loads((workdir / 'summary.json').read_text())
+  # The quickstart's default sync events, not the generator's.
   made = json.loads((workdir / 'videos' / 'classes.json').read_text())['settings']
   assert made['sync_events'] == 'ringing'
+  assert summary['steps'] == {'avslowfast': 60}
   run_dir = workdir / 'runs' / 'avslowfast'
   # A checkpoint at the last step, the evaluation, the export, the plots.
   assert (run_dir / 'checkpoints' / '60').is_dir()
@@ -66,11 +68,13 @@ def test_summary_compares_each_modalitys_classes(capsys):
   # up_down 75% < SlowFast's 100%: not at least as good on every visual class.
   assert groups['visual']['avslowfast_at_least'] == {'slowfast': False, 'audio': True}
   assert groups['audio']['avslowfast_at_least'] == {'slowfast': True, 'audio': True}
-  summary = {'minutes': 1.0, 'steps': 3, 'results': {v: {'top1': 0.5} for v in per_class},
+  summary = {'minutes': 1.0, 'steps': {'avslowfast': 1000, 'slowfast': 600, 'audio': 600},
+             'results': {v: {'top1': 0.5} for v in per_class},
              'chance_top1': 0.125, 'class_names': names, 'per_class_top1': per_class,
              'modality_groups': groups, 'prediction': None, 'workdir': '/w', 'plots': {},
              'export_dir': None, 'tensorboard': 'tb'}
   quickstart._print_summary(summary, list(per_class))
   out = capsys.readouterr().out
+  assert '(training steps: AVSlowFast 1000, SlowFast 600, Audio 600)' in out
   assert 'AVSlowFast >= SlowFast (visual only) on every visual class: no' in out
   assert 'AVSlowFast >= Audio only on every audio class: yes' in out

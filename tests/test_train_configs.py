@@ -54,6 +54,21 @@ def test_recipes():
   assert tuple(nl.data.train_jitter_scales) == (256, 340) and nl.train.num_epochs == 196
 
 
+@pytest.mark.parametrize('prob,ramp,scale', [
+    (0.7, 0.3, 0.6),   # the quickstart's ramp: 1.0 -> 0.4, laterals at 1 - 0.4
+    (0.8, 0.0, 0.2),   # a constant rate: 1 - P_d
+    (0.0, 0.3, 1.0),   # no DropPathway (the ramp is then ignored): the laterals as trained
+    (0.2, 0.3, 1.0)])  # a ramp that clips to 0 before the last step
+def test_quickstart_lateral_scale_follows_the_last_drop_rate(prob, ramp, scale):
+  from avslowfast_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  c = quickstart.get_config('avslowfast')
+  c.train.drop_pathway_prob = prob
+  c.train.drop_pathway_ramp = ramp
+  assert c.model.audio_lateral_eval_scale == pytest.approx(scale)
+  assert ModelConfig.from_config(c.model).audio_lateral_eval_scale == pytest.approx(scale)
+
+
 def test_model_fields_are_defined_once_and_unknown_ones_are_errors():
   """The model section of every config is ModelConfig's fields with their
   defaults; a model config with a field ModelConfig lacks is an error naming it."""
