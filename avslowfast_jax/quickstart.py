@@ -253,6 +253,20 @@ def _env() -> Dict[str, str]:
   return env
 
 
+def _check_sync_events(data_dir: str, sync_events: Optional[str]) -> None:
+  """A UserError if the videos already in ``data_dir`` have other sync events than asked
+  for (``classes.json`` records them; videos without the record have brief ones)."""
+  from data_pipelines import fs  # pylint: disable=g-import-not-at-top
+  path = fs.join(data_dir, 'classes.json')
+  if sync_events is None or not fs.exists(path):
+    return
+  with fs.open(path) as f:
+    made = json.load(f).get('settings', {}).get('sync_events', 'brief')
+  if made != sync_events:
+    raise UserError(f'{path}: the videos there have {made} sync events, not {sync_events}; '
+                    f'use another --workdir, or --sync_events {made}')
+
+
 def make_data(workdir: str, num_videos: int, seed: int,
               run_command: Callable[[List[str]], None],
               stage: Callable[[str], None] = lambda title: None,
@@ -273,6 +287,7 @@ def make_data(workdir: str, num_videos: int, seed: int,
   manifest = fs.join(data_dir, 'manifest.csv')
   stage('The synthetic audiovisual dataset')
   if fs.exists(manifest):
+    _check_sync_events(data_dir, sync_events)
     print(f'  {manifest} exists: skipped')
   else:
     run_command([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,

@@ -78,3 +78,23 @@ def test_summary_compares_each_modalitys_classes(capsys):
   assert '(training steps: AVSlowFast 1000, SlowFast 600, Audio 600)' in out
   assert 'AVSlowFast >= SlowFast (visual only) on every visual class: no' in out
   assert 'AVSlowFast >= Audio only on every audio class: yes' in out
+
+
+def test_existing_videos_with_other_sync_events_are_an_error(tmp_path):
+  from avslowfast_jax import quickstart  # pylint: disable=g-import-not-at-top
+  from data_pipelines.errors import UserError  # pylint: disable=g-import-not-at-top
+  videos = tmp_path / 'videos'
+  videos.mkdir()
+  (videos / 'manifest.csv').write_text('path,label\n')
+  (videos / 'classes.json').write_text(json.dumps({'settings': {'sync_events': 'brief'}}))
+
+  def must_not_run(cmd):
+    raise AssertionError(f'ran {cmd}')
+
+  with pytest.raises(UserError, match='brief sync events, not ringing'):
+    quickstart.make_data(str(tmp_path), 4, 0, must_not_run, sync_events='ringing')
+  # Asked for what is there, or for the generator's default: the stage is skipped.
+  (tmp_path / 'shards').mkdir()
+  (tmp_path / 'shards' / 'label_map.json').write_text('{}')
+  for asked in ('brief', None):
+    quickstart.make_data(str(tmp_path), 4, 0, must_not_run, sync_events=asked)
