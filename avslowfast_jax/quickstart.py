@@ -253,7 +253,7 @@ def _env() -> Dict[str, str]:
   return env
 
 
-def _check_sync_events(data_dir: str, sync_events: Optional[str]) -> None:
+def _check_videos_sync_events(data_dir: str, sync_events: Optional[str]) -> None:
   """A UserError if the videos already in ``data_dir`` have other sync events than asked
   for (``classes.json`` records them; videos without the record have brief ones)."""
   from data_pipelines import fs  # pylint: disable=g-import-not-at-top
@@ -287,7 +287,7 @@ def make_data(workdir: str, num_videos: int, seed: int,
   manifest = fs.join(data_dir, 'manifest.csv')
   stage('The synthetic audiovisual dataset')
   if fs.exists(manifest):
-    _check_sync_events(data_dir, sync_events)
+    _check_videos_sync_events(data_dir, sync_events)
     print(f'  {manifest} exists: skipped')
   else:
     run_command([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,
