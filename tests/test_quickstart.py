@@ -68,14 +68,14 @@ def test_summary_compares_each_modalitys_classes(capsys):
   # up_down 75% < SlowFast's 100%: not at least as good on every visual class.
   assert groups['visual']['avslowfast_at_least'] == {'slowfast': False, 'audio': True}
   assert groups['audio']['avslowfast_at_least'] == {'slowfast': True, 'audio': True}
-  summary = {'minutes': 1.0, 'steps': {'avslowfast': 1000, 'slowfast': 600, 'audio': 600},
+  summary = {'minutes': 1.0, 'steps': {'avslowfast': 1300, 'slowfast': 600, 'audio': 600},
              'results': {v: {'top1': 0.5} for v in per_class},
              'chance_top1': 0.125, 'class_names': names, 'per_class_top1': per_class,
              'modality_groups': groups, 'prediction': None, 'workdir': '/w', 'plots': {},
              'export_dir': None, 'tensorboard': 'tb'}
   quickstart._print_summary(summary, list(per_class))
   out = capsys.readouterr().out
-  assert '(training steps: AVSlowFast 1000, SlowFast 600, Audio 600)' in out
+  assert '(training steps: AVSlowFast 1300, SlowFast 600, Audio 600)' in out
   assert 'AVSlowFast >= SlowFast (visual only) on every visual class: no' in out
   assert 'AVSlowFast >= Audio only on every audio class: yes' in out
 
