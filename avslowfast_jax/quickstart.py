@@ -47,9 +47,9 @@ NUM_VAL_VIDEOS = 24
 # Training steps per model. The joint model trains longer: DropPathway keeps its audio
 # pathway out of 70% of its steps (configs/quickstart.py), and only the steps that have
 # it can teach the sync classes, whose flash and sound must be seen together. At 600
-# steps it learned them in part; at 1000 on every seed, with its motion classes level
-# with SlowFast's; at 1300 its motion classes are ahead of SlowFast's on average
-# (README, "Quickstart results").
+# steps it learned them in part; at 1000 on every seed, but its motion classes were only
+# level with those of SlowFast at 600; at 1300 they are ahead of them on average over
+# seeds, and level with SlowFast trained 1300 steps too (README, "Quickstart results").
 STEPS = {'avslowfast': 1300, 'slowfast': 600, 'audio': 600}
 # The sync classes' events ring for 0.4 s (data_pipelines/synthetic.py): with the
 # generator's default brief events no model learns those classes here (README, "The
