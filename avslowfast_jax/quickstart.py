@@ -260,8 +260,7 @@ def _check_videos_sync_events(data_dir: str, sync_events: Optional[str]) -> None
   path = fs.join(data_dir, 'classes.json')
   if sync_events is None or not fs.exists(path):
     return
-  with fs.open(path) as f:
-    made = json.load(f).get('settings', {}).get('sync_events', 'brief')
+  made = fs.read_json(path).get('settings', {}).get('sync_events', 'brief')
   if made != sync_events:
     raise UserError(f'{path}: the videos there have {made} sync events, not {sync_events}; '
                     f'use another --workdir, or --sync_events {made}')
@@ -331,14 +330,19 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
 
   # No evaluation during training: each model is evaluated (multi-view) right after it.
   num_steps = {v: steps or STEPS[v] for v in variants}
-  common = [f'--config.data.data_dir={shards}', '--config.train.eval_every_steps=-1',
-            f'--config.seed={seed}']
+
+  def main_command(variant):
+    """``avslowfast_jax.main`` on ``variant``'s run, before its ``--mode``."""
+    return [py, '-m', 'avslowfast_jax.main', '--config', f'{_config_path()}:{variant}',
+            '--workdir', os.path.join(workdir, 'runs', variant),
+            f'--config.data.data_dir={shards}', '--config.train.eval_every_steps=-1',
+            f'--config.seed={seed}', f'--config.train.total_steps={num_steps[variant]}',
+            *overrides]
+
   results = {}
   for variant in variants:
     run_dir = os.path.join(workdir, 'runs', variant)
-    base = [py, '-m', 'avslowfast_jax.main', '--config', f'{_config_path()}:{variant}',
-            '--workdir', run_dir, *common, f'--config.train.total_steps={num_steps[variant]}',
-            *overrides]
+    base = main_command(variant)
     # 3. Train (resumes if interrupted), 4. evaluate.
     stage(f'{TITLES[variant]}: train {num_steps[variant]} steps, then evaluate')
     if os.path.exists(os.path.join(run_dir, 'eval', 'eval_results.json')) or \
@@ -362,10 +366,7 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
     run_dir = os.path.join(workdir, 'runs', 'avslowfast')
     export_dir = os.path.join(run_dir, 'export')
     if not os.path.exists(os.path.join(export_dir, 'config.json')):
-      _run([py, '-m', 'avslowfast_jax.main', '--config', f'{_config_path()}:avslowfast',
-            '--workdir', run_dir, *common,
-            f'--config.train.total_steps={num_steps["avslowfast"]}', *overrides,
-            '--mode', 'export', '--export_dir', export_dir],
+      _run(main_command('avslowfast') + ['--mode', 'export', '--export_dir', export_dir],
            log, env)
     video = _first_validation_video(manifest)
     pred_log = os.path.join(workdir, 'predict.txt')
