@@ -277,7 +277,7 @@ def main(argv=None):
   parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--num_videos', type=int, default=8)
   parser.add_argument('--num_workers', type=int, default=2)
-  parser.add_argument('--rounds', type=int, default=3,
+  parser.add_argument('--rounds', type=int, default=5,
                       help='rounds of the side-by-side cases (each figure is their median)')
   parser.add_argument('--bytes_clips', type=int, default=64,
                       help='clips whose bytes read are counted')

@@ -32,11 +32,12 @@ def train_crop_window(height, width, crop_size: int, short_side, uniform_y, unif
   return tf.cast(tf.stack([y, x, size, size]), tf.int32)
 
 
-def decode_jpegs(jpegs: tf.Tensor, crop_window=None) -> tf.Tensor:
+def decode_jpegs(jpegs: tf.Tensor, crop_window=None, stack: bool = True) -> tf.Tensor:
   """Decodes ``[T]`` JPEG strings to uint8 ``[T, H, W, 3]``, optionally only ``crop_window``.
 
   With a static ``T`` (clips) the decodes are unrolled: independent ops that
-  the executor runs concurrently, cheaper than a ``map_fn`` loop.
+  the executor runs concurrently, cheaper than a ``map_fn`` loop; ``stack=False``
+  then returns the ``T`` frames as a list.
   """
   def decode(jpeg):
     if crop_window is None:
@@ -44,7 +45,8 @@ def decode_jpegs(jpegs: tf.Tensor, crop_window=None) -> tf.Tensor:
     return tf.io.decode_and_crop_jpeg(jpeg, crop_window, channels=3, dct_method='INTEGER_FAST')
   count = jpegs.shape[0]
   if count is not None:
-    return tf.stack([decode(jpegs[i]) for i in range(count)])
+    frames = [decode(jpegs[i]) for i in range(count)]
+    return tf.stack(frames) if stack else frames
   return tf.map_fn(decode, jpegs, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 

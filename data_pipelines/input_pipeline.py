@@ -263,10 +263,10 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
   audio and of its hard negative's; ``example`` holds the record's small features.
 
   With ``window_side`` the example holds ``frames`` (the decoded crop window, uint8,
-  flattened; :func:`_batch` pads it to the largest window's length), ``window`` (its side
-  and the flip draw) and ``audio_pcm`` (the int16 samples of the clip's audio span and of
-  its hard negative's), which ``avslowfast_jax.clip_finish`` turns into ``slow``, ``fast``,
-  ``audio`` and ``audio_shifted``."""
+  flattened and zero-padded to the largest window's length), ``window`` (its side and the
+  flip draw) and ``audio_pcm`` (the int16 samples of the clip's audio span and of its hard
+  negative's), which ``avslowfast_jax.clip_finish`` turns into ``slow``, ``fast``, ``audio``
+  and ``audio_shifted``."""
   d = config.data
   uniforms, start = choices['uniforms'], choices['start']
   window = d.num_frames * d.sampling_rate
@@ -276,12 +276,16 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
   if not has_frames(config):
     out = {}
   elif window_side:
-    frames = augment.decode_jpegs(jpegs, crop)
     fits = tf.debugging.assert_less_equal(
         crop[2], window_side, message=f'crop window over data.finish_on_device\'s '
         f'{window_side} pixels: frames stored above the dataset\'s short side')
+    # The decoded frames and the pad go into the flat array in one copy (stacking them
+    # first, or padding at the batch, writes every clip's pixels once more).
+    frames = [tf.reshape(f, [-1]) for f in augment.decode_jpegs(jpegs, crop, stack=False)]
+    length = d.num_frames * window_side * window_side * 3
+    pad = tf.zeros([length - d.num_frames * crop[2] * crop[3] * 3], tf.uint8)
     with tf.control_dependencies([fits]):
-      out = {'frames': tf.reshape(frames, [-1]),
+      out = {'frames': tf.ensure_shape(tf.concat(frames + [pad], 0), [length]),
              'window': tf.stack([crop[2], tf.cast(flip, tf.int32)])}
   else:
     frames = augment.decode_jpegs(jpegs, crop)
@@ -310,17 +314,6 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
   if with_metadata:
     out.update(_metadata(example, start, window, d.fps))
   return out
-
-
-def _batch(dataset, per_host_batch: int, config, window_side: Optional[int]):
-  """Batches of ``per_host_batch``; with ``window_side`` each clip's flat ``frames`` is padded
-  to the largest window's length (batching copies every clip anyway; the pad is a fill)."""
-  if not window_side:
-    return dataset.batch(per_host_batch, drop_remainder=True)
-  shapes = {k: spec.shape for k, spec in dataset.element_spec.items()}
-  if 'frames' in shapes:
-    shapes['frames'] = tf.TensorShape([config.data.num_frames * window_side * window_side * 3])
-  return dataset.padded_batch(per_host_batch, padded_shapes=shapes, drop_remainder=True)
 
 
 def _metadata(example, start, window, fps):
@@ -484,7 +477,7 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
   dataset = _epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
   dataset = dataset.map(example_of, num_parallel_calls=config.data.num_parallel_calls,
                         deterministic=True)
-  dataset = _batch(dataset, per_host_batch, config, window_side)
+  dataset = dataset.batch(per_host_batch, drop_remainder=True)
   return dataset.prefetch(config.data.prefetch_batches).with_options(_options())
 
 
@@ -574,7 +567,7 @@ def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_ste
 
   dataset = _epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
   dataset = dataset.map(make, num_parallel_calls=d.num_parallel_calls, deterministic=True)
-  dataset = _batch(dataset, per_host_batch, config, window_side)
+  dataset = dataset.batch(per_host_batch, drop_remainder=True)
   return dataset.prefetch(d.prefetch_batches).with_options(_options())
 
 

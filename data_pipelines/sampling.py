@@ -71,13 +71,13 @@ def audio_span(start_frame, window: int, fps: float, sample_rate: int, audio_sta
 
 def slice_with_zero_padding(signal: tf.Tensor, first, length: int) -> tf.Tensor:
   """``signal[first:first + length]`` with zeros wherever that runs outside ``signal``."""
-  positions = tf.cast(first, tf.int32) + tf.range(length, dtype=tf.int32)
+  first = tf.cast(first, tf.int32)
   size = tf.shape(signal)[0]
-  inside = (positions >= 0) & (positions < size)
-  # One extra zero sample keeps the gather valid for an empty signal (no audio track).
-  padded = tf.pad(signal, [[0, 1]])
-  values = tf.gather(padded, tf.clip_by_value(positions, 0, size))
-  return tf.where(inside, values, tf.zeros_like(values))
+  low = tf.clip_by_value(first, 0, size)
+  high = tf.clip_by_value(first + length, 0, size)
+  before = tf.clip_by_value(low - first, 0, length)  # zeros ahead of the stored part
+  after = length - before - (high - low)
+  return tf.ensure_shape(tf.pad(signal[low:high], [[before, after]]), [length])
 
 
 def hard_negative_start(start, num_video_frames, window: int, min_shift_frames: int,

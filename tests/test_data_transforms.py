@@ -46,6 +46,24 @@ def test_audio_span_and_zero_padding():
                                 [0, 0, 0])
 
 
+def test_zero_padded_slice_is_the_numpy_slice_anywhere():
+  """Every placement of the slice (before, across the start, inside, across the end, after,
+  longer than the signal), traced with an unknown signal length as tf.data traces it."""
+  sliced = tf.function(lambda signal, first: sampling.slice_with_zero_padding(signal, first, 4),
+                       input_signature=[tf.TensorSpec([None], tf.int16),
+                                        tf.TensorSpec([], tf.int32)])
+  signal = np.arange(1, 11, dtype=np.int16)
+  for length in (1, 4, 10, 15):
+    for first in range(-length - 2, 13):
+      want = np.zeros(length, np.int16)
+      for i in range(length):
+        if 0 <= first + i < len(signal):
+          want[i] = signal[first + i]
+      got = sliced(tf.constant(signal), tf.constant(first)) if length == 4 else \
+          sampling.slice_with_zero_padding(tf.constant(signal), first, length)
+      np.testing.assert_array_equal(got.numpy(), want, err_msg=f'first={first} length={length}')
+
+
 @pytest.mark.parametrize('start', [0, 50, 100, 236])
 def test_hard_negative_is_shifted_at_least_the_minimum(start):
   shifts = []
