@@ -279,8 +279,9 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
     fits = tf.debugging.assert_less_equal(
         crop[2], window_side, message=f'crop window over data.finish_on_device\'s '
         f'{window_side} pixels: frames stored above the dataset\'s short side')
-    # The decoded frames and the pad go into the flat array in one copy (stacking them
-    # first, or padding at the batch, writes every clip's pixels once more).
+    # The decoded frames and the pad go into the flat row in one copy, which the batch
+    # copies; stacking them and then padding at the batch (a fill of the whole batch,
+    # then the copy) is one more pass over every pixel.
     frames = [tf.reshape(f, [-1]) for f in augment.decode_jpegs(jpegs, crop, stack=False)]
     length = d.num_frames * window_side * window_side * 3
     pad = tf.zeros([length - d.num_frames * crop[2] * crop[3] * 3], tf.uint8)
