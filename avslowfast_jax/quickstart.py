@@ -331,17 +331,20 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
   # No evaluation during training: each model is evaluated (multi-view) right after it.
   num_steps = {v: steps or STEPS[v] for v in variants}
 
+  def run_dir_of(variant):
+    return os.path.join(workdir, 'runs', variant)
+
   def main_command(variant):
     """``avslowfast_jax.main`` on ``variant``'s run, before its ``--mode``."""
     return [py, '-m', 'avslowfast_jax.main', '--config', f'{_config_path()}:{variant}',
-            '--workdir', os.path.join(workdir, 'runs', variant),
+            '--workdir', run_dir_of(variant),
             f'--config.data.data_dir={shards}', '--config.train.eval_every_steps=-1',
             f'--config.seed={seed}', f'--config.train.total_steps={num_steps[variant]}',
             *overrides]
 
   results = {}
   for variant in variants:
-    run_dir = os.path.join(workdir, 'runs', variant)
+    run_dir = run_dir_of(variant)
     base = main_command(variant)
     # 3. Train (resumes if interrupted), 4. evaluate.
     stage(f'{TITLES[variant]}: train {num_steps[variant]} steps, then evaluate')
@@ -363,8 +366,7 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
   prediction = None
   if 'avslowfast' in variants:
     stage('Export AVSlowFast, predict one video')
-    run_dir = os.path.join(workdir, 'runs', 'avslowfast')
-    export_dir = os.path.join(run_dir, 'export')
+    export_dir = os.path.join(run_dir_of('avslowfast'), 'export')
     if not os.path.exists(os.path.join(export_dir, 'config.json')):
       _run(main_command('avslowfast') + ['--mode', 'export', '--export_dir', export_dir],
            log, env)

@@ -284,8 +284,8 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
     # then the copy) is one more pass over every pixel.
     frames = [tf.reshape(f, [-1]) for f in augment.decode_jpegs(jpegs, crop, stack=False)]
     length = d.num_frames * window_side * window_side * 3
-    pad = tf.zeros([length - d.num_frames * crop[2] * crop[3] * 3], tf.uint8)
-    with tf.control_dependencies([fits]):
+    with tf.control_dependencies([fits]):  # before the pad, whose size is negative then
+      pad = tf.zeros([length - d.num_frames * crop[2] * crop[3] * 3], tf.uint8)
       out = {'frames': tf.ensure_shape(tf.concat(frames + [pad], 0), [length]),
              'window': tf.stack([crop[2], tf.cast(flip, tf.int32)])}
   else:

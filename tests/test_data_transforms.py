@@ -49,19 +49,19 @@ def test_audio_span_and_zero_padding():
 def test_zero_padded_slice_is_the_numpy_slice_anywhere():
   """Every placement of the slice (before, across the start, inside, across the end, after,
   longer than the signal), traced with an unknown signal length as tf.data traces it."""
-  sliced = tf.function(lambda signal, first: sampling.slice_with_zero_padding(signal, first, 4),
-                       input_signature=[tf.TensorSpec([None], tf.int16),
-                                        tf.TensorSpec([], tf.int32)])
   signal = np.arange(1, 11, dtype=np.int16)
   for length in (1, 4, 10, 15):
+    traced = tf.function(
+        lambda s, f, n=length: sampling.slice_with_zero_padding(s, f, n),
+        input_signature=[tf.TensorSpec([None], tf.int16), tf.TensorSpec([], tf.int32)])
     for first in range(-length - 2, 13):
       want = np.zeros(length, np.int16)
       for i in range(length):
         if 0 <= first + i < len(signal):
           want[i] = signal[first + i]
-      got = sliced(tf.constant(signal), tf.constant(first)) if length == 4 else \
-          sampling.slice_with_zero_padding(tf.constant(signal), first, length)
-      np.testing.assert_array_equal(got.numpy(), want, err_msg=f'first={first} length={length}')
+      for got in (sampling.slice_with_zero_padding(tf.constant(signal), first, length),
+                  traced(tf.constant(signal), tf.constant(first))):
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=f'first={first} n={length}')
 
 
 @pytest.mark.parametrize('start', [0, 50, 100, 236])
@@ -130,6 +130,20 @@ def _small_config():
   c.data.train_crop_size, c.data.train_jitter_scales = 32, (40, 56)
   c.model.num_classes = 3
   return c
+
+
+def test_device_window_guard_names_the_problem_in_a_pipeline():
+  """With ``data.finish_on_device`` a crop window larger than the padded row is refused with
+  its own message in a tf.data map (without the guard the pad's size fails: "Dimension -N
+  must be >= 0"); a window that fits gives the full padded row."""
+  config = _small_config()
+  dataset = tf.data.Dataset.from_tensors(_static_video_record()).map(
+      lambda r: input_pipeline.make_train_example(r, 0, 0, config, seed=7, window_side=8))
+  with pytest.raises(tf.errors.InvalidArgumentError, match='crop window over'):
+    next(iter(dataset))
+  ok = next(iter(tf.data.Dataset.from_tensors(_static_video_record()).map(
+      lambda r: input_pipeline.make_train_example(r, 0, 0, config, seed=7, window_side=60))))
+  assert ok['frames'].shape == (8 * 60 * 60 * 3,)
 
 
 def test_same_crop_and_flip_for_every_frame():
