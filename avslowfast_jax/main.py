@@ -21,12 +21,12 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
-from avslowfast_jax import export, host_memory, inference, parallel
+from avslowfast_jax import cli, export, host_memory, model_builder, parallel
 from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax.models import ops
-from avslowfast_jax.train import checkpoints as ckpt_lib
+from avslowfast_jax import checkpoints as ckpt_lib
 from avslowfast_jax.train import trainer
-from data_pipelines import errors, fs, shards
+from data_pipelines import fs, shards
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally with :variant.', lock_config=True)
@@ -85,15 +85,15 @@ def _read_json(path: str) -> dict:
 def export_checkpoint(config, workdir: str, out_dir: str) -> str:
   """``--mode export``: the ``eval.checkpoint`` of ``workdir`` as an inference export."""
   mesh = parallel.create_mesh(jax.local_devices()[:1])
-  model, task = inference.build(config)
+  model, task = model_builder.build(config)
   variables, item_dir = ckpt_lib.restore_variables(config, model, workdir, mesh,
                                                    config.eval.checkpoint)
   data_dir = config.data.data_dir
   meta = _read_json(fs.join(data_dir, 'shards.json')) if data_dir else {}
   label_map = _read_json(fs.join(data_dir, 'label_map.json')) if data_dir else {}
-  specs = inference.input_specs(config, 1, train=False)
+  specs = model_builder.input_specs(config, 1, train=False)
   path = export.export_inference(
-      lambda conv_impl: inference.make_predict_fn(inference.build(config, conv_impl)[0], task),
+      lambda conv_impl: model_builder.make_predict_fn(model_builder.build(config, conv_impl)[0], task),
       variables, {k: tuple(v.shape[1:]) for k, v in specs.items()}, out_dir,
       task=task.name, class_names=task.class_names(label_map),
       config_json=config.to_json_best_effort(indent=2),
@@ -137,4 +137,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  errors.run_absl(main)
+  cli.run_absl(main)

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from avslowfast_jax import export, tasks
-from avslowfast_jax.evaluation import ava
+from avslowfast_jax.metrics import ava_frame_map
 from data_pipelines import adapters, decode, errors, input_pipeline, shards
 from data_pipelines.errors import UserError
 
@@ -64,7 +64,7 @@ def predict_files(model_dir: str, paths: Sequence[str], k: int = 5, out=sys.stdo
   config = ml_collections.ConfigDict(model.config)
   task = tasks.get_task(config)
   short_side = model.signature.get('prepared_short_side') or config.data.test_short_side
-  boxes = ava.read_predict_boxes(boxes_csv) if boxes_csv else None
+  boxes = ava_frame_map.read_predict_boxes(boxes_csv) if boxes_csv else None
   failed = 0
   for path in paths:
     try:

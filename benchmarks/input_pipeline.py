@@ -39,8 +39,8 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from avslowfast_jax import host_memory  # noqa: E402
-from data_pipelines import adapters, audio, augment, errors, fs, input_pipeline, prepare  # noqa: E402,E501
+from avslowfast_jax import cli, host_memory  # noqa: E402
+from data_pipelines import adapters, audio, augment, fs, input_pipeline, prepare  # noqa: E402
 from data_pipelines import shards  # noqa: E402
 from data_pipelines.video_io import write_video  # noqa: E402
 
@@ -282,7 +282,7 @@ def main(argv=None):
   parser.add_argument('--bytes_clips', type=int, default=64,
                       help='clips whose bytes read are counted')
   args = parser.parse_args(argv)
-  config = errors.load_config_file(args.config)
+  config = cli.load_config_file(args.config)
   config.data.avs_negatives = True
   # As avslowfast_jax.main does: records and frame buffers of megabytes come from the heap.
   host_memory.serve_from_heap(config.data.malloc_mmap_threshold)

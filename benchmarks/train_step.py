@@ -45,7 +45,7 @@ import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-from avslowfast_jax import host_memory, inference, parallel  # noqa: E402
+from avslowfast_jax import host_memory, model_builder, parallel  # noqa: E402
 from avslowfast_jax.tools import accelerators  # noqa: E402
 from avslowfast_jax.tools.model_stats import model_stats, train_flops_per_clip  # noqa: E402
 from avslowfast_jax.train import state as state_lib  # noqa: E402
@@ -101,7 +101,7 @@ def benchmark_config(config: ml_collections.ConfigDict) -> ml_collections.Config
 def random_batch(config, batch: int) -> dict:
   """Random inputs and labels of the config's training shapes."""
   rng = np.random.default_rng(0)
-  specs = inference.input_specs(config, batch)
+  specs = model_builder.input_specs(config, batch)
   out = {k: rng.standard_normal(s.shape, np.float32) for k, s in specs.items()}
   out['label'] = rng.integers(0, config.model.num_classes, batch).astype(np.int32)
   out['noun_label'] = rng.integers(0, max(1, config.model.num_nouns), batch).astype(np.int32)

@@ -116,7 +116,7 @@ def synthetic_config(data_dir: str, num_classes: int, steps: int, audio_pool5: b
   c.data.ava.test_canvas, c.data.ava.max_boxes = (48, 64), 4
   c.model.bn_group_size = 2
   c.avs.enabled = c.data.avs_negatives = False
-  c.train.drop_pathway_prob = 0.0
+  c.train.drop_pathway_prob = (0.0,)
   c.train.batch_size = c.eval.batch_size = 8
   c.train.optimizer, c.train.base_lr, c.train.reference_batch_size = 'adamw', 0.01, 8
   c.train.weight_decay, c.train.schedule = 1e-4, 'cosine'

@@ -98,13 +98,10 @@ def base_config() -> ml_collections.ConfigDict:
   t.weight_decay = 1e-4
   t.grad_clip_norm = 0.0  # 0 = off
   t.label_smoothing = 0.0
-  t.drop_pathway_prob = 0.8
-  # The rate moves linearly from drop_pathway_prob + ramp (first step) to
-  # drop_pathway_prob - ramp (last step), clipped to [0, 1]; 0 = a constant rate.
-  t.drop_pathway_ramp = 0.0
-  # The audio pathway's (its laterals' and AVS projections' too) learning rate,
-  # as a multiple of the schedule's.
-  t.audio_lr_mult = 1.0
+  # DropPathway's rate P_d (paper section 3.4, Table 5c): (P_d,) for a constant rate, or
+  # (start, end) for a rate linear from the first step to the last
+  # (avslowfast_jax/drop_pathway.py). On the command line: =0.8 or "(1.0,0.4)".
+  t.drop_pathway_prob = (0.8,)
   t.log_every_steps = 20
   t.eval_every_epochs = 10.0
   t.eval_every_steps = 0  # > 0 overrides eval_every_epochs; < 0 = no eval during training
@@ -150,6 +147,9 @@ def base_config() -> ml_collections.ConfigDict:
   e.train_num_clips = 1
   e.train_num_crops = 1
   e.max_batches = 0  # > 0: stop after this many batches (smoke tests)
+  # Scale the audio laterals outside training by 1 - P_d of the last training step (the
+  # test-time rule of dropout; avslowfast_jax/drop_pathway.py). Not in the paper: off.
+  e.scale_audio_laterals = False
   return c
 
 
@@ -192,7 +192,7 @@ def set_instantiation(c: ml_collections.ConfigDict, variant: str) -> ml_collecti
   if arch != 'avslowfast':
     c.avs.enabled = False
   if arch == 'slowfast':
-    c.train.drop_pathway_prob = 0.0
+    c.train.drop_pathway_prob = (0.0,)
   return c
 
 
@@ -210,7 +210,7 @@ def tiny_model(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks the model to a few thousand parameters for tests and the quickstart."""
   c.model.width = 8
   c.model.stage_blocks = (1, 1, 1, 1)
-  c.model.a_fs_hidden_channels = 8
+  c.model.audio_lateral_hidden_channels = 8
   c.model.avs_embed_dim = 16
   c.model.bn_group_size = 2
   return c

@@ -24,11 +24,11 @@ from 1024. The checkpoint feeds the transfer protocols
 (``python -m avslowfast_jax.tools.transfer``, configs/ucf101.py, configs/hmdb51.py).
 """
 
-from configs import common, quickstart
+from configs import common
 
 INSTANTIATIONS = ('avslowfast_4x16_r50', 'avslowfast_8x8_r50', 'avslowfast_16x4_r50',
                   'slowfast_4x16_r50')
-VARIANTS = (*INSTANTIATIONS, *(f'tiny_{v}' for v in INSTANTIATIONS), 'synthetic')
+VARIANTS = (*INSTANTIATIONS, *(f'tiny_{v}' for v in INSTANTIATIONS))
 
 
 def set_pretraining(c):
@@ -42,8 +42,6 @@ def set_pretraining(c):
 
 
 def get_config(variant: str = 'avslowfast_8x8_r50'):
-  if variant == 'synthetic':
-    return synthetic()
   c = common.base_config()
   tiny, name = common.split_tiny(variant)
   common.set_instantiation(c, name)
@@ -61,35 +59,6 @@ def get_config(variant: str = 'avslowfast_8x8_r50'):
   t.warmup_steps = 10_000
   t.warmup_start_lr = 0.001
   # Easy negatives for the first 60k of the 120k iterations, then 1/4 hard ones.
-  c.avs.hard_start = 0.5
-  c.avs.hard_fraction = 0.25
-  return c
-
-
-def synthetic():
-  """The quickstart's tiny AVSlowFast on the synthetic data, pretrained without its labels.
-
-  The quickstart's model width, BatchNorm groups and AdamW schedule
-  (configs/quickstart.py:avslowfast gives the measurements behind them) with
-  the paper's constant DropPathway rate P_d = 0.8, on smaller clips so that a
-  few seeds of every pretext fit a CPU: 32x32 crops of frames prepared at a
-  short side of 40, 8 Fast frames at stride 8 (the 64-frame window), 32 log-mel
-  frames. The curriculum switches to 1/4 hard negatives half-way, as in the
-  paper's recipe.
-  """
-  c = quickstart.get_config('avslowfast')
-  c.train.drop_pathway_prob = 0.8
-  c.train.drop_pathway_ramp = 0.0
-  c.data.train_crop_size = 32
-  c.data.train_jitter_scales = (40, 48)
-  c.data.test_short_side = 40
-  c.data.test_crop_size = 32
-  c.data.num_frames = 8
-  c.data.sampling_rate = 8
-  c.data.audio.num_frames = 32
-  c.data.num_test_clips = 2
-  c.data.num_test_crops = 1
-  set_pretraining(c)
   c.avs.hard_start = 0.5
   c.avs.hard_fraction = 0.25
   return c

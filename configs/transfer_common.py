@@ -54,7 +54,7 @@ def set_protocol(c, protocol: str, finetune_steps: int, finetune_lr: float):
   if protocol == 'linear':
     # Appendix A.8: 320k iterations, lr 0.01, half-period cosine, batch 64.
     c.train.linear_probe = True
-    c.train.drop_pathway_prob = 0.0
+    c.train.drop_pathway_prob = (0.0,)
     c.train.batch_size = 64
     c.train.reference_batch_size = 64
     c.train.base_lr = 0.01

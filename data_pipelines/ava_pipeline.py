@@ -38,7 +38,7 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from data_pipelines import augment, ava, ava_prepare, fs, input_pipeline, sampling, shards
+from data_pipelines import augment, ava_files, ava_prepare, fs, input_pipeline, sampling, shards
 from data_pipelines.errors import UserError
 
 # This module extends input_pipeline.py and shares its private helpers.
@@ -390,7 +390,7 @@ def predict_batch(config, video, boxes=None, keyframe_frame: Optional[int] = Non
       up = lambda v: -(-v // CANVAS_MULTIPLE) * CANVAS_MULTIPLE
       canvas = tuple(up(v) for v in _resized(video.height, video.width,
                                              config.data.test_short_side))
-  keyframe = ava_prepare.Keyframe(0, [], [ava.Box(tuple(b), [], 1.0) for b in boxes])
+  keyframe = ava_prepare.Keyframe(0, [], [ava_files.Box(tuple(b), [], 1.0) for b in boxes])
   item = ava_prepare.AvaVideo('predict', '', 0, [keyframe])
   record = ava_prepare.serialize_segment(
       item, video.jpegs, video.height, video.width, video.fps, video.audio,

@@ -53,7 +53,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipelines import adapters, ava, decode, fs, prepare, shards
+from data_pipelines import adapters, ava_files, decode, fs, prepare, shards
 from data_pipelines.errors import UserError
 
 # This module extends prepare.py and shares its private helpers.
@@ -69,14 +69,14 @@ class AvaOptions:
   margin_sec: float = 1.1
   max_boxes: int = DEFAULT_MAX_BOXES
   detection_score_threshold: float = 0.8
-  video_start_sec: float = ava.VIDEO_START_SEC
+  video_start_sec: float = ava_files.VIDEO_START_SEC
 
 
 @dataclasses.dataclass
 class Keyframe:
   sec: int
-  gt: List[ava.Box]
-  det: List[ava.Box]
+  gt: List[ava_files.Box]
+  det: List[ava_files.Box]
 
 
 @dataclasses.dataclass
@@ -253,10 +253,10 @@ def process_ava_shard(task: AvaShardTask, progress_queue=None) -> dict:
 
 
 # ----------------------------------------------------------------- planning
-def _match_actions(det: ava.Box, gt_boxes: Sequence[ava.Box]) -> List[int]:
+def _match_actions(det: ava_files.Box, gt_boxes: Sequence[ava_files.Box]) -> List[int]:
   best, best_iou = None, 0.5
   for box in gt_boxes:
-    overlap = ava.iou(det.coords, box.coords)
+    overlap = ava_files.iou(det.coords, box.coords)
     if overlap >= best_iou:
       best, best_iou = box, overlap
   return list(best.actions) if best is not None else []
@@ -265,10 +265,10 @@ def _match_actions(det: ava.Box, gt_boxes: Sequence[ava.Box]) -> List[int]:
 def plan_split(gt_path: Optional[str], det_path: Optional[str], video_dir: str,
                videos_on_disk: Dict[str, str], options: AvaOptions, counts: dict):
   """``(videos, ground truth)`` of a split: its videos (sorted by id) with their keyframes
-  and boxes, and the ground-truth ``ava.BoxFile``; fills ``counts``."""
-  gt = ava.read_boxes(gt_path) if gt_path else ava.BoxFile(boxes={})
-  det = (ava.read_boxes(det_path, detections=True, min_score=options.detection_score_threshold)
-         if det_path else ava.BoxFile(boxes={}))
+  and boxes, and the ground-truth ``ava_files.BoxFile``; fills ``counts``."""
+  gt = ava_files.read_boxes(gt_path) if gt_path else ava_files.BoxFile(boxes={})
+  det = (ava_files.read_boxes(det_path, detections=True, min_score=options.detection_score_threshold)
+         if det_path else ava_files.BoxFile(boxes={}))
   counts.update(gt_rows=gt.num_rows, gt_boxes_clipped=gt.num_clipped,
                 detection_rows=det.num_rows, detections_clipped=det.num_clipped,
                 detections_below_threshold=det.num_below_threshold,
@@ -322,8 +322,8 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
   """
   options = options or prepare.PrepareOptions()
   ava_options = ava_options or AvaOptions()
-  labels = ava.read_label_map(label_map)
-  excluded_keys = {s: ava.read_excluded(p) for s, p in excluded.items()}
+  labels = ava_files.read_label_map(label_map)
+  excluded_keys = {s: ava_files.read_excluded(p) for s, p in excluded.items()}
   splits = sorted(set(groundtruth) | set(detections))
   if not splits:
     raise UserError('--dataset ava needs --ava_groundtruth and/or --ava_detections SPLIT=CSV')
@@ -380,7 +380,7 @@ def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, count
                             for b in boxes for a in b.actions])
   names = dict(labels)
   class_names = [names.get(i, f'action_{i}') for i in range(1, max_id + 1)]
-  fs.write_text(fs.join(ava_dir, 'label_map.pbtxt'), ava.format_label_map(labels))
+  fs.write_text(fs.join(ava_dir, 'label_map.pbtxt'), ava_files.format_label_map(labels))
   skipped, per_split = [], {}
   for split, entry in splits.items():
     entries = [e for r in reports if r['split'] == split for e in r['entries']]
@@ -391,10 +391,10 @@ def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, count
     rows = [(key[0], key[1], box.coords, action, box.person_id)
             for key, boxes in sorted(ground_truth[split].boxes.items()) if key[0] in written
             for box in boxes for action in box.actions]
-    fs.write_text(fs.join(ava_dir, f'{split}_groundtruth.csv'), ava.format_boxes_csv(rows))
+    fs.write_text(fs.join(ava_dir, f'{split}_groundtruth.csv'), ava_files.format_boxes_csv(rows))
     if split in excluded_keys:
       fs.write_text(fs.join(ava_dir, f'{split}_excluded_timestamps.csv'),
-                    ava.format_excluded_csv(excluded_keys[split]))
+                    ava_files.format_excluded_csv(excluded_keys[split]))
     records = [r for shard in index[split] for r in shard]
     keyframes = [k for r in records for k in r[3]]
     c = dict(counts[split])

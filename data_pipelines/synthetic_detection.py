@@ -51,7 +51,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from data_pipelines import ava, fs, synthetic
+from data_pipelines import ava_files, fs, synthetic
 from data_pipelines.errors import UserError
 from data_pipelines.video_io import write_video
 
@@ -247,7 +247,7 @@ def generate(output_dir: str, num_videos: int = 24, seed: int = 0, *,
     local = fs.join(video_dir, f'{video_id}.mp4')
     write_video(local, frames, fps=fps, audio=audio, sample_rate=sample_rate)
     for sec in seconds:
-      stamp = ava.VIDEO_START_SEC + sec
+      stamp = ava_files.VIDEO_START_SEC + sec
       for person, actor in enumerate(actors):
         box = _box_at(actor, sec * fps, width, height)
         action_id = names.index(actor.action) + 1
@@ -260,7 +260,7 @@ def generate(output_dir: str, num_videos: int = 24, seed: int = 0, *,
         score = rng.uniform(0.8, 0.85) if draw < 0.05 else rng.uniform(0.2, 0.75)
         det_rows[split].append((video_id, stamp, (x, y, x + 0.3, y + 0.4), None, score))
     if split == 'validation' and not excluded:
-      excluded.append((video_id, ava.VIDEO_START_SEC + seconds[0]))
+      excluded.append((video_id, ava_files.VIDEO_START_SEC + seconds[0]))
   files = {'video_dir': video_dir, 'groundtruth': {}, 'detections': {}, 'excluded': {},
            'label_map': fs.join(ann_dir, 'label_map.pbtxt')}
   for split in ('train', 'validation'):
@@ -268,14 +268,14 @@ def generate(output_dir: str, num_videos: int = 24, seed: int = 0, *,
     files['detections'][split] = fs.join(ann_dir, f'ava_{split}_predicted_boxes.csv')
     # Ground truth keeps its boxes inside the frame (AVA's annotations are);
     # the jittered detections may not.
-    fs.write_text(files['groundtruth'][split], ava.format_boxes_csv(
-        [(v, t, ava.clip_box(b)[0], a, p) for v, t, b, a, p in gt_rows[split]]))
+    fs.write_text(files['groundtruth'][split], ava_files.format_boxes_csv(
+        [(v, t, ava_files.clip_box(b)[0], a, p) for v, t, b, a, p in gt_rows[split]]))
     fs.write_text(files['detections'][split],
-                  ava.format_boxes_csv(det_rows[split], person_ids=False))
+                  ava_files.format_boxes_csv(det_rows[split], person_ids=False))
   files['excluded']['validation'] = fs.join(ann_dir, 'ava_validation_excluded_timestamps.csv')
-  fs.write_text(files['excluded']['validation'], ava.format_excluded_csv(excluded))
+  fs.write_text(files['excluded']['validation'], ava_files.format_excluded_csv(excluded))
   fs.write_text(files['label_map'],
-                ava.format_label_map((i + 1, name) for i, name in enumerate(names)))
+                ava_files.format_label_map((i + 1, name) for i, name in enumerate(names)))
   info = {'classes': [dataclasses.asdict(synthetic._BY_NAME[n]) | {'action_id': i + 1}
                       for i, n in enumerate(names)],
           'settings': {'seed': seed, 'num_videos': num_videos,
@@ -283,7 +283,7 @@ def generate(output_dir: str, num_videos: int = 24, seed: int = 0, *,
                                         'validation': splits.count('validation')},
                        'width': width, 'height': height, 'duration_sec': duration_sec,
                        'fps': fps, 'sample_rate': sample_rate,
-                       'keyframe_seconds': [ava.VIDEO_START_SEC + s for s in seconds]},
+                       'keyframe_seconds': [ava_files.VIDEO_START_SEC + s for s in seconds]},
           'files': files}
   fs.write_text(fs.join(output_dir, 'detection_classes.json'), json.dumps(info, indent=2) + '\n')
   return files

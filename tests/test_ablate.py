@@ -1,4 +1,4 @@
-"""The ablation tool (avslowfast_jax/tools/ablate.py): run plan, shared runs,
+"""The ablation tool (avslowfast_jax/studies/ablate.py): run plan, shared runs,
 aggregation over seeds, tables and plot; and one small run for real."""
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import train_testdata as td
-from avslowfast_jax.tools import ablate
+from avslowfast_jax.studies import ablate
 from data_pipelines import errors
 from data_pipelines.errors import UserError
 
@@ -142,9 +142,9 @@ def test_ablate_runs_for_real(tmp_path):
   model) and evaluated in the tool's process; tables, JSON and plot written."""
   workdir = tmp_path / 'ablate'
   tiny = [f'{k}={td._flag_value(v)}' for k, v in td.TINY.items() if k != 'model.num_classes']
-  cmd = [sys.executable, '-m', 'avslowfast_jax.tools.ablate', '--workdir', str(workdir),
+  cmd = [sys.executable, '-m', 'avslowfast_jax.studies.ablate', '--workdir', str(workdir),
          '--seeds', '0', '--steps', '2', '--num_videos', '2', '--studies', 'fusion:audio',
-         '--set', *tiny, 'model.width=8', 'model.a_fs_hidden_channels=8',
+         '--set', *tiny, 'model.width=8', 'model.audio_lateral_hidden_channels=8',
          'train.warmup_steps=1']
   env = td.subprocess_env(devices=1)
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -178,7 +178,7 @@ def test_an_evaluated_run_is_reused_only_with_its_settings(tmp_path):
 
 
 def test_late_fusion_row_is_the_mean_of_its_members_scores(tmp_path):
-  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  from avslowfast_jax.studies.configs import quickstart  # pylint: disable=g-import-not-at-top
   config = quickstart.get_config('slowfast')
   labels = np.arange(8)
   members = []

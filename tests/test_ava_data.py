@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import kinetics
-from data_pipelines import ava, ava_pipeline, ava_prepare, decode, errors, input_pipeline
+from data_pipelines import ava_files, ava_pipeline, ava_prepare, decode, errors, input_pipeline
 from data_pipelines import prepare, shards, synthetic, synthetic_detection
 from data_pipelines.errors import UserError
 
@@ -32,7 +32,7 @@ def test_readers_group_clip_threshold_and_name_bad_lines(tmp_path):
               'vid_a,0902,-0.05,0.2,0.5,1.2,1,1\n'     # outside [0, 1]: clipped, counted
               '\n'
               'vid_b,1798,0.0,0.0,1.0,1.0,3\n')        # no person id column
-  boxes = ava.read_boxes(gt)
+  boxes = ava_files.read_boxes(gt)
   assert boxes.num_rows == 4 and boxes.num_clipped == 1
   first, second = boxes.boxes[('vid_a', 902)]
   assert first.actions == [12, 80] and first.coords == (0.1, 0.2, 0.5, 0.9)
@@ -40,13 +40,13 @@ def test_readers_group_clip_threshold_and_name_bad_lines(tmp_path):
   assert boxes.boxes[('vid_b', 1798)][0].person_id == -1
   det = _write(tmp_path / 'det.csv', 'vid_a,0902,0.1,0.2,0.5,0.9,,0.95\n'
                'vid_a,0902,0.6,0.2,0.9,0.9,-1,0.5\n')
-  dets = ava.read_boxes(det, detections=True, min_score=0.8)
+  dets = ava_files.read_boxes(det, detections=True, min_score=0.8)
   assert dets.num_below_threshold == 1 and dets.boxes[('vid_a', 902)][0].score == 0.95
-  assert ava.read_excluded(_write(tmp_path / 'ex.csv', 'vid_a,0902\nvid_b,1000\n')) == {
+  assert ava_files.read_excluded(_write(tmp_path / 'ex.csv', 'vid_a,0902\nvid_b,1000\n')) == {
       ('vid_a', 902), ('vid_b', 1000)}
-  pbtxt = _write(tmp_path / 'l.pbtxt', ava.format_label_map([(1, 'bend/bow'), (80, 'watch')])
+  pbtxt = _write(tmp_path / 'l.pbtxt', ava_files.format_label_map([(1, 'bend/bow'), (80, 'watch')])
                  + 'item {\n  label_id: 3\n  display_name: "carry"\n}\n')
-  assert ava.read_label_map(pbtxt) == [(1, 'bend/bow'), (80, 'watch'), (3, 'carry')]
+  assert ava_files.read_label_map(pbtxt) == [(1, 'bend/bow'), (80, 'watch'), (3, 'carry')]
   bad_rows = {'vid,0902,0.1,0.2,0.5\n': 'expected video_id',
               'vid,09x2,0.1,0.2,0.5,0.9,1,0\n': 'timestamp must be a number',
               'vid,0902,0.1,0.2,0.5,0.9,81,0\n': 'outside 1..80',
@@ -55,11 +55,11 @@ def test_readers_group_clip_threshold_and_name_bad_lines(tmp_path):
   for row, message in bad_rows.items():
     path = _write(tmp_path / 'bad.csv', 'vid,0902,0.1,0.2,0.5,0.9,1,0\n' + row)
     with pytest.raises(UserError, match=f'{path}:2: .*{message}'):
-      ava.read_boxes(path)
+      ava_files.read_boxes(path)
   with pytest.raises(UserError, match='det.csv:1: expected'):
-    ava.read_boxes(_write(tmp_path / 'det.csv', 'v,0902,0.1,0.2,0.5,0.9,1\n'), detections=True)
+    ava_files.read_boxes(_write(tmp_path / 'det.csv', 'v,0902,0.1,0.2,0.5,0.9,1\n'), detections=True)
   with pytest.raises(UserError, match='no "item'):
-    ava.read_label_map(_write(tmp_path / 'x.pbtxt', 'nothing here'))
+    ava_files.read_label_map(_write(tmp_path / 'x.pbtxt', 'nothing here'))
 
 
 # ---------------------------------------------------------------- prepare
@@ -97,8 +97,8 @@ def prepared(raw, tmp_path_factory):
 def test_prepare_counts_boxes_and_names_bad_videos(raw, prepared):
   out, report = prepared
   train = report['ava']['train']
-  gt = ava.read_boxes(raw['groundtruth']['train'])
-  det = ava.read_boxes(raw['detections']['train'], detections=True, min_score=0.8)
+  gt = ava_files.read_boxes(raw['groundtruth']['train'])
+  det = ava_files.read_boxes(raw['detections']['train'], detections=True, min_score=0.8)
   assert train['videos'] == 5 and train['videos_written'] == 3 and train['videos_skipped'] == 2
   assert {e['video_id'] for e in report['skipped']} == {'syn_train_bad', 'syn_train_missing'}
   assert all(e['reason'] for e in report['skipped'])
@@ -120,12 +120,12 @@ def test_prepare_counts_boxes_and_names_bad_videos(raw, prepared):
 def test_prepare_writes_evaluation_files_and_tfds_metadata(raw, prepared):
   out, _ = prepared
   root = os.path.join(out, 'ava')
-  assert ava.read_label_map(os.path.join(root, 'label_map.pbtxt')) == [(1, 'left_right'),
+  assert ava_files.read_label_map(os.path.join(root, 'label_map.pbtxt')) == [(1, 'left_right'),
                                                                         (2, 'whistle')]
   videos = tf.io.gfile.GFile(os.path.join(root, 'train_videos.json')).read()
   assert '"syn_train_bad"' in videos and '"syn_train_000"' in videos
-  written = ava.read_boxes(os.path.join(root, 'train_groundtruth.csv'))
-  source = ava.read_boxes(raw['groundtruth']['train'])
+  written = ava_files.read_boxes(os.path.join(root, 'train_groundtruth.csv'))
+  source = ava_files.read_boxes(raw['groundtruth']['train'])
   # Ground truth of the prepared videos, every box (none dropped for evaluation), clipped.
   assert set(written.boxes) == {k for k in source.boxes if not k[0].startswith('syn_train_b')
                                 and k[0] != 'syn_train_missing'}
@@ -134,8 +134,8 @@ def test_prepare_writes_evaluation_files_and_tfds_metadata(raw, prepared):
     np.testing.assert_allclose([b.coords for b in boxes], [b.coords for b in source.boxes[key]],
                                atol=6e-4)
   assert written.num_clipped == 0
-  assert ava.read_excluded(os.path.join(root, 'validation_excluded_timestamps.csv')) == \
-      ava.read_excluded(raw['excluded']['validation'])
+  assert ava_files.read_excluded(os.path.join(root, 'validation_excluded_timestamps.csv')) == \
+      ava_files.read_excluded(raw['excluded']['validation'])
   builder = tfds.builder_from_directory(out)
   example = next(iter(builder.as_dataset(split='train').take(1)))
   assert int(example['num_frames']) == len(example['frames'])
@@ -256,8 +256,8 @@ def test_train_boxes_follow_the_crop(raw, prepared):
   config.data.train_crop_size, config.data.train_jitter_scales = 48, (48, 48)
   config.data.random_flip = False
   config.data.avs_negatives = False
-  gt = ava.read_boxes(raw['groundtruth']['train'])
-  det = ava.read_boxes(raw['detections']['train'], detections=True, min_score=0.9)
+  gt = ava_files.read_boxes(raw['groundtruth']['train'])
+  det = ava_files.read_boxes(raw['detections']['train'], detections=True, min_score=0.9)
   names = ['syn_train_000', 'syn_train_001', 'syn_train_002']
   batch = next(input_pipeline.create_train_iterator(config, out, 'train', 6, seed=1))
   for i in range(6):
@@ -284,7 +284,7 @@ def test_train_boxes_follow_the_crop(raw, prepared):
 def test_eval_every_keyframe_once_with_detected_boxes(raw, prepared, hosts):
   out, _ = prepared
   config = _config()
-  det = ava.read_boxes(raw['detections']['validation'], detections=True, min_score=0.8)
+  det = ava_files.read_boxes(raw['detections']['validation'], detections=True, min_score=0.8)
   names = ['syn_validation_003', 'syn_validation_004']
   keys, counts = [], []
   for host in range(hosts):
@@ -329,10 +329,10 @@ def test_synthetic_detection_command_line(tmp_path, capsys):
   synthetic.main(['--detection', '--output_dir', str(tmp_path), '--num_videos', '2', '--size',
                   '48x32', '--duration_sec', '2', '--no_progress'])
   assert '--dataset ava' in capsys.readouterr().out
-  gt = ava.read_boxes(str(tmp_path / 'annotations' / 'ava_train.csv'))
+  gt = ava_files.read_boxes(str(tmp_path / 'annotations' / 'ava_train.csv'))
   assert set(gt.boxes) == {('syn_train_000', 901)}
   assert 1 <= len(gt.boxes[('syn_train_000', 901)]) <= 3
-  assert ava.read_label_map(str(tmp_path / 'annotations' / 'label_map.pbtxt'))[0] == (
+  assert ava_files.read_label_map(str(tmp_path / 'annotations' / 'label_map.pbtxt'))[0] == (
       1, 'left_right')
   assert os.path.getsize(tmp_path / 'videos' / 'syn_validation_001.mp4') > 1000
 
@@ -342,7 +342,7 @@ def test_predict_batch_is_the_eval_example_of_a_keyframe(raw, prepared):
   config = _config()
   video = decode.decode_video(os.path.join(raw['video_dir'], 'syn_validation_003.mp4'),
                               short_side=SHORT_SIDE)
-  det = ava.read_boxes(raw['detections']['validation'], detections=True, min_score=0.8)
+  det = ava_files.read_boxes(raw['detections']['validation'], detections=True, min_score=0.8)
   boxes = [b.coords for b in sorted(det.boxes[('syn_validation_003', 902)],
                                     key=lambda b: -b.score)][:2]
   batch = ava_pipeline.predict_batch(config, video, boxes, keyframe_frame=60)

@@ -1,9 +1,9 @@
-"""AVA frame mAP (evaluation/ava.py) on hand-made files whose APs are worked out below."""
+"""AVA frame mAP (metrics/ava_frame_map.py) on hand-made files whose APs are worked out below."""
 
 import numpy as np
 import pytest
 
-from avslowfast_jax.evaluation import ava
+from avslowfast_jax.metrics import ava_frame_map
 from data_pipelines.errors import UserError
 
 LABEL_MAP = '''item {
@@ -69,7 +69,7 @@ def test_hand_computed_aps(files):
   the official order puts the later key first, the TP -> AP 1.
   Class 3 has no ground truth (left out of the mean); class 4 is not in the label map.
   """
-  untied = ava.evaluate_files(files['gt.csv'], files['untied.csv'], files['label_map.pbtxt'],
+  untied = ava_frame_map.evaluate_files(files['gt.csv'], files['untied.csv'], files['label_map.pbtxt'],
                               files['excluded.csv'])
   assert untied['AP'][1] == pytest.approx(0.3)
   assert untied['AP'][2] == pytest.approx(0.5)
@@ -77,7 +77,7 @@ def test_hand_computed_aps(files):
   assert untied['num_gt'] == {1: 3, 2: 1, 3: 0}
   assert untied['num_detections'][1] == 5
   assert untied['mAP'] == pytest.approx(0.4)
-  tied = ava.evaluate_files(files['gt.csv'], files['tied.csv'], files['label_map.pbtxt'],
+  tied = ava_frame_map.evaluate_files(files['gt.csv'], files['tied.csv'], files['label_map.pbtxt'],
                             files['excluded.csv'])
   assert tied['AP'][2] == pytest.approx(1.0)
   assert tied['mAP'] == pytest.approx(0.65)
@@ -86,7 +86,7 @@ def test_hand_computed_aps(files):
 def test_without_the_exclusions_the_excluded_key_counts(files):
   """v2,0902 back in: class 1 has 4 boxes and a 0.99 TP first. Ranking TP, FP, TP, FP, FP,
   TP: precision 1 at recall 1/4, 2/3 at 2/4, 1/2 at 3/4 -> AP = (1 + 2/3 + 1/2) / 4."""
-  result = ava.evaluate_files(files['gt.csv'], files['untied.csv'], files['label_map.pbtxt'])
+  result = ava_frame_map.evaluate_files(files['gt.csv'], files['untied.csv'], files['label_map.pbtxt'])
   assert result['AP'][1] == pytest.approx((1 + 2 / 3 + 1 / 2) / 4)
 
 
@@ -96,18 +96,18 @@ def test_at_most_50_detections_per_key(tmp_path, files):
   rows.append(f'v1,0903,{A},2,0.1')
   path = tmp_path / 'many.csv'
   path.write_text('\n'.join(rows) + '\n')
-  result = ava.evaluate_files(files['gt.csv'], str(path), files['label_map.pbtxt'])
+  result = ava_frame_map.evaluate_files(files['gt.csv'], str(path), files['label_map.pbtxt'])
   assert result['AP'][2] == 0.0
   assert result['num_detections'][2] == 50
-  assert ava.voc_average_precision(np.array([0.9] * 50 + [0.1]), np.array([0] * 50 + [1], bool),
+  assert ava_frame_map.voc_average_precision(np.array([0.9] * 50 + [0.1]), np.array([0] * 50 + [1], bool),
                                    1) == pytest.approx(1 / 51)
 
 
 def test_readers(files):
-  assert ava.read_label_map(files['label_map.pbtxt']) == {
+  assert ava_frame_map.read_label_map(files['label_map.pbtxt']) == {
       1: 'bend/bow (at the waist)', 2: 'crawl', 3: 'crouch/kneel'}
-  assert ava.read_excluded_keys(files['excluded.csv']) == {'v2,0902'}
-  gt = ava.read_boxes_csv(files['gt.csv'], class_ids=[1, 2])
+  assert ava_frame_map.read_excluded_keys(files['excluded.csv']) == {'v2,0902'}
+  gt = ava_frame_map.read_boxes_csv(files['gt.csv'], class_ids=[1, 2])
   assert list(gt) == ['v1,0902', 'v1,0903', 'v2,0902']
   np.testing.assert_allclose(gt['v1,0902'].boxes[1], [0.6, 0.6, 0.9, 0.9])
   assert list(gt['v1,0903'].labels) == [1, 2] and list(gt['v1,0902'].scores) == [1.0, 1.0]
@@ -120,13 +120,13 @@ def test_a_malformed_row_names_file_and_line(tmp_path, row, problem):
   path = tmp_path / 'bad.csv'
   path.write_text(f'v1,0902,{A},1,0.5\n{row}\n')
   with pytest.raises(UserError, match=rf'bad\.csv, line 2: .*{problem}'):
-    ava.read_boxes_csv(str(path), scored=True)
+    ava_frame_map.read_boxes_csv(str(path), scored=True)
 
 
 def test_written_detections_read_back(tmp_path):
-  text = ava.format_detections([('vid_a', 902, (0.12345, 0.2, 0.5, 0.75), 12, 0.987654321)])
+  text = ava_frame_map.format_detections([('vid_a', 902, (0.12345, 0.2, 0.5, 0.75), 12, 0.987654321)])
   assert text == 'vid_a,0902,0.1235,0.2000,0.5000,0.7500,12,0.987654\n'
   path = tmp_path / 'detections.csv'
   path.write_text(text)
-  boxes = ava.read_boxes_csv(str(path), capacity=50, scored=True)['vid_a,0902']
+  boxes = ava_frame_map.read_boxes_csv(str(path), capacity=50, scored=True)['vid_a,0902']
   assert list(boxes.labels) == [12] and boxes.scores[0] == pytest.approx(0.987654)

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avslowfast_jax import inference
-from avslowfast_jax.evaluation import ava
+from avslowfast_jax import model_builder
+from avslowfast_jax.metrics import ava_frame_map
 from avslowfast_jax.tools.model_stats import model_stats
 from configs import ava as ava_configs
 from data_pipelines import fs
@@ -31,8 +31,8 @@ def tiny_ava_config(arch='avslowfast', audio_pool5=True):
 def tiny_model():
   """The tiny model's config, network, task and abstract variables (nothing computed)."""
   config = tiny_ava_config()
-  model, task = inference.build(config)
-  return config, model, task, inference.abstract_variables(config, model)
+  model, task = model_builder.build(config)
+  return config, model, task, model_builder.abstract_variables(config, model)
 
 
 def batch_of(inputs):
@@ -46,11 +46,11 @@ def batch_of(inputs):
 
 def test_res5_at_one_sixteenth_and_per_box_logits(tiny_model):
   config, model, task, variables = tiny_model
-  assert set(inference.input_specs(config, 2)) == {'slow', 'fast', 'audio', 'boxes', 'box_mask'}
-  assert inference.input_specs(config, 1, train=False)['fast'].shape[2:4] == (32, 48)
+  assert set(model_builder.input_specs(config, 2)) == {'slow', 'fast', 'audio', 'boxes', 'box_mask'}
+  assert model_builder.input_specs(config, 1, train=False)['fast'].shape[2:4] == (32, 48)
   batch = batch_of(tiny_inputs(batch=2))
   logits, aux = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
-                               inference.model_inputs(config, batch))
+                               model_builder.model_inputs(config, batch))
   assert logits.shape == (2, 3, 80)
   assert aux['res5']['slow'].shape[2:4] == (2, 2)  # 32 / 16
   # The pooled audio feature reaches the classifier; without it the kernel is narrower.
@@ -58,7 +58,7 @@ def test_res5_at_one_sixteenth_and_per_box_logits(tiny_model):
   slow, fast = aux['res5']['slow'].shape[-1], aux['res5']['fast'].shape[-1]
   assert width == slow + fast + aux['features']['audio'].shape[-1]
   laterals_only = tiny_ava_config(audio_pool5=False)
-  abstract = inference.abstract_variables(laterals_only, inference.build(laterals_only)[0])
+  abstract = model_builder.abstract_variables(laterals_only, model_builder.build(laterals_only)[0])
   assert abstract['params']['head']['classifier']['kernel'].shape[0] == slow + fast
 
 
@@ -105,7 +105,7 @@ def test_evaluation_frame_map_and_detections_csv(tmp_path, tiny_model):
   config.data.data_dir = str(tmp_path)
   config.data.eval_split = 'val'
   write_split(str(tmp_path))
-  task = inference.build(config)[1]
+  task = model_builder.build(config)[1]
   # Right class highest on each box, except the vidB box's 'walk' (5) below a wrong 'bend'.
   scores = np.full((3, 2, 80), 0.01, np.float32)
   scores[0, 0, 0] = 0.9  # vidA box 0: bend (TP)
@@ -127,8 +127,8 @@ def test_evaluation_frame_map_and_detections_csv(tmp_path, tiny_model):
   lines = fs.read_text(path).splitlines()
   assert lines[0] == 'vidA,0902,0.0000,0.0000,0.5000,0.5000,1,0.900000'
   assert len(lines) == 3 * 2  # each box's scores of the label map's two classes
-  files = ava.split_files(str(tmp_path), 'val')
-  again = ava.evaluate_files(files['groundtruth'], path, files['label_map'], files['excluded'])
+  files = ava_frame_map.split_files(str(tmp_path), 'val')
+  again = ava_frame_map.evaluate_files(files['groundtruth'], path, files['label_map'], files['excluded'])
   assert again['mAP'] == pytest.approx(metrics['mAP'])
 
 
@@ -136,7 +136,7 @@ def test_evaluation_without_the_split_files_names_them(tmp_path, tiny_model):
   config = tiny_model[0].copy_and_resolve_references()
   config.data.data_dir = str(tmp_path)
   with pytest.raises(UserError, match='val_videos.json: no such file'):
-    inference.build(config)[1].evaluation('val')
+    model_builder.build(config)[1].evaluation('val')
 
 
 @pytest.mark.parametrize('variant,paper', [
@@ -178,9 +178,9 @@ def test_predict_lines_and_png(tmp_path, tiny_model):
 def test_predict_boxes_file(tmp_path):
   good = tmp_path / 'boxes.csv'
   good.write_text('0.1,0.2,0.5,0.9\nvid,0902,0.5,0.5,1.0,1.0,12,0\nvid,0902,0.5,0.5,1.0,1.0,3,0\n')
-  np.testing.assert_allclose(ava.read_predict_boxes(str(good)),
+  np.testing.assert_allclose(ava_frame_map.read_predict_boxes(str(good)),
                              [[0.1, 0.2, 0.5, 0.9], [0.5, 0.5, 1.0, 1.0]])
   bad = tmp_path / 'bad.csv'
   bad.write_text('0.1,0.2,0.5,0.9\n10,20,50,90\n')
   with pytest.raises(UserError, match=r'bad\.csv, line 2: .*normalised'):
-    ava.read_predict_boxes(str(bad))
+    ava_frame_map.read_predict_boxes(str(bad))

@@ -43,7 +43,7 @@ def test_train_step_benchmark_variants_interleaved():
   one process, timed in turn, the same loss (same model, same batch), and every
   field the README quotes."""
   result = subprocess.run(
-      [sys.executable, 'benchmarks/train_step.py', '--config', 'configs/quickstart.py:avslowfast',
+      [sys.executable, 'benchmarks/train_step.py', '--config', 'avslowfast_jax/studies/configs/quickstart.py:avslowfast',
        '--batch_size', '4', '--image_size', '64', '--steps', '2', '--warmup_steps', '1',
        '--variant', 'model.conv_impl=cpu', '--variant', 'model.conv_impl=native'],
       cwd=ROOT, capture_output=True, text=True, timeout=600,

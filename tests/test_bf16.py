@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import pytest
 
-from avslowfast_jax import inference, parallel
+from avslowfast_jax import model_builder, parallel
 from avslowfast_jax.evaluation import evaluator
 from data_pipelines import input_pipeline
 from train_testdata import session_dirs, tiny_config
@@ -32,14 +32,14 @@ def _config(shards, dtype):
 def _train(config, variables, batches):
   """Losses of ``len(batches)`` SGD steps (classification loss, no DropPathway) and the
   final variables."""
-  model, task = inference.build(config)
+  model, task = model_builder.build(config)
   tx = optax.sgd(0.05, momentum=0.9)
 
   @jax.jit
   def step(params, batch_stats, opt_state, batch):
     def loss_fn(p):
       logits, state = model.apply(
-          {'params': p, 'batch_stats': batch_stats}, inference.model_inputs(config, batch),
+          {'params': p, 'batch_stats': batch_stats}, model_builder.model_inputs(config, batch),
           train=True, drop_audio=False, rngs={'dropout': jax.random.key(0)},
           mutable=['batch_stats'])
       return task.loss(logits[0], batch)[0], state['batch_stats']
@@ -65,8 +65,8 @@ def test_bf16_train_steps_track_fp32_and_evaluation_agrees(tmp_path_factory):
   # One batch (8 of the 9 training videos) for every step: the loss then falls smoothly
   # and the two runs differ by their arithmetic only, not by which batch a step drew.
   batches = [dict(next(data))] * STEPS
-  model, _ = inference.build(fp32)
-  variables = inference.init_variables(fp32, model, jax.random.key(0))
+  model, _ = model_builder.build(fp32)
+  variables = model_builder.init_variables(fp32, model, jax.random.key(0))
   variables = {k: variables[k] for k in ('params', 'batch_stats')}
   losses32, trained = _train(fp32, variables, batches)
   losses16, _ = _train(bf16, variables, batches)
@@ -82,7 +82,7 @@ def test_bf16_train_steps_track_fp32_and_evaluation_agrees(tmp_path_factory):
   replicated = jax.device_put(trained, parallel.replicated(mesh))
   results = {}
   for config in (fp32, bf16):
-    model, task = inference.build(config)
+    model, task = model_builder.build(config)
     results[config.model.dtype] = evaluator.evaluate(config, model, task, replicated, mesh,
                                                      split='train')
   (m32, a32), (m16, a16) = results['float32'], results['bfloat16']

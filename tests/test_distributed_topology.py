@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from avslowfast_jax import parallel, trees
-from avslowfast_jax.train import checkpoints as ckpt_lib
+from avslowfast_jax import checkpoints as ckpt_lib
 from avslowfast_jax.train import state as state_lib
 from avslowfast_jax.train import setup as setup_lib
 import train_testdata as td

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from avslowfast_jax.tools import ensemble
-from configs import epic_kitchens, quickstart
+from avslowfast_jax.studies.configs import quickstart
+from configs import epic_kitchens
 from data_pipelines.errors import UserError
 
 

@@ -15,9 +15,10 @@ from ml_collections import config_flags
 import pytest
 import tensorflow as tf
 
-from avslowfast_jax import predict, quickstart
-from avslowfast_jax.tools import import_weights
-from data_pipelines import errors, inspect, prepare, shards, synthetic
+from avslowfast_jax import cli, predict
+from avslowfast_jax.studies import quickstart
+from avslowfast_jax.tools import import_weights, inspect_clips
+from data_pipelines import errors, prepare, shards, synthetic
 from data_pipelines.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,14 +63,14 @@ COMMAND_CASES = {
                    str(d), '--annotations', _write(d / 'k.csv', 'path,label\na.mp4,dog\n')],
         r'k.csv: not a Kinetics CSV'),
     'inspect: config file that does not exist': (
-        inspect.main,
+        inspect_clips.main,
         lambda d: ['--data_dir', str(d), '--config', str(d / 'nope.py'), '--output',
                    str(d / 'x.npz')],
         r'nope.py: no such config file'),
     'inspect: folder without prepared data': (
-        inspect.main,
+        inspect_clips.main,
         lambda d: ['--data_dir', str(d), '--config',
-                   f'{REPO}/configs/quickstart.py:avslowfast', '--output', str(d / 'x.npz')],
+                   f'{REPO}/avslowfast_jax/studies/configs/quickstart.py:avslowfast', '--output', str(d / 'x.npz')],
         r'holds no prepared data \(no shards.json\): prepare videos into it'),
     'synthetic: unknown class': (
         synthetic.main,
@@ -122,13 +123,13 @@ def _config_flags(argv):
 @pytest.mark.parametrize('argv, message', [
     (['--config', 'configs/kinetics.py:avslowfast_3x3_r77'],
      r"unknown variant 'avslowfast_3x3_r77'.*avslowfast_4x16_r50"),
-    (['--config', 'configs/quickstart.py:stereo'],
+    (['--config', 'avslowfast_jax/studies/configs/quickstart.py:stereo'],
      r"unknown quickstart variant 'stereo': expected one of avslowfast, slowfast, audio"),
-    (['--config', 'configs/quickstart.py', '--config.train.totl_steps=3'],
+    (['--config', 'avslowfast_jax/studies/configs/quickstart.py', '--config.train.totl_steps=3'],
      r"--config.train.totl_steps: train has no field 'totl_steps'; did you mean 'total_steps'"),
-    (['--config', 'configs/quickstart.py', '--config.trian.total_steps=3'],
+    (['--config', 'avslowfast_jax/studies/configs/quickstart.py', '--config.trian.total_steps=3'],
      r"--config.trian.total_steps: the config has no field 'trian'; did you mean 'train'"),
-    (['--config', 'configs/quickstart.py', '--config.train.total_steps=abc'],
+    (['--config', 'avslowfast_jax/studies/configs/quickstart.py', '--config.train.total_steps=abc'],
      r'--config.train.total_steps=abc: invalid literal'),
     (['--config', 'configs/nope.py'], r'--config configs/nope.py: no such config file'),
 ])
@@ -136,7 +137,7 @@ def test_config_mistakes_name_the_field_or_variant(argv, message, monkeypatch):
   monkeypatch.chdir(REPO)
   argv = ['main', *argv]
   with pytest.raises(UserError, match=message):
-    errors.parse_flags(argv, _config_flags(argv))
+    cli.parse_flags(argv, _config_flags(argv))
 
 
 def test_damaged_data_files_are_named(tmp_path):
@@ -164,7 +165,7 @@ def test_main_ends_mistakes_without_traceback(tmp_path):
   workdir = tmp_path / 'run'
   workdir.mkdir()
   base = [sys.executable, '-m', 'avslowfast_jax.main', '--workdir', str(workdir)]
-  quick = f'{REPO}/configs/quickstart.py'
+  quick = f'{REPO}/avslowfast_jax/studies/configs/quickstart.py'
   cases = {
       'variant': (['--config', f'{REPO}/configs/kinetics.py:avslowfast_3x3_r77'],
                   "unknown variant 'avslowfast_3x3_r77'"),

@@ -75,7 +75,7 @@ class Reference:
 
   def __init__(self, variant, depth_blocks=None, stem=(64, 8), seed=0):
     import jax
-    from avslowfast_jax import inference
+    from avslowfast_jax import model_builder
 
     c0 = kinetics.get_config(variant)
     alpha, fast_len = c0.model.alpha_f, c0.data.num_frames
@@ -104,7 +104,7 @@ class Reference:
     self.inputs = {'slow': slow.permute(0, 2, 3, 4, 1).numpy(),
                    'fast': fast.permute(0, 2, 3, 4, 1).numpy()}
     self.state = {k: v.clone() for k, v in self.net.state_dict().items()}
-    model, _ = inference.build(self.config)
+    model, _ = model_builder.build(self.config)
     self.apply = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
 
   def ours(self, variables):
@@ -286,8 +286,8 @@ def test_unexpected_key_is_an_error(tiny):
 
 def test_lateral_placement_mismatch_is_an_error(tiny):
   config = _config('tiny_slowfast_8x8_r50', 7)
-  config.model.fs_lateral_stages = ('res3', 'res4')  # the audio-visual code's placement
-  with pytest.raises(iw.WeightImportError, match="add 'pool1' to model.fs_lateral_stages"):
+  config.model.fast_to_slow_stages = ('res3', 'res4')  # the audio-visual code's placement
+  with pytest.raises(iw.WeightImportError, match="add 'pool1' to model.fast_to_slow_stages"):
     _import(tiny, tiny.state, config=config)
 
 
@@ -366,7 +366,7 @@ def test_pytorchvideo_avslowfast_logits_match(capsys):
   statistic is imported (the AVS projections, which PyTorchVideo lacks, are the
   only new variables)."""
   import jax
-  from avslowfast_jax import inference
+  from avslowfast_jax import model_builder
   pytest.importorskip('pytorchvideo')
   with iw.torchvision_stand_in():
     from pytorchvideo.models.audio_visual_slowfast import create_audio_visual_slowfast
@@ -387,7 +387,7 @@ def test_pytorchvideo_avslowfast_logits_match(capsys):
 
   config = _config('tiny_avslowfast_8x8_r50', 7)
   config.model.audio_lateral_stages = ('pool1', 'res2', 'res3', 'res4')
-  config.model.a_fs_hidden_channels = 0
+  config.model.audio_lateral_hidden_channels = 0
   config.model.audio_factorized_conv = 'parallel'
   config.model.audio_time_stride = 'conv_a'
   result = iw.import_checkpoint(state, 'pytorchvideo_avslowfast', config)
@@ -395,7 +395,7 @@ def test_pytorchvideo_avslowfast_logits_match(capsys):
   assert result.initialised and all('/avs_' in p for p in result.initialised)
   assert result.imported['params/audio/res2_block0/conv_b_freq/kernel'] == \
       'blocks.1.multipathway_blocks.2.res_blocks.0.branch2.conv_b.0.weight'
-  model, _ = inference.build(config)
+  model, _ = model_builder.build(config)
   ours_in = {'slow': inputs[0].permute(0, 2, 3, 4, 1).numpy(),
              'fast': inputs[1].permute(0, 2, 3, 4, 1).numpy(),
              'audio': inputs[2][:, :, :, 0, :].permute(0, 2, 3, 1).numpy()}
@@ -407,6 +407,6 @@ def test_pytorchvideo_avslowfast_logits_match(capsys):
   assert diff < 2e-5
   # The paper's lateral placement (res3, res4) cannot take this checkpoint: named error.
   paper = _config('tiny_avslowfast_8x8_r50', 7)
-  paper.model.a_fs_hidden_channels = 0
+  paper.model.audio_lateral_hidden_channels = 0
   with pytest.raises(iw.WeightImportError, match=r'to_visual_pool1.*audio_lateral_stages'):
     iw.import_checkpoint(state, 'pytorchvideo_avslowfast', paper)

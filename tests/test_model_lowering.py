@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avslowfast_jax import inference
+from avslowfast_jax import model_builder
 from avslowfast_jax.models import cpu as cpu_lib
 from avslowfast_jax.models import native, ops
 from data_pipelines.errors import UserError
@@ -263,7 +263,7 @@ def _random_variables(config, inputs, seed=0):
   """Random variables of the right shapes for ``config``'s model, made in numpy:
   compiling ``model.init`` (hundreds of random initialisers) takes far longer
   than anything these tests compute."""
-  model, _ = inference.build(config, 'native')
+  model, _ = model_builder.build(config, 'native')
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs))
   rng = np.random.default_rng(seed)
 
@@ -283,7 +283,7 @@ def _model_outputs_and_grads(config, conv_impl, variables, inputs):
   """A training step's logits, features, BN statistics and parameter gradients
   (DropPathway's conditional audio pathway, not dropped), and the inference
   logits and features, of ``config``'s model computed with ``conv_impl``."""
-  model, _ = inference.build(config, conv_impl)
+  model, _ = model_builder.build(config, conv_impl)
 
   def run(params):
     def loss(params):
@@ -312,7 +312,7 @@ def test_whole_model_native_and_cpu_agree(arch):
   sqrt(epsilon)."""
   config = tiny_config(arch, dropout_rate=0.0, width=16)
   inputs = tiny_inputs(batch=4)
-  inputs = {k: v for k, v in inputs.items() if k in inference.input_specs(config, 1)}
+  inputs = {k: v for k, v in inputs.items() if k in model_builder.input_specs(config, 1)}
   variables = _random_variables(config, inputs)
   cpu_outs, cpu_grads = _model_outputs_and_grads(config, 'cpu', variables, inputs)
   nat_outs, nat_grads = _model_outputs_and_grads(config, 'native', variables, inputs)

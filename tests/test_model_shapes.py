@@ -9,7 +9,7 @@ import re
 import jax
 import pytest
 
-from avslowfast_jax import inference
+from avslowfast_jax import model_builder
 from avslowfast_jax.models.config import ModelConfig
 from configs import ava, kinetics
 from data_pipelines.errors import UserError
@@ -19,8 +19,8 @@ _BLOCK = re.compile(r'^((slow|fast)_)?res\d_block\d+$|^fast_to_slow_\w+$|^to_vis
 
 def _stage_outputs(config, batch=2, size=224):
   """Abstract outputs of every block and lateral of the model (eval_shape)."""
-  model, _ = inference.build(config)
-  inputs = inference.input_specs(config, batch, image_size=size)
+  model, _ = model_builder.build(config)
+  inputs = model_builder.input_specs(config, batch, image_size=size)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)
 
   def run(v, x):
@@ -75,16 +75,16 @@ def test_r101_nonlocal_blocks_and_variants():
   c = kinetics.get_config('slowfast_8x8_r101')
   c.model.nonlocal_stages = ('res4',)
   c.model.nonlocal_every = 7
-  model, _ = inference.build(c)
-  inputs = inference.input_specs(c, 1, image_size=64)
+  model, _ = model_builder.build(c)
+  inputs = model_builder.input_specs(c, 1, image_size=64)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)
   names = set(variables['params'])
   assert {n for n in names if 'nonlocal' in n} == {
       'slow_res4_nonlocal6', 'slow_res4_nonlocal13', 'slow_res4_nonlocal20'}
   assert 'slow_res4_block22' in names and not any(n.startswith('audio') for n in names)
   audio_cfg = kinetics.get_config('audio_8x8_r50')
-  model, _ = inference.build(audio_cfg)
-  inputs = inference.input_specs(audio_cfg, 2)
+  model, _ = model_builder.build(audio_cfg)
+  inputs = model_builder.input_specs(audio_cfg, 2)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), {'audio': inputs['audio']})
   logits, aux = jax.eval_shape(lambda v, x: model.apply(v, x), variables,
                                {'audio': inputs['audio']})
@@ -98,8 +98,8 @@ def test_temporal_kernel_only_in_the_leading_blocks_of_each_stage():
   R101 model every block."""
   def conv_a_time(variant):
     c = ava.get_config(variant)
-    model, _ = inference.build(c)
-    inputs = inference.input_specs(c, 1, image_size=64)
+    model, _ = model_builder.build(c)
+    inputs = model_builder.input_specs(c, 1, image_size=64)
     params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)['params']
     return {f'{p}{i}': params[f'{p}_res4_block{i}']['conv_a']['kernel'].shape[0]
             for p in ('slow', 'fast') for i in (0, 5, 6, 22)}
@@ -129,7 +129,7 @@ def test_every_config_loads(module_name):
   configs = [module.get_config(v) for v in variants] if variants else [module.get_config()]
   for config in configs:
     assert config.model.arch in ('avslowfast', 'slowfast', 'audio')
-    inference.build(config)  # validates the model fields and the task
+    model_builder.build(config)  # validates the model fields and the task
 
 
 def test_verb_noun_head_and_fusion_variants():

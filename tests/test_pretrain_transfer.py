@@ -10,9 +10,11 @@ import pytest
 
 from avslowfast_jax import trees
 from avslowfast_jax.tasks import pretrain as pretrain_task
-from avslowfast_jax.train import checkpoints as ckpt_lib
+from avslowfast_jax import checkpoints as ckpt_lib
 from avslowfast_jax.train import schedules
 from avslowfast_jax.train.state import TrainState
+from avslowfast_jax.studies import ssl_evidence
+from avslowfast_jax.studies.configs import pretrain_synthetic
 from configs import hmdb51, pretrain, transfer_common, ucf101
 from data_pipelines.errors import UserError
 import train_testdata as td
@@ -20,7 +22,7 @@ import train_testdata as td
 
 # ----------------------------------------------------------------- units
 def test_rotation_turns_every_visual_frame_alike_and_leaves_audio():
-  config = pretrain.get_config('synthetic')
+  config = pretrain_synthetic.get_config('pretrain')
   task = pretrain_task.Pretrain(config)
   rng = np.random.default_rng(0)
   fast = jnp.asarray(rng.standard_normal((8, 4, 6, 6, 3)), jnp.float32)
@@ -122,7 +124,7 @@ def test_linear_layer_on_cached_features_learns_separable_classes():
 # ------------------------------------------------------------ end to end
 def _tiny(config, shards):
   values = {**td.TINY, 'data.data_dir': shards, 'model.width': 8,
-            'model.a_fs_hidden_channels': 8, 'train.log_every_steps': 1,
+            'model.audio_lateral_hidden_channels': 8, 'train.log_every_steps': 1,
             'train.checkpoint_every_steps': 100, 'train.async_checkpoints': False,
             'train.warmup_steps': 0}
   values.pop('train.optimizer')
@@ -143,9 +145,9 @@ def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, tmp_path_
   td.enable_compilation_cache(cache)
 
   # 1. Label-free pretraining, both pretexts, the hard negatives from step 3 of 4.
-  c = _tiny(pretrain.get_config('synthetic'), shards)
+  c = _tiny(pretrain_synthetic.get_config('pretrain'), shards)
   c.train.total_steps = 4
-  c.train.drop_pathway_prob = 0.0
+  c.train.drop_pathway_prob = (0.0,)
   c.model.num_classes = 1  # unused by the pretext head: labels play no part
   ssl_dir = str(tmp_path / 'ssl')
   last = trainer.train_and_evaluate(c, ssl_dir)
@@ -157,7 +159,7 @@ def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, tmp_path_
   assert 'head/rotation/kernel' in saved and not any('classifier' in k for k in saved)
 
   # 2. Cached linear probe: the pretext head is dropped and reported; the loss falls.
-  probe = transfer.evidence_probe_config(c, probe_steps=200)
+  probe = ssl_evidence.evidence_probe_config(c, probe_steps=200)
   probe.train.base_lr = 0.1
   metrics = transfer.cached_linear_probe(probe, ssl_dir, epochs=1.0)
   assert any("dropped the checkpoint's head (head/rotation" in l for l in metrics['init_report'])

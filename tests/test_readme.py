@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from data_pipelines import errors
+from avslowfast_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,7 +83,7 @@ def _config_field_exists(config, dotted):
 
 
 def _load_config(spec):
-  return errors.load_config_file(os.path.join(ROOT, spec))
+  return cli.load_config_file(os.path.join(ROOT, spec))
 
 
 PY_COMMANDS = [c for c in COMMANDS if c.startswith('python')]

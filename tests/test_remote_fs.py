@@ -7,7 +7,7 @@ per-process, so everything runs in this process. A path that slipped past the
 filesystem layer would either fail (``open`` of ``ram://...``) or write a local
 folder named ``ram:`` in the working directory, which the test looks for.
 
-Orbax writes local paths and ``gs://`` only (train/checkpoints.py), so the
+Orbax writes local paths and ``gs://`` only (checkpoints.py), so the
 checkpoints go to a local ``train.checkpoint_dir``.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from avslowfast_jax import export, main
 from avslowfast_jax.evaluation import evaluator
-from avslowfast_jax.train import checkpoints as ckpt_lib
+from avslowfast_jax import checkpoints as ckpt_lib
 from avslowfast_jax.train import trainer
 from data_pipelines import adapters, fs, prepare, synthetic
 from data_pipelines.errors import UserError

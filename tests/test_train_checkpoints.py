@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avslowfast_jax.train import checkpoints as ckpt_lib
+from avslowfast_jax import checkpoints as ckpt_lib
 from avslowfast_jax.train.state import TrainState
 from data_pipelines.errors import UserError
 

@@ -8,15 +8,19 @@ import os
 
 import pytest
 
+from avslowfast_jax import cli, drop_pathway
 from data_pipelines.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAMILIES = ('kinetics', 'kinetics_sounds', 'epic_kitchens', 'charades', 'quickstart')
+QUICKSTART = os.path.join(REPO, 'avslowfast_jax', 'studies', 'configs', 'quickstart.py')
+FAMILIES = ('configs.kinetics', 'configs.kinetics_sounds', 'configs.epic_kitchens',
+            'configs.charades', 'avslowfast_jax.studies.configs.quickstart',
+            'avslowfast_jax.studies.configs.pretrain_synthetic')
 
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_every_variant_loads_and_has_a_command(family):
-  module = importlib.import_module(f'configs.{family}')
+  module = importlib.import_module(family)
   assert module.VARIANTS
   assert 'python -m avslowfast_jax.main' in module.__doc__
   for variant in module.VARIANTS:
@@ -30,9 +34,9 @@ def test_recipes():
   from configs import charades, epic_kitchens, kinetics  # pylint: disable=g-import-not-at-top
   k = kinetics.get_config('avslowfast_4x16_r50')
   assert (k.train.base_lr, k.train.reference_batch_size, k.train.warmup_start_lr) == (0.1, 64, 0.01)
-  assert k.train.num_epochs == 256 and k.avs.enabled and k.train.drop_pathway_prob == 0.8
+  assert k.train.num_epochs == 256 and k.avs.enabled and k.train.drop_pathway_prob == (0.8,)
   assert kinetics.get_config('avslowfast_8x8_r50').train.num_epochs == 196
-  assert kinetics.get_config('slowfast_4x16_r50').train.drop_pathway_prob == 0.0
+  assert kinetics.get_config('slowfast_4x16_r50').train.drop_pathway_prob == (0.0,)
   e = epic_kitchens.get_config('avslowfast_8x8_r101')  # the separate models: test_epic.py
   assert e.task == 'verb_noun' and e.model.freeze_bn and e.train.batch_size == 32
   assert e.train.base_lr == 0.01 and e.train.schedule == 'steps'
@@ -54,19 +58,29 @@ def test_recipes():
   assert tuple(nl.data.train_jitter_scales) == (256, 340) and nl.train.num_epochs == 196
 
 
-@pytest.mark.parametrize('prob,ramp,scale', [
-    (0.7, 0.3, 0.6),   # the quickstart's ramp: 1.0 -> 0.4, laterals at 1 - 0.4
-    (0.8, 0.0, 0.2),   # a constant rate: 1 - P_d
-    (0.0, 0.3, 1.0),   # no DropPathway (the ramp is then ignored): the laterals as trained
-    (0.2, 0.3, 1.0)])  # a ramp that clips to 0 before the last step
-def test_quickstart_lateral_scale_follows_the_last_drop_rate(prob, ramp, scale):
-  from avslowfast_jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
-  from configs import quickstart  # pylint: disable=g-import-not-at-top
-  c = quickstart.get_config('avslowfast')
-  c.train.drop_pathway_prob = prob
-  c.train.drop_pathway_ramp = ramp
-  assert c.model.audio_lateral_eval_scale == pytest.approx(scale)
-  assert ModelConfig.from_config(c.model).audio_lateral_eval_scale == pytest.approx(scale)
+@pytest.mark.parametrize('rates,on,scale', [
+    ((1.0, 0.4), True, 0.6),   # the quickstart's: laterals at 1 - the last step's rate
+    ((0.8,), True, 0.2),       # a constant rate: 1 - P_d
+    ((0.0,), True, 1.0),       # no DropPathway: the laterals as trained
+    ((0.8,), False, 1.0)])     # the paper's model: no scaling
+def test_eval_lateral_scale_follows_the_last_drop_rate(rates, on, scale):
+  c = cli.load_config_file(QUICKSTART + ':avslowfast')
+  assert c.eval.scale_audio_laterals  # the quickstart evaluates with the rule
+  c.train.drop_pathway_prob = rates
+  c.eval.scale_audio_laterals = on
+  assert drop_pathway.eval_lateral_scale(c) == pytest.approx(scale)
+
+
+def test_paper_configs_do_not_scale_the_laterals():
+  for path, variant in (('configs/kinetics.py', 'avslowfast_4x16_r50'),
+                        ('configs/pretrain.py', 'avslowfast_8x8_r50'),
+                        ('configs/epic_kitchens.py', 'avslowfast_8x8_r101_verb'),
+                        ('configs/ava.py', 'avslowfast_4x16_r50')):
+    c = cli.project_config(path, variant)
+    assert drop_pathway.eval_lateral_scale(c) == 1.0, path
+  ssl = cli.load_config_file(QUICKSTART.replace('quickstart.py', 'pretrain_synthetic.py'))
+  assert drop_pathway.eval_lateral_scale(ssl) == 1.0
+  assert drop_pathway.rates(ssl.train) == (0.8, 0.8)
 
 
 def test_model_fields_are_defined_once_and_unknown_ones_are_errors():

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from jax._src import array as jax_array
 
-from avslowfast_jax import inference
+from avslowfast_jax import model_builder
 from avslowfast_jax.train import step as step_lib
 from avslowfast_jax.train import trainer
 import train_testdata as td
@@ -49,7 +49,7 @@ def logged_rows(workdir):
 def random_batches(config, nan_at_step=None):
   """Endless random training batches of the config's shapes (NaN frames at one step)."""
   batch = config.train.batch_size
-  specs = inference.input_specs(config, batch)
+  specs = model_builder.input_specs(config, batch)
   rng = np.random.default_rng(0)
   step = 0
   while True:

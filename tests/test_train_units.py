@@ -6,7 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from avslowfast_jax.train import losses, optimizer, schedules, step
+from avslowfast_jax import drop_pathway
+from avslowfast_jax.losses import avs
+from avslowfast_jax.train import optimizer, schedules, step
 from configs import common
 from data_pipelines.errors import UserError
 
@@ -84,25 +86,6 @@ def test_adamw_option_decays_only_kernels():
     optimizer.create_optimizer(c.train, lambda s: 1.0)
 
 
-@pytest.mark.parametrize('name', ['sgd', 'adamw'])
-def test_audio_lr_mult_scales_only_the_audio_pathway(name):
-  params = {'audio': {'conv': {'kernel': jnp.ones((3, 4))}},
-            'slow_res2': {'conv': {'kernel': jnp.ones((3, 4))}}}
-  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
-  c = common.base_config()
-  c.train.optimizer, c.train.weight_decay, c.train.momentum = name, 0.1, 0.9
-  base, _ = optimizer.create_optimizer(c.train, lambda s: 0.1).update(
-      grads, optimizer.create_optimizer(c.train, lambda s: 0.1).init(params), params)
-  c.train.audio_lr_mult = 0.25
-  tx = optimizer.create_optimizer(c.train, lambda s: 0.1)
-  scaled, _ = tx.update(grads, tx.init(params), params)
-  np.testing.assert_allclose(scaled['audio']['conv']['kernel'],
-                             0.25 * base['audio']['conv']['kernel'], rtol=1e-6)
-  np.testing.assert_allclose(scaled['slow_res2']['conv']['kernel'],
-                             base['slow_res2']['conv']['kernel'], rtol=1e-6)
-  assert float(jnp.abs(base['audio']['conv']['kernel']).min()) > 0
-
-
 def test_gradient_clipping():
   c = common.base_config()
   c.train.weight_decay, c.train.momentum, c.train.grad_clip_norm = 0.0, 0.0, 1.0
@@ -124,17 +107,17 @@ def test_avs_loss_prefers_in_sync_pairs():
   ones = jnp.ones(8)
   # Loss with the true pairs as positives and unrelated audio as negatives
   # must be lower than the other way round.
-  good = losses.contrastive_sync_loss(visual, in_sync_audio, unrelated, ones, ones)
-  bad = losses.contrastive_sync_loss(visual, unrelated, in_sync_audio, ones, ones)
+  good = avs.contrastive_sync_loss(visual, in_sync_audio, unrelated, ones, ones)
+  bad = avs.contrastive_sync_loss(visual, unrelated, in_sync_audio, ones, ones)
   assert float(good) < float(bad)
   # Hand-computed value for one pair: pos d^2, neg hinge^2 at 0.99, halved.
   v = np.array([[0.5, 0.0]])
   a = np.array([[0.3, 0.4]])  # distance^2 = 0.04 + 0.16 = 0.2
   n = np.array([[-0.5, 0.0]])  # distance 1.0 -> beyond the margin, no loss
-  np.testing.assert_allclose(losses.contrastive_sync_loss(v, a, n, jnp.ones(1), jnp.ones(1)),
+  np.testing.assert_allclose(avs.contrastive_sync_loss(v, a, n, jnp.ones(1), jnp.ones(1)),
                              0.1, rtol=1e-5)
   n_close = np.array([[0.5, 0.49]])  # distance 0.49 -> hinge 0.5^2 = 0.25
-  np.testing.assert_allclose(losses.contrastive_sync_loss(v, a, n_close, jnp.ones(1),
+  np.testing.assert_allclose(avs.contrastive_sync_loss(v, a, n_close, jnp.ones(1),
                                                           jnp.ones(1)), (0.2 + 0.25) / 2,
                              rtol=1e-5)
 
@@ -144,7 +127,7 @@ def test_avs_loss_masks_silent_pairs():
   a = np.array([[0.3, 0.4], [-0.5, 0.0]])
   n = np.array([[-0.5, 0.0], [0.5, 0.0]])
   # Second clip (silent) is masked: only the first pair counts.
-  masked = losses.contrastive_sync_loss(v, a, n, jnp.array([1.0, 0.0]), jnp.array([1.0, 0.0]))
+  masked = avs.contrastive_sync_loss(v, a, n, jnp.array([1.0, 0.0]), jnp.array([1.0, 0.0]))
   np.testing.assert_allclose(masked, 0.1, rtol=1e-5)
 
 
@@ -152,10 +135,10 @@ def test_negatives_curriculum_switch():
   audio = jnp.arange(8.0).reshape(8, 1, 1, 1)
   shifted = -audio
   key = jax.random.PRNGKey(3)
-  easy, is_hard = losses.choose_audio_negatives(key, audio, shifted, jnp.bool_(False), 0.25)
+  easy, is_hard = avs.choose_audio_negatives(key, audio, shifted, jnp.bool_(False), 0.25)
   np.testing.assert_array_equal(easy[:, 0, 0, 0], np.roll(np.arange(8.0), 1))
   assert float(is_hard.sum()) == 0
-  mixed, is_hard = losses.choose_audio_negatives(key, audio, shifted, jnp.bool_(True), 0.25)
+  mixed, is_hard = avs.choose_audio_negatives(key, audio, shifted, jnp.bool_(True), 0.25)
   assert float(is_hard.sum()) == 2  # exactly a quarter of the batch
   hard_rows = np.flatnonzero(np.asarray(is_hard))
   np.testing.assert_array_equal(mixed[hard_rows, 0, 0, 0], -np.arange(8.0)[hard_rows])
@@ -168,33 +151,45 @@ def test_drop_pathway_rate_over_many_steps():
 
   def drawn(s, p):
     k_drop, _, _ = step.step_keys(base, s)
-    return step.draw_drop_pathway(k_drop, p)
+    return drop_pathway.draw(k_drop, p, p)
 
   steps = jnp.arange(4000)
   for p in (0.2, 0.8):
     rate = float(jnp.mean(jax.vmap(lambda s: drawn(s, p))(steps)))
     assert abs(rate - p) < 0.03, (p, rate)
-  assert not bool(step.draw_drop_pathway(base, 0.0))
+  assert drop_pathway.draw(base, 0.0, 0.0) is False
   # Same step, same draw: what a resumed run relies on.
   assert bool(drawn(17, 0.5)) == bool(drawn(17, 0.5))
 
 
-def test_drop_pathway_rate_ramps_linearly_around_its_mean():
+def test_drop_pathway_rate_moves_linearly_from_start_to_end():
   base = jax.random.PRNGKey(0)
   total = 4000
 
   def drawn(s):
     k_drop, _, _ = step.step_keys(base, s)
-    return step.draw_drop_pathway(k_drop, 0.8, s, total, 0.2)  # 1.0 -> 0.6
+    return drop_pathway.draw(k_drop, 1.0, 0.6, s, total)
 
   dropped = np.asarray(jax.vmap(drawn)(jnp.arange(total)), np.float32)
   assert dropped[:200].mean() > 0.97  # ~1 at the start
   assert abs(dropped[-1000:].mean() - 0.65) < 0.04  # ~0.65 over the last quarter
-  assert abs(dropped.mean() - 0.8) < 0.03  # the mean rate is unchanged
-  assert step.draw_drop_pathway(base, 0.0, 5, total, 0.0) is False
-  # Without a ramp the draw is the constant-rate one.
-  assert bool(step.draw_drop_pathway(base, 0.5, 5, total, 0.0)) == bool(
-      step.draw_drop_pathway(base, 0.5))
+  assert abs(dropped.mean() - 0.8) < 0.03  # the mean of 1.0 and 0.6
+
+
+@pytest.mark.parametrize('value,rates', [((0.8,), (0.8, 0.8)), ((1.0, 0.4), (1.0, 0.4)),
+                                         ((0.2, 0.0), (0.2, 0.0))])
+def test_drop_pathway_setting_is_a_rate_or_a_start_and_end(value, rates):
+  c = common.base_config()
+  c.train.drop_pathway_prob = value
+  assert drop_pathway.rates(c.train) == rates
+
+
+@pytest.mark.parametrize('value', [(1.5,), (0.8, 0.4, 0.2), ()])
+def test_drop_pathway_setting_out_of_range_is_refused(value):
+  c = common.base_config()
+  c.train.drop_pathway_prob = value
+  with pytest.raises(UserError, match='drop_pathway_prob'):
+    drop_pathway.rates(c.train)
 
 
 def test_library_info_logs_are_filtered_but_not_ours_or_warnings():

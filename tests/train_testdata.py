@@ -64,14 +64,14 @@ def _flag_value(v):
 
 
 def tiny_overrides(data_dir: str, **more) -> list:
-  """``--config.*`` flags that shrink configs/quickstart.py:avslowfast to test size."""
+  """``--config.*`` flags that shrink avslowfast_jax/studies/configs/quickstart.py:avslowfast to test size."""
   values = {'data.data_dir': data_dir, **TINY, **more}
   return [f'--config.{k}={_flag_value(v)}' for k, v in values.items()]
 
 
 def tiny_config(data_dir: str, **more):
   """The config ``main`` builds from :func:`tiny_overrides` (same values)."""
-  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  from avslowfast_jax.studies.configs import quickstart  # pylint: disable=g-import-not-at-top
   c = quickstart.get_config('avslowfast')
   for key, value in {'data.data_dir': data_dir, **TINY, **more}.items():
     node = c
@@ -148,7 +148,7 @@ def enable_compilation_cache(cache_dir: str) -> None:
 
 def main_command(workdir: str, data_dir: str, *extra, cache_dir: str = '') -> list:
   cmd = [sys.executable, '-m', 'avslowfast_jax.main', '--config',
-         os.path.join(REPO, 'configs/quickstart.py') + ':avslowfast', '--workdir', workdir]
+         os.path.join(REPO, 'avslowfast_jax/studies/configs/quickstart.py') + ':avslowfast', '--workdir', workdir]
   if cache_dir:
     cmd.append(f'--compilation_cache_dir={cache_dir}')
   return cmd + tiny_overrides(data_dir) + list(extra)

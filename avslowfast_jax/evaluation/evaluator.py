@@ -15,9 +15,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from avslowfast_jax import inference, parallel
+from avslowfast_jax import model_builder, parallel
 from avslowfast_jax.tasks import Task
-from avslowfast_jax.train import checkpoints as ckpt_lib
+from avslowfast_jax import checkpoints as ckpt_lib
 from data_pipelines import fs, input_pipeline
 from data_pipelines.errors import UserError
 
@@ -38,11 +38,11 @@ def evaluate(config: ml_collections.ConfigDict, model, task: Task, variables, me
     config.data.num_test_crops = num_crops
   split = split or config.data.eval_split
   per_host = parallel.per_process_batch(config.eval.batch_size)
-  predict = inference.make_predict_fn(model, task)
+  predict = model_builder.make_predict_fn(model, task)
   kept_keys = tuple(task.eval_keys)
 
   def eval_step(variables, batch):
-    scores = predict(variables, inference.model_inputs(config, batch))['scores']
+    scores = predict(variables, model_builder.model_inputs(config, batch))['scores']
     return {'scores': scores, **{k: batch[k] for k in kept_keys if k in batch}}
 
   var_shardings = jax.tree.map(lambda x: x.sharding, variables)
@@ -91,7 +91,7 @@ def write_results(out_dir: str, metrics: Mapping[str, Any], arrays: Mapping[str,
 def run_eval_mode(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """``--mode eval``: restores ``eval.checkpoint`` (latest | best | step | path) and evaluates."""
   mesh = parallel.create_mesh()
-  model, task = inference.build(config)
+  model, task = model_builder.build(config)
   variables, item_dir = ckpt_lib.restore_variables(config, model, workdir, mesh,
                                                    config.eval.checkpoint)
   metrics, arrays = evaluate(config, model, task, variables, mesh)

@@ -2,7 +2,7 @@
 
 ``build_model(config.model, head)`` returns the :class:`AVSlowFast` module; see
 docs/design.md for the call signature and the ``(logits, aux)`` contract.
-``avslowfast_jax.inference.build_model(config)`` builds it with the task's head.
+``avslowfast_jax.model_builder.build_model(config)`` builds it with the task's head.
 
 Parameter naming (stable; the PySlowFast/PyTorchVideo importer maps onto it):
 
@@ -32,13 +32,14 @@ from avslowfast_jax.models.avslowfast import AVSlowFast
 from avslowfast_jax.models.config import STAGE_BLOCKS, ModelConfig
 
 
-def build_model(model_config, head: Optional[nn.Module] = None) -> AVSlowFast:
+def build_model(model_config, head: Optional[nn.Module] = None,
+                eval_lateral_scale: float = 1.0) -> AVSlowFast:
   """The network of ``config.model`` (a ConfigDict, dict or :class:`ModelConfig`)."""
   if not isinstance(model_config, ModelConfig):
     model_config = ModelConfig.from_config(model_config)
   else:
     model_config.validate()
-  return AVSlowFast(model_config, head)
+  return AVSlowFast(model_config, head, eval_lateral_scale)
 
 
 __all__ = ['AVSlowFast', 'ModelConfig', 'STAGE_BLOCKS', 'build_model']

@@ -35,6 +35,10 @@ class AVSlowFast(nn.Module):
   ``head(aux, inputs, train)`` on the backbone's outputs; without one the
   network returns ``logits = None`` and its features in ``aux``.
 
+  ``eval_lateral_scale`` multiplies the audio laterals outside training (1:
+  the paper's model; ``avslowfast_jax.drop_pathway.eval_lateral_scale``
+  derives it from the config).
+
   The audio pathway (with its laterals and AVS projections) runs first; the
   visual pathways then consume its outputs. With ``train`` and a traced
   ``drop_audio`` in mode 'pathway', it runs under ``nn.cond`` and a dropped
@@ -44,6 +48,7 @@ class AVSlowFast(nn.Module):
   """
   config: ModelConfig
   head: Optional[nn.Module] = None
+  eval_lateral_scale: float = 1.0
 
   def _layers(self):
     """The ``conv`` and ``norm`` factories every layer of every pathway is built with."""
@@ -69,7 +74,7 @@ class AVSlowFast(nn.Module):
         out.append((stage, fast_len, fast[stage][1]))
         continue
       channels = slow[stage][1]
-      if stage in c.fs_lateral_stages:
+      if stage in c.fast_to_slow_stages:
         channels += c.fusion_conv_channel_ratio * fast[stage][1]
       if c.fusion == 'av_nonlocal':
         channels //= 2  # the Non-local queries' width
@@ -130,9 +135,8 @@ class AVSlowFast(nn.Module):
     aux = {'avs': {}, 'features': {}}
     fuse_audio = c.arch == 'avslowfast'
     # 1 keeps the audio fusion, 0 drops it (DropPathway, both modes; with the
-    # running-mean fill the laterals carry the drop themselves); outside
-    # training it scales the laterals by audio_lateral_eval_scale.
-    keep = 1.0 if train else c.audio_lateral_eval_scale
+    # running-mean fill the laterals carry the drop themselves).
+    keep = 1.0 if train else self.eval_lateral_scale
     if train and fuse_audio and drop_audio is not None and c.drop_pathway_fill == 'zeros':
       keep = 1.0 - jnp.asarray(drop_audio, jnp.float32)
 
@@ -146,7 +150,7 @@ class AVSlowFast(nn.Module):
       slow_len = inputs['slow'].shape[1] if has_visual else 1
       fast_len = inputs['fast'].shape[1] if has_visual else 1
       pathway = AudioPathway(c.blocks, c.width, c.beta_a, conv, norm,
-                             self._audio_laterals(slow_len, fast_len), c.a_fs_hidden_channels,
+                             self._audio_laterals(slow_len, fast_len), c.audio_lateral_hidden_channels,
                              c.avs_embed_dim if fuse_audio else 0, dtype=dtype, remat=c.remat,
                              factorized=c.audio_factorized_conv,
                              stride_time_in_a=c.audio_time_stride == 'conv_a',
@@ -181,7 +185,7 @@ class AVSlowFast(nn.Module):
         audio_here = fuse_audio and stage in c.audio_lateral_stages
         if audio_here and c.fusion == 'a_f_s':
           fast = fast + (keep * laterals[stage])[:, :, None, None, :].astype(fast.dtype)
-        if stage in c.fs_lateral_stages:
+        if stage in c.fast_to_slow_stages:
           lateral = FastToSlow(c.fusion_conv_channel_ratio * fast.shape[-1], c.alpha_f, conv,
                                norm, c.fusion_kernel_size,
                                name=f'fast_to_slow_{stage}')(fast, train)

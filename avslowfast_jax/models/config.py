@@ -42,7 +42,7 @@ class ModelConfig:
   # Fast->Slow lateral: output channels = ratio * beta_f * C, temporal kernel size.
   fusion_conv_channel_ratio: int = 2
   fusion_kernel_size: int = 5
-  fs_lateral_stages: tuple = ('pool1', 'res2', 'res3', 'res4')
+  fast_to_slow_stages: tuple = ('pool1', 'res2', 'res3', 'res4')
   # Audio/Slow channel ratio.
   beta_a: float = 0.5
   # Audio -> visual fusion: 'a_fs' (paper default) | 'a_f_s' | 'av_nonlocal' (Table 5a).
@@ -54,7 +54,7 @@ class ModelConfig:
   audio_pool5: bool = True
   # Channels of the first temporal conv of an audio lateral; 0 = a quarter of the
   # audio feature's channels at that stage (PyTorchVideo; the authors' code used 64).
-  a_fs_hidden_channels: int = 0
+  audio_lateral_hidden_channels: int = 0
   # The factorised 3x3 of the audio res2/res3 blocks (Table 1's "[3x1, 1x3]"):
   # 'parallel' = a time conv and a frequency conv side by side, each with BN + ReLU
   # and the block's stride, summed (PyTorchVideo, and the notation of the [9x1, 1x9]
@@ -100,12 +100,6 @@ class ModelConfig:
   # steps that ran the audio pathway, the alternative that section 3.4 reports
   # as giving similar results.
   drop_pathway_fill: str = 'zeros'
-  # Outside training the audio laterals are multiplied by this; 1 is the
-  # paper's model. 0 evaluates the visual pathways without the laterals (the
-  # pooled audio features still reach the head), which shows what the laterals
-  # add; 1 - P_d is their mean over the training steps under DropPathway at
-  # rate P_d (the test-time rule of dropout and stochastic depth).
-  audio_lateral_eval_scale: float = 1.0
   # AVS projection size of the junction features.
   avs_embed_dim: int = 64
   # Compute dtype: 'float32' | 'bfloat16' (parameters stay fp32).
@@ -148,9 +142,6 @@ class ModelConfig:
     check('fusion', FUSIONS)
     check('drop_pathway_mode', DROP_PATHWAY_MODES)
     check('drop_pathway_fill', DROP_PATHWAY_FILLS)
-    if not 0.0 <= self.audio_lateral_eval_scale <= 1.0:
-      raise UserError(f'config.model.audio_lateral_eval_scale={self.audio_lateral_eval_scale!r}: '
-                      'expected a number in [0, 1]')
     check('dtype', DTYPES)
     check('conv_impl', IMPLS)
     check('remat', REMATS)
@@ -164,7 +155,7 @@ class ModelConfig:
     if self.temporal_kernel_blocks and len(self.temporal_kernel_blocks) != 4:
       raise UserError(f'config.model.temporal_kernel_blocks={self.temporal_kernel_blocks!r}: '
                        'four stages (res2..res5) expected, or () for every block')
-    for field in ('audio_lateral_stages', 'fs_lateral_stages'):
+    for field in ('audio_lateral_stages', 'fast_to_slow_stages'):
       stages = getattr(self, field)
       for s in ((stages,) if isinstance(stages, str) else stages):
         if s not in ('pool1', 'res2', 'res3', 'res4'):

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from avslowfast_jax.evaluation import metrics as metrics_lib
+from avslowfast_jax.metrics import video as metrics_lib
 from data_pipelines.errors import UserError
 
 TASKS: Dict[str, Type['Task']] = {}

@@ -7,7 +7,7 @@ class index = action id - 1), evaluation batches ``timestamp`` ``[B]`` (the
 keyframe second) and ``image_size`` ``[B, 2]`` (height, width of the frame
 content inside the padded canvas). The head (``models.heads.DetectionHead``)
 pools each box from the res5 maps; the loss is the sigmoid cross-entropy of
-the real boxes; evaluation is AVA's frame mAP (``evaluation/ava.py``) against
+the real boxes; evaluation is AVA's frame mAP (``metrics/ava_frame_map.py``) against
 the prepared split's ground truth, and ``--mode eval`` writes the detections
 in the official CSV format.
 """
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from avslowfast_jax.evaluation import ava
+from avslowfast_jax.metrics import ava_frame_map
 from avslowfast_jax.models.heads import DetectionHead
 from avslowfast_jax.tasks.base import Task, register
 from data_pipelines import fs
@@ -100,7 +100,7 @@ class Detection(Task):
     """``detections.csv`` (official format) of an evaluation's arrays."""
     fs.makedirs(out_dir)
     path = fs.join(out_dir, DETECTIONS_FILE)
-    fs.write_text(path, ava.format_detections(detection_rows(arrays, self.label_ids())))
+    fs.write_text(path, ava_frame_map.format_detections(detection_rows(arrays, self.label_ids())))
     return [path]
 
   # -------------------------------------------------------- class names
@@ -108,18 +108,18 @@ class Detection(Task):
     """The evaluated action ids: the prepared label map's, else every class."""
     data_dir = self.config.data.data_dir
     if data_dir:
-      path = ava.split_files(data_dir, self.config.data.eval_split)['label_map']
+      path = ava_frame_map.split_files(data_dir, self.config.data.eval_split)['label_map']
       if fs.exists(path):
-        return sorted(ava.read_label_map(path))
+        return sorted(ava_frame_map.read_label_map(path))
     return list(range(1, self.config.model.num_classes + 1))
 
   def class_names(self, label_map: Mapping[str, Any]):
     """Names of the ``num_classes`` scores (index = action id - 1), from the AVA label map."""
     names = [f'action {i + 1}' for i in range(self.config.model.num_classes)]
     data_dir = self.config.data.data_dir
-    path = ava.split_files(data_dir, 'train')['label_map'] if data_dir else ''
+    path = ava_frame_map.split_files(data_dir, 'train')['label_map'] if data_dir else ''
     if path and fs.exists(path):
-      for action, name in ava.read_label_map(path).items():
+      for action, name in ava_frame_map.read_label_map(path).items():
         if 1 <= action <= len(names):
           names[action - 1] = name
     return names
@@ -214,8 +214,8 @@ class DetectionEvaluation:
 
   def __init__(self, task: Detection, split: str):
     self.task = task
-    self.files = ava.split_files(task.config.data.data_dir, split)
-    self.video_ids = ava.read_video_ids(self.files['videos'])
+    self.files = ava_frame_map.split_files(task.config.data.data_dir, split)
+    self.video_ids = ava_frame_map.read_video_ids(self.files['videos'])
     self.seen = set()
     self.rows = {'video_index': [], 'timestamp': [], 'boxes': [], 'scores': []}
     self.num_keyframes = 0
@@ -256,21 +256,21 @@ class DetectionEvaluation:
       raise UserError('the evaluation scored no keyframe: check eval.max_batches and that the '
                       'split holds examples')
     arrays = self.arrays()
-    labels = ava.read_label_map(self.files['label_map'])
-    excluded = (ava.read_excluded_keys(self.files['excluded'])
+    labels = ava_frame_map.read_label_map(self.files['label_map'])
+    excluded = (ava_frame_map.read_excluded_keys(self.files['excluded'])
                 if fs.exists(self.files['excluded']) else set())
-    groundtruth = ava.read_boxes_csv(self.files['groundtruth'], labels)
+    groundtruth = ava_frame_map.read_boxes_csv(self.files['groundtruth'], labels)
     detections = {}
     for video_id, timestamp, box, action, score in detection_rows(arrays, labels, capacity=10**9):
-      detections.setdefault(ava.make_key(video_id, timestamp), []).append(
+      detections.setdefault(ava_frame_map.make_key(video_id, timestamp), []).append(
           (*box, action, score))
-    detections = {k: ava.Boxes(np.asarray(v)[:, :4], np.asarray(v)[:, 4], np.asarray(v)[:, 5])
+    detections = {k: ava_frame_map.Boxes(np.asarray(v)[:, :4], np.asarray(v)[:, 4], np.asarray(v)[:, 5])
                   for k, v in detections.items()}
     partial = bool(self.task.config.eval.max_batches)
     if partial:  # eval.max_batches stopped early: the ground truth of the keyframes seen
-      seen = {ava.make_key(self.video_ids[v], t) for v, t in self.seen}
+      seen = {ava_frame_map.make_key(self.video_ids[v], t) for v, t in self.seen}
       groundtruth = {k: v for k, v in groundtruth.items() if k in seen}
-    result = ava.frame_map(groundtruth, detections, labels, excluded)
+    result = ava_frame_map.frame_map(groundtruth, detections, labels, excluded)
     metrics = {'mAP': result['mAP'], 'partial': partial, 'num_keyframes': self.num_keyframes,
                'num_boxes': int(len(arrays['timestamp'])),
                'AP_per_class': {f'{c} {labels[c]}': (None if np.isnan(ap) else ap)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from avslowfast_jax.evaluation import metrics as metrics_lib
+from avslowfast_jax.metrics import video as metrics_lib
 from avslowfast_jax.models.heads import PooledLinearHead
 from avslowfast_jax.tasks.base import Task, register
-from avslowfast_jax.train import losses
+from avslowfast_jax.losses import classification as losses
 
 
 @register('multilabel')

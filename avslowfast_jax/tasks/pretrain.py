@@ -25,7 +25,7 @@ from flax import linen as nn
 
 from avslowfast_jax.models.heads import classifier_init
 from avslowfast_jax.tasks.base import Task, register, softmax_scores
-from avslowfast_jax.train import losses
+from avslowfast_jax.losses import classification as losses
 from data_pipelines.errors import UserError
 
 NUM_ROTATIONS = 4  # 0, 90, 180, 270 degrees

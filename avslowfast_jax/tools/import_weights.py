@@ -21,7 +21,7 @@ Usage::
       --config.model.fusion_kernel_size=7
 
 then train with ``--config.train.init_from=/tmp/sf8x8_init/variables`` (the
-orbax item below; ``avslowfast_jax.train.checkpoints.load_pretrained`` reads
+orbax item below; ``avslowfast_jax.checkpoints.load_pretrained`` reads
 it as it is, and ``train.init_skip`` still decides what is not taken).
 
 Loading uses ``torch.load(..., weights_only=True, map_location='cpu')``: a
@@ -86,11 +86,11 @@ from ml_collections import config_flags
 import numpy as np
 import orbax.checkpoint as ocp
 
-from avslowfast_jax import inference, trees
+from avslowfast_jax import cli, model_builder, trees
 from data_pipelines import errors, fs
 from data_pipelines.errors import UserError
 
-# Stage names in our config (``model.fs_lateral_stages``) for the Fast->Slow
+# Stage names in our config (``model.fast_to_slow_stages``) for the Fast->Slow
 # lateral that follows each PySlowFast ``s{k}`` / PyTorchVideo ``blocks.{k-1}``.
 _LATERAL_STAGE = {1: 'pool1', 2: 'res2', 3: 'res3', 4: 'res4'}
 _STAGE = {2: 'res2', 3: 'res3', 4: 'res4', 5: 'res5'}
@@ -467,7 +467,7 @@ def _mismatch_hint(t: SourceTensor, want: tuple, config) -> str:
   if '/res' in t.layer and t.leaf == 'kernel' and len(got) == len(want) == 5 \
       and got[3] != want[3]:
     return (' Input channels differ: the Fast->Slow laterals before this stage do not match '
-            f'(model.fs_lateral_stages={tuple(config.model.fs_lateral_stages)!r}, '
+            f'(model.fast_to_slow_stages={tuple(config.model.fast_to_slow_stages)!r}, '
             f'fusion_conv_channel_ratio={config.model.fusion_conv_channel_ratio}, '
             f'beta_f={config.model.beta_f}) or the width differs (model.width='
             f'{config.model.width}).')
@@ -479,7 +479,7 @@ def _missing_hint(t: SourceTensor, config) -> str:
   if t.layer.startswith('fast_to_slow/'):
     stage = t.layer.split('/')[1]
     return (f" The checkpoint has a Fast->Slow lateral after {stage}: add '{stage}' to "
-            f'model.fs_lateral_stages (now {tuple(config.model.fs_lateral_stages)!r}); '
+            f'model.fast_to_slow_stages (now {tuple(config.model.fast_to_slow_stages)!r}); '
             "SlowFast checkpoints have ('pool1', 'res2', 'res3', 'res4').")
   if t.layer.startswith('audio_to_visual/'):
     return (f" The checkpoint has an audio lateral after {t.layer.split('/')[1]}: "
@@ -582,7 +582,7 @@ def import_variables(tensors: list[SourceTensor], abstract_variables: Mapping, c
         f'{len(missing)} visual variable(s) of the model are not in the checkpoint:\n  {shown}'
         f'\nThe checkpoint is probably a different depth or lateral placement '
         f'(model.depth={config.model.depth}, '
-        f'fs_lateral_stages={tuple(config.model.fs_lateral_stages)!r}).')
+        f'fast_to_slow_stages={tuple(config.model.fast_to_slow_stages)!r}).')
 
   initialised = [p for p in target if p not in values]
   if initialised:
@@ -612,9 +612,9 @@ def model_variables(config, only: list | None = None):
   compile time from tens of seconds to about one on CPU. Parameter shapes do
   not depend on the frame size, so a 64x64 one keeps ``init`` cheap.
   """
-  model, _ = inference.build(config)
+  model, _ = model_builder.build(config)
   inputs = {k: np.zeros(v.shape, v.dtype)
-            for k, v in inference.input_specs(config, 1, image_size=64).items()}
+            for k, v in model_builder.input_specs(config, 1, image_size=64).items()}
   init = lambda key: model.init({'params': key, 'dropout': key}, inputs, train=False)
   key = jax.random.key(config.seed)
   if only is None:
@@ -787,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
           '[--config.x=y ...]\n')
     print(fv.get_help())
     return 0
-  errors.parse_flags(argv, fv)
+  cli.parse_flags(argv, fv)
   for name in ('source', 'checkpoint', 'output', 'config'):
     if fv[name].value is None:
       raise UserError(f'--{name} is required')

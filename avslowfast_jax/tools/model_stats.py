@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 
-from avslowfast_jax import inference, parallel
+from avslowfast_jax import cli, model_builder, parallel
 from avslowfast_jax.train import state as state_lib
 from avslowfast_jax.train import setup as setup_lib
 from data_pipelines import errors
@@ -109,8 +109,8 @@ def count_macs(jaxpr, split: dict, prefix: str = '') -> None:
 def model_stats(config, image_size=None) -> dict:
   """``{'params', 'gflops', 'gflops_split', 'params_split'}`` of ``config`` at the task's test
   view, or ``image_size`` (a side or ``(height, width)``)."""
-  model, _ = inference.build(config, conv_impl='native')
-  inputs = inference.input_specs(config, 1, train=False, image_size=image_size)
+  model, _ = model_builder.build(config, conv_impl='native')
+  inputs = model_builder.input_specs(config, 1, train=False, image_size=image_size)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), inputs)
   jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
   split = defaultdict(int)
@@ -139,7 +139,7 @@ def train_flops_per_clip(config) -> float:
 
 def abstract_batch(config, batch: int) -> dict:
   """``ShapeDtypeStruct`` of a training batch of ``batch`` clips (every key the step may read)."""
-  specs = dict(inference.input_specs(config, batch))
+  specs = dict(model_builder.input_specs(config, batch))
   specs['label'] = jax.ShapeDtypeStruct((batch,), jnp.int32)
   specs['noun_label'] = jax.ShapeDtypeStruct((batch,), jnp.int32)
   specs['audio_mask'] = jax.ShapeDtypeStruct((batch,), jnp.float32)
@@ -201,7 +201,7 @@ def main(argv):
   size = None if view is None else (view[0] if len(view) == 1 else view)
   stats = model_stats(config, image_size=size)
   stats['arch'] = config.model.arch
-  height, width = inference.task_view(config, size)
+  height, width = model_builder.task_view(config, size)
   stats['view'] = [config.data.num_frames, height, width]
   print(json.dumps(stats))
 
@@ -216,4 +216,4 @@ if __name__ == '__main__':
   _REMATS = flags.DEFINE_list('remat', ['none', 'blocks'], '--memory: model.remat values.')
   _VIEW = flags.DEFINE_list('view', None, 'SIZE or HEIGHT,WIDTH of the counted view (default: '
                             "the task's test view; AVA's Table 7 counts 256,320).")
-  errors.run_absl(main)
+  cli.run_absl(main)

@@ -44,27 +44,11 @@ def create_optimizer(train: ml_collections.ConfigDict, lr_fn: Callable) -> optax
                              mask=weight_decay_mask))
   else:
     raise UserError(f"train.optimizer must be 'sgd' or 'adamw', got {name!r}")
-  mult = float(train.get('audio_lr_mult', 1.0))
-  if mult != 1.0:
-    parts.append(scale_subtree('audio', mult))
   tx = optax.chain(*parts)
   if train.get('linear_probe', False):
     # Only the head trains: the frozen backbone gets no update, not even weight decay.
     tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, head_labels)
   return tx
-
-
-def scale_subtree(name: str, factor: float) -> optax.GradientTransformation:
-  """Multiplies the updates of the top-level parameter subtree ``name`` by ``factor``.
-
-  Last in the chain, this scales that subtree's learning rate (and, with
-  AdamW, its decoupled weight decay) by ``factor``.
-  """
-  def scale(updates, params=None):
-    del params
-    return {k: jax.tree.map(lambda u: u * factor, v) if k == name else v
-            for k, v in updates.items()}
-  return optax.stateless(scale)
 
 
 def head_labels(params):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
-from avslowfast_jax import inference, parallel
+from avslowfast_jax import model_builder, parallel
 from avslowfast_jax.train import optimizer as optimizer_lib
 from avslowfast_jax.train import schedules
 from avslowfast_jax.train import step as step_lib
@@ -32,7 +32,7 @@ def num_train_examples(config: ml_collections.ConfigDict) -> int:
 
 def setup(config: ml_collections.ConfigDict):
   """``(model, task, plan, lr_fn, tx)``: the same on every topology (that is the point)."""
-  model, task = inference.build(config)
+  model, task = model_builder.build(config)
   n_train = config.train.num_train_examples
   if n_train <= 0 and (config.data.data_dir or config.train.total_steps <= 0):
     n_train = num_train_examples(config)

@@ -11,7 +11,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from avslowfast_jax import inference, parallel
+from avslowfast_jax import model_builder, parallel
 
 
 class TrainState(struct.PyTreeNode):
@@ -46,10 +46,10 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx: optax.Gradi
 
 
 def make_init_fn(config, model, tx) -> Callable:
-  """``init(rng) -> TrainState`` of a fresh model (see ``inference.init_variables``)."""
+  """``init(rng) -> TrainState`` of a fresh model (see ``model_builder.init_variables``)."""
 
   def init(rng):
-    variables = inference.init_variables(config, model, rng)
+    variables = model_builder.init_variables(config, model, rng)
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables['batch_stats'], opt_state=tx.init(params))

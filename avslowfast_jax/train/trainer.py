@@ -22,7 +22,7 @@ import numpy as np
 
 from avslowfast_jax import parallel
 from avslowfast_jax.evaluation import evaluator
-from avslowfast_jax.train import checkpoints as ckpt_lib
+from avslowfast_jax import checkpoints as ckpt_lib
 from avslowfast_jax.train import schedules
 from avslowfast_jax.train import setup as setup_lib
 from avslowfast_jax.train import state as state_lib

@@ -1,6 +1,6 @@
 r"""Writes what the model sees for a few clips, to check a pipeline by looking.
 
-  python -m data_pipelines.inspect --data_dir D --config configs/kinetics.py:avslowfast_4x16_r50 \
+  python -m avslowfast_jax.tools.inspect_clips --data_dir D --config configs/kinetics.py:avslowfast_4x16_r50 \
       --split train --num_clips 8 --output clips.npz --png sheet.png
 
 The npz holds the model inputs (``slow``, ``fast``, ``audio``), ``label``,
@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+from avslowfast_jax import cli
 from data_pipelines import errors, fs, input_pipeline
 
 
@@ -99,7 +100,7 @@ def main(argv=None):
   parser.add_argument('--output', required=True, help='.npz file')
   parser.add_argument('--png', default=None, help='contact sheet (needs matplotlib)')
   args = parser.parse_args(argv)
-  config = errors.load_config_file(args.config)
+  config = cli.load_config_file(args.config)
   clips = collect_clips(config, args.data_dir, args.split, args.num_clips, args.seed)
   fs.save_npz(args.output, clips, compressed=True)
   print(f'wrote {len(clips["fast"])} clips to {args.output}', file=sys.stderr)

@@ -1,11 +1,11 @@
 r"""Small-scale counterparts of the paper's ablations, on the built-in synthetic dataset.
 
-  python -m avslowfast_jax.tools.ablate --workdir /tmp/ablate [--seeds 0 1 2] \
+  python -m avslowfast_jax.studies.ablate --workdir /tmp/ablate [--seeds 0 1 2] \
       [--steps N] [--num_videos K] [--studies drop_pathway avs fusion]
 
 Makes the quickstart's data once under WORKDIR (the synthetic mp4s, prepared
 at a 72-pixel short side), then trains the quickstart's tiny models
-(configs/quickstart.py) on smaller crops and spectrograms (``SCALE``) in this
+(avslowfast_jax/studies/configs/quickstart.py) on smaller crops and spectrograms (``SCALE``) in this
 process, one run per setting and seed, and evaluates each with multi-view
 testing. Studies:
 
@@ -45,12 +45,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from avslowfast_jax import host_memory, quickstart, trees
+from avslowfast_jax import cli, host_memory, trees
 from avslowfast_jax.evaluation import evaluator
+from avslowfast_jax.studies import quickstart
 from avslowfast_jax.tools import ensemble
-from avslowfast_jax.tools.transfer import set_fields
 from avslowfast_jax.train import trainer
-from configs import quickstart as quickstart_config
 from data_pipelines import errors, fs, input_pipeline
 from data_pipelines.errors import UserError
 
@@ -164,7 +163,7 @@ SCALE = ('data.train_jitter_scales=(54,66)', 'data.train_crop_size=48',
          'data.test_short_side=54', 'data.test_crop_size=48', 'data.audio.num_mels=40')
 # The paper's DropPathway, a constant rate (Table 5c), in place of the quickstart's ramp:
 # the study of P_d sets only the rate.
-DROP_PATHWAY = ('train.drop_pathway_prob=0.8', 'train.drop_pathway_ramp=0.0')
+DROP_PATHWAY = ('train.drop_pathway_prob=0.8',)
 
 
 def run_config(variant: str, overrides: Sequence[str], seed: int, steps: int, shards: str,
@@ -172,16 +171,16 @@ def run_config(variant: str, overrides: Sequence[str], seed: int, steps: int, sh
   """The config of one run: the quickstart's ``variant`` at the ablations' ``SCALE``
   with a constant DropPathway rate, ``steps`` steps, no evaluation during training,
   then the user's ``sets`` and the row's ``overrides``."""
-  c = quickstart_config.get_config(variant)
+  c = cli.load_config_file(f'{quickstart.CONFIG}:{variant}')
   c.data.data_dir = shards
   c.seed = seed
   c.train.total_steps = steps
   # Only the final multi-view evaluation counts here: no evaluation while training.
   c.train.eval_every_steps = -1
-  set_fields(c, SCALE)
-  set_fields(c, DROP_PATHWAY)
-  set_fields(c, sets)
-  set_fields(c, overrides)
+  cli.set_fields(c, SCALE)
+  cli.set_fields(c, DROP_PATHWAY)
+  cli.set_fields(c, sets)
+  cli.set_fields(c, overrides)
   return c
 
 
@@ -364,14 +363,14 @@ def markdown(studies: Mapping[str, dict]) -> str:
 
 
 def plot(studies: Mapping[str, dict], path: str) -> Optional[str]:
-  """The bar plot (tools/plots.py); None when matplotlib is not installed."""
+  """The bar plot (studies/plots.py); None when matplotlib is not installed."""
   try:
     # Optional: matplotlib is the [plots] extra.
     import matplotlib  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     print('matplotlib is not installed (pip install -e .[plots]): no plot.')
     return None
-  from avslowfast_jax.tools import plots  # pylint: disable=g-import-not-at-top  # needs it
+  from avslowfast_jax.studies import plots  # pylint: disable=g-import-not-at-top  # needs it
   panels = {s['title']: [(e['label'], e['mean'], e['std']) for e in s['rows'] if e['mean']]
             for s in studies.values()}
   return plots.plot_ablation_bars(panels, METRICS, path)
@@ -430,7 +429,7 @@ def _seeds(texts: Sequence[str]) -> List[int]:
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(prog='python -m avslowfast_jax.tools.ablate',
+  parser = argparse.ArgumentParser(prog='python -m avslowfast_jax.studies.ablate',
                                    description=__doc__.split('\n\n')[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--workdir', required=True)
@@ -456,7 +455,7 @@ def main(argv=None) -> dict:
   host_memory.run_cpu_computations_on_calling_thread()  # before the CPU backend exists
   if jax.default_backend() == 'cpu':
     host_memory.keep_freed_memory()
-  host_memory.serve_from_heap(quickstart_config.get_config().data.malloc_mmap_threshold)
+  host_memory.serve_from_heap(cli.load_config_file(quickstart.CONFIG).data.malloc_mmap_threshold)
   tf.config.set_visible_devices([], 'GPU')  # tf.data must not grab an accelerator
   workdir = args.workdir if fs.is_remote(args.workdir) else os.path.abspath(args.workdir)
   # Seeds of one setting compile the same programs: the persistent cache has them.

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from avslowfast_jax import tasks
+from avslowfast_jax import drop_pathway, tasks
 from avslowfast_jax.models import AVSlowFast, ModelConfig, build_model
 
 
@@ -30,7 +30,7 @@ def build(config: ml_collections.ConfigDict, conv_impl: Optional[str] = None):
   model_config = ModelConfig.from_config(config.model)
   if conv_impl is not None:
     model_config = dataclasses.replace(model_config, conv_impl=conv_impl)
-  return build_model(model_config, task.head()), task
+  return build_model(model_config, task.head(), drop_pathway.eval_lateral_scale(config)), task
 
 
 def input_specs(config: ml_collections.ConfigDict, batch, train: bool = True,

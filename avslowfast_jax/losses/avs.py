@@ -1,4 +1,12 @@
-"""Classification losses (the tasks use them) and the hierarchical audiovisual synchronisation (AVS) loss.
+"""The hierarchical audiovisual synchronisation (AVS) objective (paper section 3.5).
+
+An auxiliary task at each fusion junction (``avs.junctions``): is this
+visual clip in sync with this audio? In-sync pairs are the clip's own audio;
+out-of-sync ones ("negatives") are the audio of another clip of the batch
+(easy) or of the same video shifted by >= 0.5 s (hard), with an easy-to-hard
+curriculum. :class:`SyncObjective` is what the train step asks for: the
+step's negatives, and the loss and accuracy from the model's junction
+embeddings (``aux['avs']``).
 
 All losses are means over the global batch, so the same batch gives the same
 loss however it is split over devices.
@@ -10,21 +18,7 @@ from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
-import optax
-
-
-def softmax_cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
-  """Mean softmax cross-entropy against integer labels."""
-  onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-  if label_smoothing > 0:
-    onehot = optax.smooth_labels(onehot, label_smoothing)
-  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), onehot))
-
-
-def sigmoid_cross_entropy(logits, multi_hot):
-  """Mean over clips and classes of per-class binary cross-entropy (multi-label)."""
-  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
-                                                     multi_hot.astype(jnp.float32)))
+import ml_collections
 
 
 def contrastive_sync_loss(visual, audio, audio_negative, pair_mask, negative_mask,
@@ -106,8 +100,54 @@ def choose_audio_negatives(rng, audio, audio_shifted: Optional[Any], use_hard, h
   return jnp.where(select, audio_shifted, easy), is_hard.astype(jnp.float32)
 
 
-def topk_correct(logits, labels, k: int):
-  """Per-clip 1.0 where the label is among the k highest logits."""
-  k = min(k, logits.shape[-1])
-  _, top = jax.lax.top_k(logits, k)
-  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+def _per_clip_variance(x):
+  return jnp.var(x.reshape(x.shape[0], -1).astype(jnp.float32), axis=-1)
+
+
+class SyncObjective:
+  """The AVS objective of one config: negatives, loss and accuracy of a training step.
+
+  ``enabled`` is false unless the model fuses audio (``model.arch ==
+  'avslowfast'``) and ``avs.enabled`` names junctions; the step then skips it.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, total_steps: int):
+    self.config = config.avs
+    self.enabled = bool(config.model.arch == 'avslowfast' and config.avs.enabled
+                        and config.avs.junctions)
+    # The curriculum: hard negatives from this step on.
+    self.hard_start_step = int(round(config.avs.hard_start * total_steps))
+
+  def negatives(self, key, batch: Mapping[str, Any], step):
+    """``(negatives [B, T_a, F, 1], is_hard [B])`` of the step's audio."""
+    return choose_audio_negatives(key, batch['audio'], batch.get('audio_shifted'),
+                                  step >= self.hard_start_step, self.config.hard_fraction)
+
+  def loss(self, aux: Mapping[str, Any], batch: Mapping[str, Any], negatives, is_hard,
+           dropped):
+    """``(total, terms)``: the weighted AVS loss and the terms to log.
+
+    A pair counts when its audio is real and not near-silent; its negative
+    counts when that audio is too (a silent negative can be told apart without
+    looking at synchronisation). On a step whose audio pathway was dropped
+    there is nothing to synchronise: the loss is 0.
+    """
+    c = self.config
+    audio_var = aux.get('audio_var', None)
+    if audio_var is None:
+      audio_var = _per_clip_variance(batch['audio'])
+    real = batch.get('audio_mask', jnp.ones_like(audio_var))
+    pair_mask = (audio_var >= c.min_audio_var).astype(jnp.float32) * real
+    neg_real = jnp.where(is_hard > 0, real, jnp.roll(real, 1))
+    negative_mask = pair_mask * neg_real * (_per_clip_variance(negatives) >= c.min_audio_var)
+    total, per_junction = avs_loss(aux['avs'], c.junctions, pair_mask, negative_mask, c.margin)
+    keep = 1.0 - jnp.asarray(dropped, jnp.float32)
+    total = total * keep * c.weight
+    terms = {'loss_avs': total,
+             # 0 on a dropped step: the logged mean over a window is the accuracy times the
+             # share of steps that ran the audio pathway (1 - train/drop_pathway_rate).
+             'avs_top1': keep * avs_accuracy(aux['avs'], c.junctions,
+                                             pair_mask * negative_mask)}
+    for name, value in per_junction.items():
+      terms[f'loss_avs_{name}'] = value * keep
+    return total, terms

@@ -41,7 +41,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from data_pipelines import ava as ava_files
+from data_pipelines import ava_files
 from data_pipelines import fs
 from data_pipelines.errors import UserError
 

@@ -34,7 +34,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
-from avslowfast_jax import inference, parallel, trees
+from avslowfast_jax import model_builder, parallel, trees
 from data_pipelines import fs
 from data_pipelines.errors import UserError
 
@@ -357,7 +357,7 @@ def restore_variables(config, model, workdir: str, mesh, which: str):
   item_dir = resolve_checkpoint(checkpoint_root(config, workdir), which)
   replicated = parallel.replicated(mesh)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                          inference.abstract_variables(config, model))
+                          model_builder.abstract_variables(config, model))
   try:
     variables = restore_subtree(item_dir, abstract)
   except Exception as error:  # pylint: disable=broad-except  # reported with the directory

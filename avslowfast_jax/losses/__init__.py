@@ -1,0 +1,1 @@
+"""Losses: the tasks' classification losses and the AVS objective."""

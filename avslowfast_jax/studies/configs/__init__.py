@@ -1,0 +1,1 @@
+"""Configs of the synthetic-data studies, loaded by path like every experiment config."""
