@@ -4,7 +4,7 @@ Variants: ``slowfast_4x16_r50``, ``avslowfast_4x16_r50``, ``slowfast_8x8_r101_nl
 ``avslowfast_8x8_r101_nl`` (with a ``tiny_`` prefix: the few-thousand-parameter
 model of the tests), e.g.
 
-  python -m data_pipelines.prepare --dataset ava --output_dir /data/ava_shards ... (README)
+  python -m data_pipelines.prepare --dataset ava --output_dir /data/ava_shards ...  # docs/ava.md
   python -m avslowfast_jax.main --config configs/ava.py:avslowfast_4x16_r50 \
       --workdir /tmp/ava --config.data.data_dir=/data/ava_shards \
       --config.train.init_from=/tmp/k400_4x16_r50

@@ -7,10 +7,10 @@ Kinetics-400 without its labels):
       --workdir /tmp/ssl_8x8 --config.data.data_dir=/data/k400_shards
 
 Variants: ``avslowfast_{4x16,8x8,16x4}_r50`` (AVS + rotation), the visual-only
-``slowfast_4x16_r50`` (rotation only: the SlowFast row of Table A.1), a
-``tiny_`` prefix of each (tests), and ``synthetic`` (the quickstart's tiny
-model on the built-in synthetic dataset, with a CPU schedule). Pretext
-ablations (Table A.1) are overrides:
+``slowfast_4x16_r50`` (rotation only: the SlowFast row of Table A.1) and a
+``tiny_`` prefix of each (tests); the quickstart's tiny model on the built-in
+synthetic dataset is ``avslowfast_jax/studies/configs/pretrain_synthetic.py``.
+Pretext ablations (Table A.1) are overrides:
 
   AVS only:      --config.pretext.rotation=False
   rotation only: --config.avs.enabled=False

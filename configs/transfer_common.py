@@ -1,6 +1,6 @@
 """The two transfer protocols of the paper's appendix A.1 / A.8, shared by
-configs/ucf101.py and configs/hmdb51.py (and the evidence run of
-``avslowfast_jax.tools.transfer``).
+configs/ucf101.py and configs/hmdb51.py (and the self-supervised evidence,
+``avslowfast_jax/studies/configs/pretrain_synthetic.py``).
 
 Variants of those files: ``[tiny_][INSTANTIATION_]PROTOCOL_splitN`` with
 PROTOCOL ``linear`` or ``finetune`` and N the official split 1, 2 or 3, e.g.

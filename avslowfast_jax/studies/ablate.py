@@ -154,11 +154,9 @@ class Run:
 
 # ---------------------------------------------------------------- configs
 # The quickstart's models on smaller inputs: 48x48 crops (of frames resized to a
-# short side of 54-66) instead of 64x64, and 40 log-mel bins instead of 80. A
-# step of the joint model costs about 0.19 s instead of 0.35 on a 2-core CPU
-# (README, "Small-scale ablations"), which is what lets three seeds of every
-# default row train long enough for the visual pathways to learn the motion
-# classes.
+# short side of 54-66) instead of 64x64, and 40 log-mel bins instead of 80. Cheaper
+# steps let three seeds of every default row train long enough for the visual pathways
+# to learn the motion classes; at 32x32 they learn them much less well (studies/results.md).
 SCALE = ('data.train_jitter_scales=(54,66)', 'data.train_crop_size=48',
          'data.test_short_side=54', 'data.test_crop_size=48', 'data.audio.num_mels=40')
 # The paper's DropPathway, a constant rate (Table 5c), in place of the quickstart's ramp:

@@ -41,20 +41,16 @@ TITLES = {'avslowfast': 'AVSlowFast', 'slowfast': 'SlowFast (visual only)',
 # The models' config, beside this file.
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'quickstart.py')
 # 32 training and 24 validation videos per class. The summary compares the models class by
-# class, so a class needs enough validation videos that one of them is a few points (4.2
-# here), not the 12.5 of 8.
+# class, so one validation video must be a few points of a class, not the 12.5 of 8.
 NUM_VIDEOS = 56
 NUM_VAL_VIDEOS = 24
 # Training steps per model. The joint model trains longer: DropPathway keeps its audio
-# pathway out of 70% of its steps (avslowfast_jax/studies/configs/quickstart.py), and only the steps that have
-# it can teach the sync classes, whose flash and sound must be seen together. At 600
-# steps it learned them in part; at 1000 on every seed, but its motion classes were only
-# level with those of SlowFast at 600; at 1300 they are ahead of them on average over
-# seeds, and level with SlowFast trained 1300 steps too (README, "Quickstart results").
+# pathway out of 70% of its steps, and only the steps that have it can teach the sync
+# classes, whose flash and sound must be seen together (studies/results.md).
 STEPS = {'avslowfast': 1300, 'slowfast': 600, 'audio': 600}
-# The sync classes' events ring for 0.4 s (data_pipelines/synthetic.py): with the
-# generator's default brief events no model learns those classes here (README, "The
-# sync classes").
+# The sync classes' events ring for 0.4 s (data_pipelines/synthetic.py): brief events
+# barely register in features sampled every 0.53 s, and no model learns those classes
+# from a few dozen videos (studies/results.md, "The sync classes").
 SYNC_EVENTS = 'ringing'
 
 

@@ -39,8 +39,8 @@ def create_train_state(config: ml_collections.ConfigDict, model, tx: optax.Gradi
   init = jax.jit(init, out_shardings=shardings)
   if jax.default_backend() == 'cpu':
     # It runs once: on XLA's CPU backend, compiling it without LLVM's optimisations
-    # takes a quarter of the time (the quickstart's AVSlowFast: 9 s instead of 32 s) and
-    # draws the same weights up to float rounding (one ulp in some tensors).
+    # takes about a quarter of the time and draws the same weights up to float rounding
+    # (one ulp in some tensors).
     return init.lower(rng).compile({'xla_backend_optimization_level': 0})(rng), shardings
   return init(rng), shardings
 
