@@ -104,7 +104,7 @@ def case_config(variant: str, settings: dict, per_device: int, dtype: str,
   config.train.batch_size = batch
   config.train.reference_batch_size = batch
   config.train.total_steps = 1000
-  config.train.drop_pathway_prob = drop_prob
+  config.train.drop_pathway_prob = (drop_prob,)
   config.avs.enabled = False
   config.model.dtype = dtype
   return config

@@ -92,7 +92,7 @@ def benchmark_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   config.train.batch_size = _BATCH.value
   config.train.reference_batch_size = _BATCH.value
   config.train.total_steps = 1000
-  config.train.drop_pathway_prob = 1.0 if _DROP.value else 0.0
+  config.train.drop_pathway_prob = (1.0,) if _DROP.value else (0.0,)
   config.avs.enabled = bool(_AVS.value and config.avs.enabled)
   config.data.train_crop_size = _IMAGE.value
   return config

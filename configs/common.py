@@ -127,6 +127,9 @@ def base_config() -> ml_collections.ConfigDict:
   s.junctions = ('res3', 'res4', 'pool5')
   s.margin = 0.99
   s.min_audio_var = 0.01
+  # Pairs whose in-sync and out-of-sync log-mels have a cosine similarity at least this high
+  # are left out (the authors' AVS_DUPLICATE_THRESH).
+  s.duplicate_threshold = 0.99
   s.hard_start = 0.5  # fraction of training after which hard negatives appear
   s.hard_fraction = 0.25
   s.weight = 1.0

@@ -34,7 +34,7 @@ def tiny_config(**train):
   dropout and DropPathway off (static: one program)."""
   c = td.tiny_config('', **{'train.total_steps': 3, 'train.warmup_steps': 1,
                             'train.num_train_examples': 8, 'model.dropout_rate': 0.0,
-                            'train.drop_pathway_prob': 0.0, 'avs.hard_start': 0.0,
+                            'train.drop_pathway_prob': (0.0,), 'avs.hard_start': 0.0,
                             'avs.hard_fraction': 0.5, **td.TOPOLOGY})
   for k, v in train.items():
     setattr(c.train, k, v)

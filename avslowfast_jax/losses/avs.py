@@ -104,11 +104,49 @@ def _per_clip_variance(x):
   return jnp.var(x.reshape(x.shape[0], -1).astype(jnp.float32), axis=-1)
 
 
+# The AVS junctions in the order the network reaches them.
+JUNCTIONS = ('pool1', 'res2', 'res3', 'res4', 'pool5')
+
+
+def trivial_after(model) -> int:
+  """Index in :data:`JUNCTIONS` from which a kept step's visual features have already
+  taken in the in-sync audio, so that telling in-sync from out-of-sync audio there is
+  partly trivial.
+
+  A->FS and AV Non-local add the audio to Slow after the junction's visual embedding
+  is taken, so the earliest fusion junction itself still counts; A->F->S adds it to
+  Fast, which reaches Slow through the Fast->Slow lateral of the same junction, so
+  that junction does not. Without audio laterals no junction is after a fusion.
+  """
+  stages = [JUNCTIONS.index(s) for s in model.audio_lateral_stages if s in JUNCTIONS]
+  if not stages:
+    return len(JUNCTIONS)
+  earliest = min(stages)
+  return earliest if model.fusion == 'a_f_s' else earliest + 1
+
+
+def near_duplicates(audio, other, threshold: float):
+  """``[B]`` True where the two log-mel inputs of a clip have cosine similarity >= threshold."""
+  a = audio.reshape(audio.shape[0], -1).astype(jnp.float32)
+  b = other.reshape(other.shape[0], -1).astype(jnp.float32)
+  cosine = jnp.sum(a * b, axis=-1) * jax.lax.rsqrt(
+      jnp.maximum(jnp.sum(a * a, axis=-1) * jnp.sum(b * b, axis=-1), 1e-24))
+  return cosine >= threshold
+
+
 class SyncObjective:
   """The AVS objective of one config: negatives, loss and accuracy of a training step.
 
   ``enabled`` is false unless the model fuses audio (``model.arch ==
   'avslowfast'``) and ``avs.enabled`` names junctions; the step then skips it.
+
+  Which junctions count on a step follows the authors' code (first author's
+  audiovisual PySlowFast, ``AVSlowFast.gen_fusion_avs_pattern``): a step first
+  decides whether the audio fusions run (not on a DropPathway-dropped step); AVS
+  then counts at the junctions up to and including the earliest fusion that
+  runs, since later visual features have already seen the in-sync audio. On a
+  dropped step no fusion runs, so every junction counts (the audio pathway still
+  runs for them).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, total_steps: int):
@@ -117,37 +155,47 @@ class SyncObjective:
                         and config.avs.junctions)
     # The curriculum: hard negatives from this step on.
     self.hard_start_step = int(round(config.avs.hard_start * total_steps))
+    self.trivial_from = trivial_after(config.model)
 
   def negatives(self, key, batch: Mapping[str, Any], step):
     """``(negatives [B, T_a, F, 1], is_hard [B])`` of the step's audio."""
     return choose_audio_negatives(key, batch['audio'], batch.get('audio_shifted'),
                                   step >= self.hard_start_step, self.config.hard_fraction)
 
+  def junction_weights(self, present, dropped) -> dict:
+    """``{junction: 1 or 0}`` for the step: 1 where the junction's term counts."""
+    dropped = jnp.asarray(dropped, jnp.float32)
+    return {name: (1.0 if JUNCTIONS.index(name) < self.trivial_from else dropped)
+            for name in self.config.junctions if name in present}
+
   def loss(self, aux: Mapping[str, Any], batch: Mapping[str, Any], negatives, is_hard,
            dropped):
     """``(total, terms)``: the weighted AVS loss and the terms to log.
 
-    A pair counts when its audio is real and not near-silent; its negative
-    counts when that audio is too (a silent negative can be told apart without
-    looking at synchronisation). On a step whose audio pathway was dropped
-    there is nothing to synchronise: the loss is 0.
+    A pair counts when its audio is real and not near-silent, and when its
+    negative is not a near-duplicate of it (the authors' ``filter_duplicates``);
+    its negative term counts when that audio is real and not near-silent too (a
+    silent negative can be told apart without looking at synchronisation).
     """
     c = self.config
     audio_var = aux.get('audio_var', None)
     if audio_var is None:
       audio_var = _per_clip_variance(batch['audio'])
     real = batch.get('audio_mask', jnp.ones_like(audio_var))
-    pair_mask = (audio_var >= c.min_audio_var).astype(jnp.float32) * real
+    distinct = jnp.logical_not(near_duplicates(batch['audio'], negatives,
+                                               c.duplicate_threshold))
+    pair_mask = (audio_var >= c.min_audio_var).astype(jnp.float32) * real * distinct
     neg_real = jnp.where(is_hard > 0, real, jnp.roll(real, 1))
     negative_mask = pair_mask * neg_real * (_per_clip_variance(negatives) >= c.min_audio_var)
-    total, per_junction = avs_loss(aux['avs'], c.junctions, pair_mask, negative_mask, c.margin)
-    keep = 1.0 - jnp.asarray(dropped, jnp.float32)
-    total = total * keep * c.weight
-    terms = {'loss_avs': total,
-             # 0 on a dropped step: the logged mean over a window is the accuracy times the
-             # share of steps that ran the audio pathway (1 - train/drop_pathway_rate).
-             'avs_top1': keep * avs_accuracy(aux['avs'], c.junctions,
-                                             pair_mask * negative_mask)}
-    for name, value in per_junction.items():
-      terms[f'loss_avs_{name}'] = value * keep
+    weights = self.junction_weights(aux['avs'], dropped)
+    _, per_junction = avs_loss(aux['avs'], tuple(weights), pair_mask, negative_mask, c.margin)
+    terms = {f'loss_avs_{name}': weights[name] * value for name, value in per_junction.items()}
+    total = sum(terms.values()) * c.weight if terms else jnp.float32(0.0)
+    counted = sum(weights.values()) if weights else jnp.float32(0.0)
+    accuracy = sum(weights[name] * avs_accuracy(aux['avs'], (name,), pair_mask * negative_mask)
+                   for name in weights) if weights else jnp.float32(0.0)
+    terms['loss_avs'] = total
+    # The mean accuracy over the junctions that counted (0 on a step where none did).
+    terms['avs_top1'] = accuracy / jnp.maximum(counted, 1.0)
+    terms['avs_junctions'] = jnp.asarray(counted, jnp.float32)
     return total, terms

@@ -40,11 +40,14 @@ class AVSlowFast(nn.Module):
   derives it from the config).
 
   The audio pathway (with its laterals and AVS projections) runs first; the
-  visual pathways then consume its outputs. With ``train`` and a traced
-  ``drop_audio`` in mode 'pathway', it runs under ``nn.cond`` and a dropped
-  step computes none of it: laterals, pooled audio and AVS audio embeddings
-  are zeros. In mode 'laterals' it always runs and only the fusion into the
-  visual pathways is zeroed (the pool5 concat keeps the audio).
+  visual pathways then consume its outputs. A dropped step (``drop_audio``)
+  fuses no audio into the visual pathways. In mode 'pathway' (the paper's
+  "drop the Audio pathway altogether") the head gets no pooled audio features
+  either; without ``audio_negative`` (no AVS) the pathway then runs under
+  ``nn.cond`` and a dropped step computes none of it, while with AVS it still
+  runs, for the AVS terms alone. In mode 'laterals' (the authors' code) it
+  always runs and only the fusion into the visual pathways is zeroed: the
+  pool5 concat keeps the audio.
   """
   config: ModelConfig
   head: Optional[nn.Module] = None
@@ -81,12 +84,18 @@ class AVSlowFast(nn.Module):
       out.append((stage, slow_len, channels))
     return tuple(out)
 
-  def _run_audio(self, pathway: AudioPathway, audio: jax.Array, train: bool, drop_audio):
-    """Runs the audio pathway, under ``nn.cond`` when DropPathway may skip it."""
+  def _skips_audio(self, train: bool, drop_audio, audio_negative) -> bool:
+    """Whether a dropped step skips the audio pathway's computation (mode 'pathway'
+    without AVS, which would still need the audio)."""
     c = self.config
-    conditional = (train and c.drop_pathway_mode == 'pathway' and not self.is_initializing()
-                   and not (isinstance(drop_audio, bool) and not drop_audio)
-                   and drop_audio is not None)
+    return (train and c.arch == 'avslowfast' and c.drop_pathway_mode == 'pathway'
+            and audio_negative is None and not self.is_initializing()
+            and drop_audio is not None
+            and not (isinstance(drop_audio, bool) and not drop_audio))
+
+  def _run_audio(self, pathway: AudioPathway, audio: jax.Array, train: bool, drop_audio,
+                 conditional: bool):
+    """Runs the audio pathway, under ``nn.cond`` when a dropped step skips it."""
     if not conditional:
       return pathway(audio, train)
     # Output structure from an abstract, unbound copy: the dropped branch
@@ -155,8 +164,8 @@ class AVSlowFast(nn.Module):
                              factorized=c.audio_factorized_conv,
                              stride_time_in_a=c.audio_time_stride == 'conv_a',
                              stride_res2=c.audio_stride_res2, name='audio')
-      audio_out = self._run_audio(pathway, audio_all, train,
-                                  drop_audio if fuse_audio else False)
+      skipped = self._skips_audio(train, drop_audio, audio_negative)
+      audio_out = self._run_audio(pathway, audio_all, train, drop_audio, skipped)
       positives = lambda t: t[:batch]
       laterals = jax.tree.map(positives, audio_out['laterals'])
       aux['features']['audio'] = positives(audio_out['pooled'])
@@ -166,6 +175,10 @@ class AVSlowFast(nn.Module):
         if c.drop_pathway_mode == 'pathway':
           aux['features']['audio'] = self._fill_dropped('pool5', aux['features']['audio'],
                                                         train, drop_audio)
+      elif (fuse_audio and train and drop_audio is not None and c.drop_pathway_mode == 'pathway'
+            and not skipped):
+        # The pathway ran for AVS: the head still gets none of it on a dropped step.
+        aux['features']['audio'] = aux['features']['audio'] * keep
       for junction, emb in audio_out['avs'].items():
         aux['avs'][junction] = {'audio': emb[:batch]}
         if audio_negative is not None:
