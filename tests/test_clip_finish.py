@@ -12,7 +12,7 @@ from avslowfast_jax import clip_finish
 from avslowfast_jax.train import setup as setup_lib
 from avslowfast_jax.train import state as state_lib
 from avslowfast_jax.train import step as step_lib
-from data_pipelines import fs, input_pipeline
+from data_pipelines import clips, fs, input_pipeline, records
 from test_data_pipeline import _config, data_dir  # noqa: F401  # its fixture, used below
 
 
@@ -100,8 +100,8 @@ def test_range_reader_reads_each_range_and_names_a_short_file(root, tmp_path):
   reader = fs.RangeReader(paths)
   offsets, lengths = np.array([4000, 0, 17, 4999, 12]), np.array([1000, 3, 0, 1, 700])
   for index, blob in enumerate((data, data[::-1])):
-    got = input_pipeline.read_ranges(reader, tf.constant(index, tf.int64),
-                                     tf.constant(offsets), tf.constant(lengths)).numpy()
+    got = records.read_ranges(reader, tf.constant(index, tf.int64),
+                              tf.constant(offsets), tf.constant(lengths)).numpy()
     assert [bytes(g) for g in got] == [blob[o:o + n] for o, n in zip(offsets, lengths)]
   with pytest.raises(IOError, match=r'b\.bin: 10 bytes at 4995 asked, 5 read'):
     reader.read_many(1, [4995], [10])
@@ -114,8 +114,7 @@ def test_log_mels_are_the_host_front_end():
                     np.where(t > 0.5, 0.05 * np.random.default_rng(0).standard_normal(t.size),
                              0.0)])
   waves = np.round(waves * 32767).astype(np.int16)
-  expected = input_pipeline._log_mels(  # pylint: disable=protected-access
-      tf.constant(waves), config).numpy()
+  expected = clips.log_mels(tf.constant(waves), config).numpy()
   got = np.asarray(jax.jit(lambda w: clip_finish.log_mels(w, config.data.audio))(waves))
   assert got.shape == expected.shape == (3, 32, 80, 1)
   np.testing.assert_allclose(got, expected, atol=1e-3)  # float32 FFTs: the quiet bins differ most

@@ -212,7 +212,7 @@ _EXIT_HOLDING_ITERATOR = textwrap.dedent("""
 # Closed in the background right before the end: the exit waits for that teardown
 # (at most ClosingIterator.EXIT_WAIT_S).
 _CLOSE_IN_BACKGROUND = ('it.close(wait=False); assert next(it, None) is None; '
-                        'assert input_pipeline.ClosingIterator._teardowns')
+                        'assert input_pipeline.ClosingIterator.teardowns_pending()')
 
 
 @pytest.mark.parametrize('end', ['pass', _CLOSE_IN_BACKGROUND], ids=['live', 'closing'])
