@@ -59,7 +59,7 @@ def test_prepare_train_eval_export_on_a_non_local_filesystem(tmp_path, tmp_path_
       'train.total_steps': STEPS, 'train.warmup_steps': 2, 'train.log_every_steps': 2,
       'train.checkpoint_every_steps': STEPS, 'train.eval_every_steps': -1,
       'train.async_checkpoints': False, 'train.checkpoint_dir': checkpoint_dir,
-      'train.drop_pathway_prob': 0.0, 'avs.enabled': False, 'model.arch': 'audio',
+      'train.drop_pathway_prob': (0.0,), 'avs.enabled': False, 'model.arch': 'audio',
       'model.dropout_rate': 0.0})
   trainer.train_and_evaluate(config, run)
   rows = [json.loads(line) for line in fs.read_text(fs.join(run, 'train_metrics.jsonl'))
