@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from avslowfast_jax import cli, host_memory  # noqa: E402
 from data_pipelines import adapters, audio, augment, fs, input_pipeline, prepare  # noqa: E402
+from data_pipelines import records as records_lib  # noqa: E402
 from data_pipelines import shards  # noqa: E402
 from data_pipelines.video_io import write_video  # noqa: E402
 
@@ -132,15 +133,15 @@ def decode_only_rate(config, data_dir, num_clips, batch_size):
   training stream's first clips, their JPEGs already in memory) and nothing else, with the
   training pipeline's parallelism."""
   d = config.data
-  files, lengths, offsets = input_pipeline._host_files(data_dir, d.train_split, 0, 1)  # pylint: disable=protected-access
-  tables = input_pipeline._index_tables(files, lengths, offsets)  # pylint: disable=protected-access
+  files, lengths, offsets = records_lib.host_files(data_dir, d.train_split, 0, 1)
+  tables = input_pipeline.index_tables(files, lengths, offsets)
   shard_bytes = [fs.read_bytes(f) for f in files]
   host_seed = 0  # seed 0, host 0, as pipeline_rate's stream
-  order = input_pipeline._epoch_orders(len(tables['file']), host_seed, 0)  # pylint: disable=protected-access
+  order = records_lib.epoch_orders(len(tables['file']), host_seed, 0)
   jpegs, crops = [], []
   for example, position in order.take(min(num_clips, 256)).as_numpy_iterator():
-    choices = input_pipeline._train_choices(  # pylint: disable=protected-access
-        tables['num_frames'][example], position, config, host_seed)
+    choices = input_pipeline.train_choices(tables['num_frames'][example], position, config,
+                                           host_seed)
     data = shard_bytes[tables['file'][example]]
     ids = tables['frame_base'][example] + choices['indices'].numpy()
     jpegs.append([data[o:o + n] for o, n in zip(tables['frame_offset'][ids],
@@ -309,7 +310,7 @@ def main(argv=None):
             'mean_jpeg_kb': round(mean_jpeg_bytes(data_dir) / 1e3, 1),
             'clips_per_sec': round(rate, 2), 'clips_per_sec_per_core': round(rate / cores, 2),
             'clips_per_cpu_sec': round(rate_cpu, 2)}
-  if input_pipeline._index_tables(*input_pipeline._host_files(  # pylint: disable=protected-access
+  if input_pipeline.index_tables(*records_lib.host_files(
       data_dir, config.data.train_split, 0, 1)) is not None:
     # Side by side in this process: both ways of reading, with and without finishing on the
     # device, and the decode-only bound, measured in turn for --rounds rounds (medians: the

@@ -66,8 +66,10 @@ def index_videos(video_dir: str) -> Dict[str, str]:
   return found
 
 
-def _resolve(index: Dict[str, str], video_dir: str, stem: str, default_ext: str = '.mp4') -> str:
-  # A path that does not exist is kept: preparation reports it as missing.
+def resolve_video(index: Dict[str, str], video_dir: str, stem: str,
+                  default_ext: str = '.mp4') -> str:
+  """The path of video ``stem``: found by :func:`index_videos`, else ``video_dir/stem.mp4``
+  (kept though it does not exist: preparation reports it as missing)."""
   return index.get(stem, fs.join(video_dir, stem + default_ext))
 
 
@@ -205,7 +207,7 @@ def load_kinetics(csv_paths: Iterable[str], video_dir: str,
   items = []
   for label, youtube_id, start, end, split in rows:
     stem = f'{youtube_id}_{start:06d}_{end:06d}'
-    items.append(VideoItem(_resolve(index, video_dir, stem), [table[label]] if label else [],
+    items.append(VideoItem(resolve_video(index, video_dir, stem), [table[label]] if label else [],
                            split, stem))
   return items, label_names
 
@@ -292,7 +294,7 @@ def load_charades(csv_path: str, video_dir: str, split: str,
                                 f'(expected "c092 11.90 21.20")')
         labels.append(int(match.group(1)))
       video_id = row['id'].strip()
-      items.append(VideoItem(_resolve(index, video_dir, video_id), sorted(set(labels)), split,
+      items.append(VideoItem(resolve_video(index, video_dir, video_id), sorted(set(labels)), split,
                              video_id))
   return items, names
 

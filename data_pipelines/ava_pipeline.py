@@ -1,7 +1,7 @@
 """tf.data pipelines of AVA-format detection data (records of data_pipelines/ava_prepare.py).
 
 ``input_pipeline.create_train_iterator`` / ``create_eval_iterator`` hand over
-to this module when the config has a ``data.ava`` section. One example is one
+to this module for a config of the ``ava`` task. One example is one
 keyframe: a clip of ``num_frames`` frames every ``sampling_rate`` frames
 centred on it (frame ``c - num_frames * sampling_rate // 2 + i * sampling_rate``,
 clamped to the video, as PySlowFast's AVA loader takes it), the log-mel of the
@@ -38,22 +38,19 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from data_pipelines import augment, ava_files, ava_prepare, fs, input_pipeline, sampling, shards
+from data_pipelines import augment, ava_files, ava_prepare, clips, fs, records, sampling, shards
 from data_pipelines.errors import UserError
-
-# This module extends input_pipeline.py and shares its private helpers.
-# pylint: disable=protected-access
 
 CANVAS_MULTIPLE = 32
 
 
 def _meta(config, data_dir: str) -> dict:
   """The ``ava`` section of ``shards.json``, checked against the config."""
-  input_pipeline._check_config(config, data_dir)
+  records.check_config(config, data_dir)
   meta = shards.read_metadata(data_dir)
   if 'ava' not in meta:
     raise UserError(f'{data_dir}: not AVA-format data (shards.json has no "ava" section), but '
-                    'the config has data.ava; prepare it with python -m data_pipelines.prepare '
+                    'the config\'s task is ava; prepare it with python -m data_pipelines.prepare '
                     '--dataset ava')
   a, d = meta['ava'], config.data
   window = d.num_frames * d.sampling_rate
@@ -123,9 +120,8 @@ def _clip(example, slot, config):
 
 
 def _audio(example, start, config):
-  waveform = input_pipeline._waveform(example, config)
-  return waveform, input_pipeline.clip_log_mel(waveform, start, config,
-                                               example['audio_start_sec'])
+  waveform = clips.waveform(example)
+  return waveform, clips.clip_log_mel(waveform, start, config, example['audio_start_sec'])
 
 
 def crop_boxes(boxes, height, width, crop, crop_size: int, flip):
@@ -166,7 +162,7 @@ def make_train_example(record, position, slot, config, seed: int) -> Dict[str, t
   flip = uniforms[3] < 0.5 if d.random_flip else tf.constant(False)
   frames = augment.maybe_flip(frames, flip)
   frames = augment.resize_frames(frames, d.train_crop_size, d.train_crop_size)
-  slow, fast = input_pipeline._visual(frames, config)
+  slow, fast = clips.slow_fast(frames, config)
 
   boxes, labels = _boxes_of(example, 'gt', slot, config.model.num_classes, None)
   if a.train_use_detected_boxes:
@@ -189,8 +185,8 @@ def make_train_example(record, position, slot, config, seed: int) -> Dict[str, t
     min_shift = int(np.ceil(d.hard_negative_min_shift_sec * d.fps))
     shifted = sampling.hard_negative_start(start, tf.cast(example['num_frames'], tf.int32),
                                            d.num_frames * d.sampling_rate, min_shift, uniforms[4])
-    out['audio_shifted'] = input_pipeline.clip_log_mel(waveform, shifted, config,
-                                                       example['audio_start_sec'])
+    out['audio_shifted'] = clips.clip_log_mel(waveform, shifted, config,
+                                              example['audio_start_sec'])
   return out
 
 
@@ -210,19 +206,17 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
                        process_index=None, process_count=None):
   """Endless ``tf.data.Dataset`` of training batches (see the module docstring)."""
   _meta(config, data_dir)
-  process_index, process_count = input_pipeline._host(process_index, process_count)
-  files, lengths, _ = input_pipeline._host_files(data_dir, split, process_index, process_count)
+  process_index, process_count = records.resolve_host(process_index, process_count)
+  files, lengths, _ = records.host_files(data_dir, split, process_index, process_count)
   index = _index(data_dir, split)
   host_index = index[process_index::process_count]
   columns = {k: [] for k in ('file', 'header', 'size', 'slot')}
   for file_index, (path, length, shard) in enumerate(zip(files, lengths, host_index)):
-    starts = input_pipeline._record_offsets(path, length)
-    ends = np.append(starts[1:], fs.size(path))
+    data_offsets, data_sizes = records.record_data_spans(path, length)
     for record, slot in _train_keyframes(config, shard):
-      data_bytes = int(ends[record] - starts[record] - 16)  # 12-byte header, 4-byte CRC
       columns['file'].append(file_index)
-      columns['header'].append(int(starts[record]) + 12)
-      columns['size'].append(data_bytes)
+      columns['header'].append(data_offsets[record])
+      columns['size'].append(data_sizes[record])
       columns['slot'].append(slot)
   num = len(columns['file'])
   if num == 0:
@@ -230,20 +224,18 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
                     f'{process_index}')
   reader = fs.RangeReader(files)
   tables = {k: tf.constant(v, tf.int64) for k, v in columns.items()}
-  host_seed = (int(seed) * 1_000_003 + process_index) % (2**62)
+  host_seed = records.host_seed(seed, process_index)
 
   def example_of(example, position):
-    record = input_pipeline.read_ranges(reader, tables['file'][example],
-                                        tables['header'][example][None],
-                                        tables['size'][example][None])[0]
+    record = records.read_ranges(reader, tables['file'][example],
+                                 tables['header'][example][None], tables['size'][example][None])[0]
     return make_train_example(record, position, tables['slot'][example], config, host_seed)
 
-  dataset = input_pipeline._epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
+  dataset = records.epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
   dataset = dataset.map(example_of, num_parallel_calls=config.data.num_parallel_calls,
                         deterministic=True)
   dataset = dataset.batch(per_host_batch, drop_remainder=True)
-  return dataset.prefetch(config.data.prefetch_batches).with_options(
-      input_pipeline._options())
+  return dataset.prefetch(config.data.prefetch_batches).with_options(records.dataset_options())
 
 
 def create_train_iterator(config, data_dir: str, split: str, per_host_batch: int, *, seed: int,
@@ -295,7 +287,7 @@ def make_eval_example(record, slot, config, canvas) -> Dict[str, tf.Tensor]:
   new_h = tf.cast(tf.round(height * scale), tf.int32)
   new_w = tf.cast(tf.round(width * scale), tf.int32)
   frames = augment.resize_frames(frames, new_h, new_w)
-  slow, fast = input_pipeline._visual(frames, config)
+  slow, fast = clips.slow_fast(frames, config)
   pad = lambda x: tf.ensure_shape(
       tf.pad(x, [[0, 0], [0, canvas[0] - new_h], [0, canvas[1] - new_w], [0, 0]]),
       [x.shape[0], canvas[0], canvas[1], 3])
@@ -326,16 +318,16 @@ def make_eval_dataset(config, data_dir, split, per_host_batch, *, process_index=
   """One pass over every keyframe of ``split`` on this host, padded like the classification
   eval iterator so that every host yields the same number of batches."""
   _meta(config, data_dir)
-  process_index, process_count = input_pipeline._host(process_index, process_count)
-  files, lengths, _ = input_pipeline._host_files(data_dir, split, process_index, process_count)
+  process_index, process_count = records.resolve_host(process_index, process_count)
+  files, lengths, _ = records.host_files(data_dir, split, process_index, process_count)
   for path, length in zip(files, lengths):
-    input_pipeline._record_offsets(path, length)
+    records.checked_record_offsets(path, length)
   host_index = _index(data_dir, split)[process_index::process_count]
   counts = [len(r[3]) for shard in host_index for r in shard]
   canvas = eval_canvas(config, data_dir, split)
   num_batches = eval_num_batches(data_dir, split, per_host_batch, process_count)
-  records = tf.data.TFRecordDataset(files)
-  dataset = tf.data.Dataset.zip((records, tf.data.Dataset.from_tensor_slices(
+  segments = tf.data.TFRecordDataset(files)
+  dataset = tf.data.Dataset.zip((segments, tf.data.Dataset.from_tensor_slices(
       tf.constant(counts, tf.int64))))
   dataset = dataset.flat_map(lambda r, k: tf.data.Dataset.from_tensors(r).repeat(k).enumerate()
                              .map(lambda s, rr: (rr, s)))
@@ -355,8 +347,7 @@ def make_eval_dataset(config, data_dir, split, per_host_batch, *, process_index=
   filler = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), dataset.element_spec)
   dataset = dataset.concatenate(tf.data.Dataset.from_tensors(filler).repeat())
   dataset = dataset.take(num_batches)
-  return dataset.prefetch(config.data.prefetch_batches).with_options(
-      input_pipeline._options())
+  return dataset.prefetch(config.data.prefetch_batches).with_options(records.dataset_options())
 
 
 def create_eval_iterator(config, data_dir: str, split: str, per_host_batch: int, *,

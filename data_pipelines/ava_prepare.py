@@ -37,7 +37,8 @@ official format, clipped), ``<split>_excluded_timestamps.csv``,
 ``<split>_videos.json`` (video ids; position = ``video_index`` of the
 batches) and ``<split>_index.json`` (keyframes of every record, read by the
 input pipeline). Shards, ``shards.json``, the TFDS metadata, resumability and
-the report follow data_pipelines/prepare.py.
+the report follow data_pipelines/prepare.py; both run their shards with
+data_pipelines/shard_runner.py.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-import os
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -53,11 +53,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipelines import adapters, ava_files, decode, fs, prepare, shards
+from data_pipelines import adapters, ava_files, decode, fs, shard_runner, shards
 from data_pipelines.errors import UserError
-
-# This module extends prepare.py and shares its private helpers.
-# pylint: disable=protected-access
+from data_pipelines.shard_runner import PrepareOptions
 
 DEFAULT_MAX_BOXES = 16  # configs/ava.py's data.ava.max_boxes
 
@@ -95,7 +93,7 @@ class AvaShardTask:
   index: int
   count: int
   videos: List[AvaVideo]
-  options: prepare.PrepareOptions
+  options: PrepareOptions
   ava: AvaOptions
 
 
@@ -193,63 +191,44 @@ def process_ava_shard(task: AvaShardTask, progress_queue=None) -> dict:
 
   Never raises for a bad video: it is recorded with the reason and skipped.
   """
-  tf.config.set_visible_devices([], 'GPU')
-  prepare._quiet_ffmpeg()
   o, a = task.options, task.ava
-  final = fs.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
-                                                              task.count))
-  tmp = f'{final}.tmp-{os.getpid()}'
-  entries, records = [], []
+  records = []
   margin = int(math.ceil(a.margin_sec * o.fps))
-  with tf.io.TFRecordWriter(tmp) as writer:
-    for video in task.videos:
-      entry = {'path': video.path, 'video_id': video.video_id, 'split': task.split}
-      try:
-        decoded = decode.decode_video(video.path, fps=o.fps, short_side=o.short_side,
-                                      jpeg_quality=o.jpeg_quality, sample_rate=o.sample_rate)
-        inside, outside = [], []
-        for keyframe in video.keyframes:
-          frame = int(round((keyframe.sec - a.video_start_sec) * o.fps))
-          (inside if 0 <= frame < decoded.num_frames else outside).append((frame, keyframe))
-        num_records = 0
-        for group in _segments([f for f, _ in inside], a.segment_sec, o.fps):
-          members = [inside[i] for i in group]
-          begin = max(members[0][0] - margin, 0)
-          end = min(members[-1][0] + margin + 1, decoded.num_frames)
-          audio, audio_start = None, 0.0
-          if decoded.audio is not None:
-            sr = decoded.audio_sample_rate
-            first = max(int(round((begin / o.fps - decoded.audio_start_sec) * sr)), 0)
-            last = max(int(round((end / o.fps - decoded.audio_start_sec) * sr)), first)
-            audio = decoded.audio[first:last]
-            audio_start = decoded.audio_start_sec + first / sr - begin / o.fps
-          writer.write(serialize_segment(
-              video, decoded.jpegs[begin:end], decoded.height, decoded.width, o.fps, audio,
-              o.sample_rate, audio_start, [k for _, k in members],
-              [f - begin for f, _ in members], begin / o.fps))
-          num_records += 1
-          records.append([video.index, decoded.height, decoded.width,
-                          [[k.sec, len(k.gt), len(k.det), max([b.score for b in k.det] or [0])]
-                           for _, k in members]])
-        entry.update(status='written', num_frames=decoded.num_frames,
-                     duration_sec=round(decoded.duration_sec, 3),
-                     has_audio=decoded.audio is not None, repairs=list(decoded.repairs),
-                     num_records=num_records, num_keyframes=len(inside),
-                     keyframes_outside_video=[k.sec for _, k in outside])
-      except decode.BadVideoError as e:
-        entry.update(status='skipped', reason=str(e))
-      except Exception as e:  # anything unexpected is still one bad file, not a dead job
-        entry.update(status='skipped', reason=f'unexpected {type(e).__name__}: {e}')
-      entries.append(entry)
-      if progress_queue is not None:
-        progress_queue.put(1)
-  fs.rename(tmp, final, overwrite=True)
-  report = {'split': task.split, 'shard': task.index, 'file': os.path.basename(final),
-            'num_examples': len(records), 'num_bytes': fs.size(final),
-            'entries': entries, 'records': records}
-  shards.write_json_atomic(prepare._progress_path(task.output_dir, task.split, task.index),
-                           report)
-  return report
+
+  def write_segments(video, writer):
+    decoded = decode.decode_video(video.path, fps=o.fps, short_side=o.short_side,
+                                  jpeg_quality=o.jpeg_quality, sample_rate=o.sample_rate)
+    inside, outside = [], []
+    for keyframe in video.keyframes:
+      frame = int(round((keyframe.sec - a.video_start_sec) * o.fps))
+      (inside if 0 <= frame < decoded.num_frames else outside).append((frame, keyframe))
+    num_records = 0
+    for group in _segments([f for f, _ in inside], a.segment_sec, o.fps):
+      members = [inside[i] for i in group]
+      begin = max(members[0][0] - margin, 0)
+      end = min(members[-1][0] + margin + 1, decoded.num_frames)
+      audio, audio_start = None, 0.0
+      if decoded.audio is not None:
+        sr = decoded.audio_sample_rate
+        first = max(int(round((begin / o.fps - decoded.audio_start_sec) * sr)), 0)
+        last = max(int(round((end / o.fps - decoded.audio_start_sec) * sr)), first)
+        audio = decoded.audio[first:last]
+        audio_start = decoded.audio_start_sec + first / sr - begin / o.fps
+      writer.write(serialize_segment(
+          video, decoded.jpegs[begin:end], decoded.height, decoded.width, o.fps, audio,
+          o.sample_rate, audio_start, [k for _, k in members],
+          [f - begin for f, _ in members], begin / o.fps))
+      num_records += 1
+      records.append([video.index, decoded.height, decoded.width,
+                      [[k.sec, len(k.gt), len(k.det), max([b.score for b in k.det] or [0])]
+                       for _, k in members]])
+    return dict(num_frames=decoded.num_frames, duration_sec=round(decoded.duration_sec, 3),
+                has_audio=decoded.audio is not None, repairs=list(decoded.repairs),
+                num_records=num_records, num_keyframes=len(inside),
+                keyframes_outside_video=[k.sec for _, k in outside])
+
+  final, entries = shard_runner.write_shard(task, task.videos, write_segments, progress_queue)
+  return shard_runner.write_progress(task, final, len(records), entries, records=records)
 
 
 # ----------------------------------------------------------------- planning
@@ -290,7 +269,7 @@ def plan_split(gt_path: Optional[str], det_path: Optional[str], video_dir: str,
   videos = []
   for number, video_id in enumerate(sorted(by_video)):
     keyframes = [by_video[video_id][s] for s in sorted(by_video[video_id])]
-    path = adapters._resolve(videos_on_disk, video_dir, video_id)
+    path = adapters.resolve_video(videos_on_disk, video_dir, video_id)
     videos.append(AvaVideo(video_id, path, number, keyframes))
   counts['videos'] = len(videos)
   counts['keyframes'] = sum(len(v.keyframes) for v in videos)
@@ -311,16 +290,16 @@ def _split_paths(flag: str, values: Sequence[str]) -> Dict[str, str]:
 
 def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
                 detections: Dict[str, str], excluded: Dict[str, str], label_map: str, *,
-                name: str = 'ava', options: Optional[prepare.PrepareOptions] = None,
+                name: str = 'ava', options: Optional[PrepareOptions] = None,
                 ava_options: Optional[AvaOptions] = None, num_workers: int = 0,
                 videos_per_shard: int = 1, runner: str = 'local',
                 beam_options: Sequence[str] = (), verbose: bool = True) -> dict:
   """Prepares AVA (or AVA-format) videos and boxes into ``output_dir``; returns the report.
 
   ``groundtruth`` / ``detections`` / ``excluded`` map split names to CSVs.
-  Resumable like :func:`data_pipelines.prepare.prepare`.
+  Resumable like ``data_pipelines.prepare.prepare``.
   """
-  options = options or prepare.PrepareOptions()
+  options = options or PrepareOptions()
   ava_options = ava_options or AvaOptions()
   labels = ava_files.read_label_map(label_map)
   excluded_keys = {s: ava_files.read_excluded(p) for s, p in excluded.items()}
@@ -342,16 +321,10 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
     bounds = [round(i * len(videos) / count) for i in range(count + 1)]
     tasks += [AvaShardTask(output_dir, name, split, i, count, videos[bounds[i]:bounds[i + 1]],
                            options, ava_options) for i in range(count)]
-  todo = [t for t in tasks
-          if not fs.exists(prepare._progress_path(output_dir, t.split, t.index))]
+  todo = shard_runner.pending(tasks, output_dir)
   start = time.time()
-  if runner == 'beam':
-    prepare._run_beam(todo, beam_options, worker=process_ava_shard)
-  elif runner == 'local':
-    prepare._run_local(todo, num_workers, sum(len(t.videos) for t in todo),
-                       worker=process_ava_shard)
-  else:
-    raise UserError(f'unknown runner {runner!r} (local | beam)')
+  shard_runner.run_shards(todo, process_ava_shard, runner=runner, num_workers=num_workers,
+                          num_items=sum(len(t.videos) for t in todo), beam_options=beam_options)
   report = finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, counts, options,
                     ava_options, time.time() - start)
   if verbose:
@@ -362,7 +335,7 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
 def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, counts, options,
              ava_options, elapsed_sec) -> dict:
   """Writes shards.json, the TFDS metadata, the ``ava/`` files and ``prepare_report.json``."""
-  reports = [shards.read_json(prepare._progress_path(output_dir, t.split, t.index))
+  reports = [shards.read_json(shard_runner.progress_path(output_dir, t.split, t.index))
              for t in tasks]
   reports.sort(key=lambda r: (r['split'], r['shard']))
   splits = collections.OrderedDict()
@@ -474,9 +447,9 @@ def main_from_args(args) -> dict:
   groundtruth = _split_paths('--ava_groundtruth', args.ava_groundtruth)
   detections = _split_paths('--ava_detections', args.ava_detections)
   excluded = _split_paths('--ava_excluded', args.ava_excluded)
-  options = prepare.PrepareOptions(fps=args.fps, short_side=args.short_side,
-                                   jpeg_quality=args.jpeg_quality, sample_rate=args.sample_rate,
-                                   min_frames=args.min_frames)
+  options = PrepareOptions(fps=args.fps, short_side=args.short_side,
+                           jpeg_quality=args.jpeg_quality, sample_rate=args.sample_rate,
+                           min_frames=args.min_frames)
   ava_options = AvaOptions(segment_sec=args.ava_segment_sec, margin_sec=args.ava_margin_sec,
                            max_boxes=args.max_boxes,
                            detection_score_threshold=args.detection_score_threshold,

@@ -8,11 +8,9 @@ So the batch at step ``s`` depends only on ``(seed, s)``: a run resumed at
 ``start_step`` starts there by arithmetic, without reading what came before,
 and sees exactly the batches an uninterrupted run saw.
 
-Audio time axis: a window of ``num_frames * sampling_rate`` frames spans
-``window / fps`` s; its log-mel (n_fft 512, hop 256, not centred) has
-``1 + (S - 512) // 256`` frames (132 for 64 frames at 30 fps), which are
-linearly resampled along time to ``data.audio.num_frames`` (128). The span
-stays exactly the frames' span; only the spectrogram's frame spacing changes.
+A config of the ``ava`` task gets the detection pipeline (ava_pipeline.py) from
+the same entry points. Both pipelines read shards through records.py and make a
+clip's frames and audio with clips.py.
 """
 
 from __future__ import annotations
@@ -26,23 +24,14 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from data_pipelines import audio as audio_lib
-from data_pipelines import augment, frame_index, fs, sampling, shards
+from data_pipelines import augment, ava_pipeline, clips, frame_index, fs, records, sampling
+from data_pipelines import shards
 from data_pipelines.errors import UserError
 
-# TensorFlow only feeds the host: it must never take an accelerator from JAX.
-try:
-  tf.config.set_visible_devices([], 'GPU')
-except RuntimeError:  # TF already initialised its devices (then by the caller's choice)
-  pass
 
-_MAX_INT32 = 2**31 - 1
-
-
-def _ava():
-  # Imported on use: the detection pipeline builds on this module.
-  from data_pipelines import ava_pipeline  # pylint: disable=g-import-not-at-top
-  return ava_pipeline
+def _detection(config) -> bool:
+  """Whether the config's task reads AVA-format detection data (ava_pipeline.py)."""
+  return config.task == 'ava'
 
 
 def dataset_info(data_dir: str) -> dict:
@@ -63,50 +52,6 @@ def dataset_info(data_dir: str) -> dict:
       'short_side': int(meta['short_side']),
       'audio_sample_rate': int(meta['audio_sample_rate']),
   }
-
-
-def _host(process_index, process_count):
-  """This host's index and the host count; a single host unless told otherwise."""
-  return int(process_index or 0), int(process_count or 1)
-
-
-def _host_files(data_dir: str, split: str, process_index: int, process_count: int):
-  """This host's shard files, their lengths and the global index of their first example."""
-  files, lengths = shards.load_split_files(data_dir, split)
-  if len(files) < process_count:
-    raise UserError(f'{data_dir}: split {split!r} has {len(files)} shard files, fewer than the '
-                     f'{process_count} hosts; prepare it with a smaller --videos_per_shard')
-  offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-  chosen = list(range(process_index, len(files), process_count))
-  return [files[i] for i in chosen], [lengths[i] for i in chosen], [int(offsets[i]) for i in chosen]
-
-
-def _record_offsets(path: str, length: int) -> np.ndarray:
-  """Byte offsets of a shard's records, checked against the count in ``shards.json``."""
-  starts = shards.record_offsets(path)
-  if len(starts) != length:
-    raise UserError(f'{path}: damaged shard file (has {len(starts)} records, shards.json says '
-                    f'{length}); prepare the dataset again')
-  return starts
-
-
-def read_ranges(reader: fs.RangeReader, file_index, offsets, lengths) -> tf.Tensor:
-  """In-graph positioned reads: ``[n]`` strings, the ranges of file ``file_index``
-  (an index into ``reader.paths``) at ``offsets`` of ``lengths`` bytes."""
-  parts = tf.numpy_function(reader.read_many, [file_index, offsets, lengths], tf.string,
-                            stateful=False)
-  return tf.ensure_shape(parts, offsets.shape)
-
-
-def _check_config(config, data_dir: str):
-  info = dataset_info(data_dir)
-  if abs(info['fps'] - config.data.fps) > 1e-6:
-    raise UserError(f'{data_dir}: prepared at {info["fps"]} fps but config.data.fps is '
-                     f'{config.data.fps}; prepare again with --fps {config.data.fps} or change it')
-  if info['audio_sample_rate'] != config.data.audio.sample_rate:
-    raise UserError(f'{data_dir}: audio prepared at {info["audio_sample_rate"]} Hz but '
-                     f'config.data.audio.sample_rate is {config.data.audio.sample_rate}')
-  return info
 
 
 def finishes_on_device(config) -> bool:
@@ -158,61 +103,10 @@ def _labels(example, config) -> Dict[str, tf.Tensor]:
   return out
 
 
-def _waveform(example, config):
-  """The record's stored audio, int16 samples (converted to float only per clip span)."""
-  del config
-  return tf.io.decode_raw(example['audio'], tf.int16, little_endian=True)
-
-
-def _clip_audio_span(start_frame, config, audio_start_sec):
-  """``(first sample, num samples)`` of the audio a clip starting at ``start_frame`` uses."""
-  d = config.data
-  a = d.audio
-  window = d.num_frames * d.sampling_rate
-  first, length = sampling.audio_span(start_frame, window, d.fps, a.sample_rate, audio_start_sec)
-  return first, max(length, a.n_fft)
-
-
-def _clip_audio(waveform, start_frame, config, audio_start_sec, waveform_first=0) -> tf.Tensor:
-  """The samples spanning frames ``[start, start + window)``, zeros where none are stored.
-
-  ``waveform`` holds the stored audio from sample ``waveform_first`` on (all of
-  it by default; a byte-range read gives only the clip's span).
-  """
-  first, length = _clip_audio_span(start_frame, config, audio_start_sec)
-  return sampling.slice_with_zero_padding(waveform, first - tf.cast(waveform_first, tf.int32),
-                                          length)
-
-
-def _log_mels(spans, config) -> tf.Tensor:
-  """Normalised log-mels ``[n, T_a, F, 1]`` of ``n`` clip spans ``[n, S]`` of int16 samples
-  (one op chain)."""
-  a = config.data.audio
-  spec = audio_lib.log_mel_spectrogram(audio_lib.pcm16_to_float(spans), a.sample_rate, a.n_fft,
-                                       a.hop_length, a.num_mels, a.log_offset)
-  spec = audio_lib.resample_time_axis(spec, a.num_frames)
-  spec = (spec - a.mean) / a.std
-  return tf.reshape(spec, [-1, a.num_frames, a.num_mels, 1])
-
-
-def clip_log_mel(waveform, start_frame, config, audio_start_sec, waveform_first=0) -> tf.Tensor:
-  """Normalised log-mel ``[T_a, F, 1]`` of the audio spanning frames ``[start, start + window)``
-  (``waveform`` and ``waveform_first`` as in :func:`_clip_audio`)."""
-  span = _clip_audio(waveform, start_frame, config, audio_start_sec, waveform_first)
-  return _log_mels(span[None], config)[0]
-
-
 def has_frames(config) -> bool:
   """Whether the model reads frames: an audio-only model's clips skip reading and decoding
   them (its batches have no ``slow``, ``fast`` or ``frames``)."""
   return config.model.get('arch', 'avslowfast') != 'audio'
-
-
-def _visual(frames, config):
-  """Frames in [0, 255] ``[T, H, W, 3]`` -> normalised (slow, fast)."""
-  fast = augment.normalize(frames, config.data.mean, config.data.std)
-  slow = tf.gather(fast, sampling.slow_indices(config.data.num_frames, config.model.alpha_f))
-  return slow, fast
 
 
 def make_train_example(record, position, video_index, config, seed: int,
@@ -226,14 +120,14 @@ def make_train_example(record, position, video_index, config, seed: int,
   decoded crop window for ``avslowfast_jax.clip_finish``.
   """
   example = _parse(record)
-  choices = _train_choices(example['num_frames'], position, config, seed)
-  waveform = _waveform(example, config)
+  choices = train_choices(example['num_frames'], position, config, seed)
+  waveform = clips.waveform(example)
   return _assemble_train_example(example, choices, tf.gather(example['frames'], choices['indices']),
                                  (waveform, 0), (waveform, 0), video_index, config, with_metadata,
                                  window_side)
 
 
-def _train_choices(num_frames, position, config, seed: int) -> Dict[str, tf.Tensor]:
+def train_choices(num_frames, position, config, seed: int) -> Dict[str, tf.Tensor]:
   """Every random choice of a training clip, from the stateless RNG at ``(seed, position)``:
   window ``start`` and its frame ``indices``, ``short_side``, crop and flip ``uniforms``, and
   the hard negative's start ``shifted`` (when ``data.avs_negatives``)."""
@@ -294,20 +188,20 @@ def _assemble_train_example(example, choices, jpegs, audio, shifted_audio, video
       # On the uint8 square crop, before resizing: a quarter of the bytes, same result.
       frames = augment.maybe_flip(frames, flip)
     frames = augment.resize_frames(frames, d.train_crop_size, d.train_crop_size)
-    slow, fast = _visual(frames, config)
+    slow, fast = clips.slow_fast(frames, config)
     out = {'slow': slow, 'fast': fast}
   audio_start = example['audio_start_sec']
-  spans = [_clip_audio(audio[0], start, config, audio_start, audio[1])]
+  spans = [clips.clip_audio(audio[0], start, config, audio_start, audio[1])]
   if d.avs_negatives:
-    spans.append(_clip_audio(shifted_audio[0], choices['shifted'], config, audio_start,
-                             shifted_audio[1]))
+    spans.append(clips.clip_audio(shifted_audio[0], choices['shifted'], config, audio_start,
+                                  shifted_audio[1]))
   out.update(audio_mask=tf.cast(example['has_audio'], tf.float32),
              video_index=tf.cast(video_index, tf.int32))
   if window_side:
     out['audio_pcm'] = tf.stack(spans)
   else:
     # The clip's audio and its hard negative's in one spectrogram op chain.
-    specs = _log_mels(tf.stack(spans), config)
+    specs = clips.log_mels(tf.stack(spans), config)
     out['audio'] = specs[0]
     if d.avs_negatives:
       out['audio_shifted'] = specs[1]
@@ -332,10 +226,10 @@ def create_train_iterator(config, data_dir: str, split: str, per_host_batch: int
   Deterministic given ``(seed, start_step)``: a resumed run sees the batches
   an uninterrupted run saw from ``start_step`` on. ``with_metadata`` adds
   ``video_id`` (bytes), ``clip_start_sec`` and ``clip_end_sec`` (for inspection).
-  A config with a ``data.ava`` section gets detection batches (data_pipelines/ava_pipeline.py).
+  A config of the ``ava`` task gets detection batches (data_pipelines/ava_pipeline.py).
   """
-  if 'ava' in config.data:
-    return ClosingIterator(_ava().create_train_iterator(
+  if _detection(config):
+    return ClosingIterator(ava_pipeline.create_train_iterator(
         config, data_dir, split, per_host_batch, seed=seed, start_step=start_step,
         process_index=process_index, process_count=process_count))
   dataset = make_train_dataset(config, data_dir, split, per_host_batch, seed=seed,
@@ -347,7 +241,7 @@ def create_train_iterator(config, data_dir: str, split: str, per_host_batch: int
 class ClosingIterator:
   """A training iterator that lets go of its tf.data pipeline before Python shuts down.
 
-  The training pipelines read by ``tf.numpy_function`` (:func:`read_ranges`), i.e. run
+  The training pipelines read by ``tf.numpy_function`` (``records.read_ranges``), i.e. run
   Python on tf.data's threads, and keep reading ahead. A pipeline still alive when the
   interpreter finalises cannot be torn down: a tf.data thread that enters Python then is
   stopped by the interpreter mid-read, and the teardown waits for that read forever (a
@@ -393,6 +287,11 @@ class ClosingIterator:
     thread.start()
 
   @classmethod
+  def teardowns_pending(cls) -> int:
+    """Background teardowns (``close(wait=False)``) not yet waited for by :meth:`close_all`."""
+    return len(cls._teardowns)
+
+  @classmethod
   def close_all(cls, timeout: float) -> None:
     """Closes every live iterator in the background and waits for the teardowns, at most
     ``timeout`` seconds in all."""
@@ -404,25 +303,6 @@ class ClosingIterator:
 
 
 atexit.register(lambda: ClosingIterator.close_all(ClosingIterator.EXIT_WAIT_S))
-
-
-def _epoch_orders(num: int, seed: int, start_position: int) -> tf.data.Dataset:
-  """``(example, position)`` pairs from ``start_position`` of this host's endless stream.
-
-  Epoch ``e`` is a permutation of the host's ``num`` examples drawn
-  statelessly from ``(seed, e)``; the starting epoch and the offset into it
-  come from arithmetic on ``start_position``, so resuming reads nothing twice.
-  """
-  first_epoch, first_offset = divmod(int(start_position), num)
-
-  def epoch_order(epoch):
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(num, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-    skip = tf.where(epoch == first_epoch, tf.constant(first_offset, tf.int64), 0)
-    positions = epoch * num + skip + tf.range(num - skip, dtype=tf.int64)
-    return tf.data.Dataset.from_tensor_slices((order[skip:], positions))
-
-  return tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_order)
 
 
 def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_step=0,
@@ -437,13 +317,13 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
   (~1 MB, ~34 reads) and parses no record. ``'auto'`` reads ranges when every
   shard has an index, else whole records. Both give the same examples.
   """
-  _check_config(config, data_dir)
+  records.check_config(config, data_dir)
   window_side = device_window_side(config, data_dir)
-  process_index, process_count = _host(process_index, process_count)
-  files, lengths, offsets = _host_files(data_dir, split, process_index, process_count)
+  process_index, process_count = records.resolve_host(process_index, process_count)
+  files, lengths, offsets = records.host_files(data_dir, split, process_index, process_count)
   if read not in ('auto', 'ranges', 'records'):
     raise ValueError(f'read={read!r}: auto | ranges | records')
-  tables = None if read == 'records' else _index_tables(files, lengths, offsets)
+  tables = None if read == 'records' else index_tables(files, lengths, offsets)
   if tables is None and read == 'ranges':
     raise UserError(f'{data_dir}: split {split!r} has shards without a frame index '
                     f'(*{frame_index.SUFFIX}); prepare it again to read by frame')
@@ -452,14 +332,11 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
                                  process_index, with_metadata, window_side)
   file_of, header_of, size_of, video_of = [], [], [], []
   for file_index, (path, length, first) in enumerate(zip(files, lengths, offsets)):
-    starts = _record_offsets(path, length)
-    ends = np.append(starts[1:], fs.size(path))
-    for record, (begin, end) in enumerate(zip(starts, ends)):
-      data_bytes = int(end - begin - 16)  # 12-byte header, 4-byte footer CRC
-      file_of.append(file_index)
-      header_of.append(int(begin) + 12)
-      size_of.append(data_bytes)
-      video_of.append(first + record)
+    data_offsets, data_sizes = records.record_data_spans(path, length)
+    file_of += [file_index] * len(data_offsets)
+    header_of += data_offsets
+    size_of += data_sizes
+    video_of += [first + record for record in range(len(data_offsets))]
   num = len(file_of)
   if num == 0:
     raise UserError(f'{data_dir}: no {split!r} examples on host {process_index}')
@@ -467,22 +344,22 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
   tables = {k: tf.constant(v, tf.int64) for k, v in (('file', file_of), ('header', header_of),
                                                      ('size', size_of), ('video', video_of))}
   # One RNG stream per host, so hosts draw independent orders and clips.
-  host_seed = (int(seed) * 1_000_003 + process_index) % (2**62)
+  host_seed = records.host_seed(seed, process_index)
 
   def example_of(example, position):
-    record = read_ranges(reader, tables['file'][example], tables['header'][example][None],
-                         tables['size'][example][None])[0]
+    record = records.read_ranges(reader, tables['file'][example],
+                                 tables['header'][example][None], tables['size'][example][None])[0]
     return make_train_example(record, position, tables['video'][example], config, host_seed,
                               with_metadata, window_side)
 
-  dataset = _epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
+  dataset = records.epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
   dataset = dataset.map(example_of, num_parallel_calls=config.data.num_parallel_calls,
                         deterministic=True)
   dataset = dataset.batch(per_host_batch, drop_remainder=True)
-  return dataset.prefetch(config.data.prefetch_batches).with_options(_options())
+  return dataset.prefetch(config.data.prefetch_batches).with_options(records.dataset_options())
 
 
-def _index_tables(files, lengths, offsets) -> Optional[Dict[str, np.ndarray]]:
+def index_tables(files, lengths, offsets) -> Optional[Dict[str, np.ndarray]]:
   """This host's examples' frame-index entries concatenated over its shards (frame_base and
   label_start index the concatenated frame and label arrays), or None if a shard has none."""
   parts = []
@@ -528,7 +405,7 @@ def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_ste
     raise UserError(f'{files[0]}...: no training examples on host {process_index}')
   t = {k: tf.constant(v) for k, v in tables.items()}
   reader = fs.RangeReader(files)
-  host_seed = (int(seed) * 1_000_003 + process_index) % (2**62)
+  host_seed = records.host_seed(seed, process_index)
   num_audio = 2 if d.avs_negatives else 1
   num_frames = d.num_frames if has_frames(config) else 0
 
@@ -542,7 +419,7 @@ def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_ste
     firsts = []
     stored = t['audio_length'][example] // 2
     for start in [choices['start'], choices.get('shifted')][:num_audio]:
-      first, length = _clip_audio_span(start, config, t['audio_start_sec'][example])
+      first, length = clips.audio_span(start, config, t['audio_start_sec'][example])
       first = tf.cast(first, tf.int64)
       low = tf.clip_by_value(first, 0, stored)
       high = tf.clip_by_value(first + length, 0, stored)
@@ -552,9 +429,9 @@ def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_ste
     return tf.concat(offsets, 0), tf.concat(lengths, 0), tf.stack(firsts)
 
   def make(example, position):
-    choices = _train_choices(t['num_frames'][example], position, config, host_seed)
+    choices = train_choices(t['num_frames'][example], position, config, host_seed)
     offsets, lengths, firsts = clip_ranges(example, choices)
-    parts = read_ranges(reader, t['file'][example], offsets, lengths)
+    parts = records.read_ranges(reader, t['file'][example], offsets, lengths)
     audio = []
     for j in range(num_audio):
       pcm = tf.io.decode_raw(parts[num_frames + j], tf.int16, little_endian=True)
@@ -566,10 +443,10 @@ def _ranged_train_dataset(config, files, tables, per_host_batch, seed, start_ste
     return _assemble_train_example(fields, choices, parts[:num_frames], audio[0], audio[-1],
                                    t['video'][example], config, with_metadata, window_side)
 
-  dataset = _epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
+  dataset = records.epoch_orders(num, host_seed, int(start_step) * int(per_host_batch))
   dataset = dataset.map(make, num_parallel_calls=d.num_parallel_calls, deterministic=True)
   dataset = dataset.batch(per_host_batch, drop_remainder=True)
-  return dataset.prefetch(d.prefetch_batches).with_options(_options())
+  return dataset.prefetch(d.prefetch_batches).with_options(records.dataset_options())
 
 
 def train_read_bytes(config, data_dir: str, split: str, num_clips: int, *, seed: int,
@@ -581,19 +458,19 @@ def train_read_bytes(config, data_dir: str, split: str, num_clips: int, *, seed:
   ``used``: the bytes of the distinct frames and the stored audio samples the
   clip uses. Needs the frame index (frame_index.py).
   """
-  files, lengths, offsets = _host_files(data_dir, split, process_index, process_count)
-  tables = _index_tables(files, lengths, offsets)
+  files, lengths, offsets = records.host_files(data_dir, split, process_index, process_count)
+  tables = index_tables(files, lengths, offsets)
   if tables is None:
     raise UserError(f'{data_dir}: no frame index (*{frame_index.SUFFIX}); prepare it again')
   num = len(tables['file'])
-  host_seed = (int(seed) * 1_000_003 + process_index) % (2**62)
-  order = _epoch_orders(num, host_seed, 0).take(num_clips)
+  host_seed = records.host_seed(seed, process_index)
+  order = records.epoch_orders(num, host_seed, 0).take(num_clips)
   record_bytes = np.concatenate([np.asarray(frame_index.read(f)['record_length'])
                                  for f in files])
   d = config.data
   totals = {'records': 0.0, 'ranges': 0.0, 'used': 0.0}
   for example, position in order.as_numpy_iterator():
-    choices = _train_choices(tables['num_frames'][example], position, config, host_seed)
+    choices = train_choices(tables['num_frames'][example], position, config, host_seed)
     frame_ids = tables['frame_base'][example] + choices['indices'].numpy()
     frame_bytes = tables['frame_length'][frame_ids]
     totals['records'] += record_bytes[example]
@@ -603,20 +480,12 @@ def train_read_bytes(config, data_dir: str, split: str, num_clips: int, *, seed:
     samples = set()
     starts = [choices['start']] + ([choices['shifted']] if d.avs_negatives else [])
     for start in starts:
-      first, length = _clip_audio_span(start, config, tables['audio_start_sec'][example])
+      first, length = clips.audio_span(start, config, tables['audio_start_sec'][example])
       low, high = np.clip([int(first), int(first) + length], 0, stored)
       totals['ranges'] += max(2 * (high - low), 1)
       samples.update(range(low, high))
     totals['used'] += 2 * len(samples)
   return {k: v / num_clips for k, v in totals.items()}
-
-
-def _options():
-  options = tf.data.Options()
-  options.deterministic = True
-  options.experimental_optimization.map_parallelization = True
-  options.autotune.enabled = True
-  return options
 
 
 # ----------------------------------------------------------------- evaluation
@@ -628,7 +497,7 @@ def make_eval_views(record, video_index, clip_index, config, with_metadata=False
   window = d.num_frames * d.sampling_rate
   starts = sampling.eval_clip_starts(num_video_frames, window, d.num_test_clips)
   start = tf.gather(starts, clip_index)
-  spec = clip_log_mel(_waveform(example, config), start, config, example['audio_start_sec'])
+  spec = clips.clip_log_mel(clips.waveform(example), start, config, example['audio_start_sec'])
   if has_frames(config):
     indices = sampling.clip_frame_indices(start, d.num_frames, d.sampling_rate,
                                           num_video_frames)
@@ -641,7 +510,7 @@ def make_eval_views(record, video_index, clip_index, config, with_metadata=False
   for crop in range(d.num_test_crops):
     view = {}
     if has_frames(config):
-      view['slow'], view['fast'] = _visual(crops[crop], config)
+      view['slow'], view['fast'] = clips.slow_fast(crops[crop], config)
     view.update({'audio': spec, 'audio_mask': tf.cast(example['has_audio'], tf.float32),
                  'video_index': tf.cast(video_index, tf.int32),
                  'view_index': tf.cast(clip_index * d.num_test_crops + crop, tf.int32),
@@ -670,11 +539,11 @@ def create_eval_iterator(config, data_dir: str, split: str, per_host_batch: int,
   Each video gives ``num_test_clips * num_test_crops`` views tagged with
   ``video_index`` (global over hosts) and ``view_index``; rows with
   ``valid == 0`` pad the last batches so every host yields the same number of
-  batches and every view is evaluated exactly once. A config with a ``data.ava``
-  section gets one detection example per keyframe (data_pipelines/ava_pipeline.py).
+  batches and every view is evaluated exactly once. A config of the ``ava`` task gets
+  one detection example per keyframe (data_pipelines/ava_pipeline.py).
   """
-  if 'ava' in config.data:
-    return _ava().create_eval_iterator(config, data_dir, split, per_host_batch,
+  if _detection(config):
+    return ava_pipeline.create_eval_iterator(config, data_dir, split, per_host_batch,
                                        process_index=process_index, process_count=process_count)
   return make_eval_dataset(config, data_dir, split, per_host_batch, process_index=process_index,
                            process_count=process_count,
@@ -684,11 +553,11 @@ def create_eval_iterator(config, data_dir: str, split: str, per_host_batch: int,
 def make_eval_dataset(config, data_dir, split, per_host_batch, *, process_index=None,
                       process_count=None, with_metadata=False):
   """The ``tf.data.Dataset`` behind :func:`create_eval_iterator`."""
-  _check_config(config, data_dir)
-  process_index, process_count = _host(process_index, process_count)
-  files, lengths, offsets = _host_files(data_dir, split, process_index, process_count)
-  for path, length in zip(files, lengths):
-    _record_offsets(path, length)  # a missing or truncated shard is named before reading
+  records.check_config(config, data_dir)
+  process_index, process_count = records.resolve_host(process_index, process_count)
+  files, lengths, offsets = records.host_files(data_dir, split, process_index, process_count)
+  for path, length in zip(files, lengths):  # a missing or truncated shard is named before reading
+    records.checked_record_offsets(path, length)
   num_batches = eval_num_batches(config, data_dir, split, per_host_batch, process_count)
   num_clips = config.data.num_test_clips
 
@@ -719,4 +588,4 @@ def make_eval_dataset(config, data_dir, split, per_host_batch, *, process_index=
       dataset.element_spec)
   dataset = dataset.concatenate(tf.data.Dataset.from_tensors(filler).repeat())
   dataset = dataset.take(num_batches)
-  return dataset.prefetch(config.data.prefetch_batches).with_options(_options())
+  return dataset.prefetch(config.data.prefetch_batches).with_options(records.dataset_options())

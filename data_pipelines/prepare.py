@@ -6,12 +6,13 @@ r"""Prepares a folder of videos into TFRecord shards for the input pipeline.
 
   python -m data_pipelines.prepare --output_dir D --manifest videos.csv --num_workers 4
 
-Each shard is one unit of work: a worker decodes its videos (decode.py),
-writes ``<shard>.tmp`` and renames it, writes the shard's frame index
-(frame_index.py), then records the shard's report in ``_progress/``. A
+Each shard is one unit of work (shard_runner.py): a worker decodes its videos
+(decode.py), writes ``<shard>.tmp`` and renames it, writes the shard's frame
+index (frame_index.py), then records the shard's report in ``_progress/``. A
 rerun skips shards whose progress file exists, so an interrupted job
 resumes where it stopped. Bad inputs are skipped and reported,
-never fatal. See shards.py for the output format.
+never fatal. See shards.py for the output format. ``--dataset ava`` hands
+over to ava_prepare.py.
 """
 
 from __future__ import annotations
@@ -21,31 +22,16 @@ import collections
 import dataclasses
 import json
 import math
-import multiprocessing
 import os
-import queue as queue_lib
 import shlex
 import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-import av
-import av.logging
-import tensorflow as tf
-from tqdm import tqdm
-
-from data_pipelines import adapters, decode, errors, frame_index, fs, shards
+from data_pipelines import adapters, ava_prepare, decode, errors, frame_index, fs, shard_runner
+from data_pipelines import shards
 from data_pipelines.errors import UserError
-
-
-@dataclasses.dataclass
-class PrepareOptions:
-  """How videos are decoded (recorded in ``shards.json``)."""
-  fps: float = 30.0
-  short_side: int = 320
-  jpeg_quality: int = 90
-  sample_rate: int = 16000
-  min_frames: int = 64  # windows shorter than this are reported (the pipeline pads them)
+from data_pipelines.shard_runner import PrepareOptions
 
 
 @dataclasses.dataclass
@@ -59,62 +45,36 @@ class ShardTask:
   options: PrepareOptions
 
 
-def _progress_path(output_dir: str, split: str, index: int) -> str:
-  return fs.join(output_dir, '_progress', f'{split}-{index:05d}.json')
-
-
-def _quiet_ffmpeg():
-  # Corrupt inputs make FFmpeg print pages of errors; the report says it better.
-  av.logging.set_level(av.logging.PANIC)
-
-
 def process_shard(task: ShardTask, progress_queue=None) -> dict:
   """Decodes the videos of one shard and writes it; returns the shard's report.
 
   Never raises for a bad video: it is recorded with the reason and skipped.
   """
-  tf.config.set_visible_devices([], 'GPU')
-  _quiet_ffmpeg()
-  final = fs.join(task.output_dir, shards.shard_filename(task.name, task.split, task.index,
-                                                              task.count))
-  tmp = f'{final}.tmp-{os.getpid()}'
-  entries = []
-  written = 0
   index = frame_index.Builder()
-  with tf.io.TFRecordWriter(tmp) as writer:
-    for item in task.items:
-      entry = {'path': item.path, 'video_id': item.video_id, 'split': task.split}
-      try:
-        video = decode.decode_video(item.path, fps=task.options.fps,
-                                    short_side=task.options.short_side,
-                                    start_sec=item.start_sec, end_sec=item.end_sec,
-                                    jpeg_quality=task.options.jpeg_quality,
-                                    sample_rate=task.options.sample_rate)
-        repairs = list(video.repairs)
-        if video.num_frames < task.options.min_frames:
-          repairs.append(f'{video.num_frames} frames, shorter than a '
-                         f'{task.options.min_frames}-frame '
-                         f'window: clips repeat the last frame, audio is zero-padded')
-        record = shards.serialize_example(video, item)
-        index.add(record, video, item)
-        writer.write(record)
-        written += 1
-        entry.update(status='written', num_frames=video.num_frames,
-                     duration_sec=round(video.duration_sec, 3), has_audio=video.audio is not None,
-                     repairs=repairs)
-      except decode.BadVideoError as e:
-        entry.update(status='skipped', reason=str(e))
-      except Exception as e:  # anything unexpected is still one bad file, not a dead job
-        entry.update(status='skipped', reason=f'unexpected {type(e).__name__}: {e}')
-      entries.append(entry)
-      if progress_queue is not None:
-        progress_queue.put(1)
-  fs.rename(tmp, final, overwrite=True)
+  written = 0
+
+  def write_video(item, writer):
+    nonlocal written
+    video = decode.decode_video(item.path, fps=task.options.fps,
+                                short_side=task.options.short_side,
+                                start_sec=item.start_sec, end_sec=item.end_sec,
+                                jpeg_quality=task.options.jpeg_quality,
+                                sample_rate=task.options.sample_rate)
+    repairs = list(video.repairs)
+    if video.num_frames < task.options.min_frames:
+      repairs.append(f'{video.num_frames} frames, shorter than a '
+                     f'{task.options.min_frames}-frame '
+                     f'window: clips repeat the last frame, audio is zero-padded')
+    record = shards.serialize_example(video, item)
+    index.add(record, video, item)
+    writer.write(record)
+    written += 1
+    return dict(num_frames=video.num_frames, duration_sec=round(video.duration_sec, 3),
+                has_audio=video.audio is not None, repairs=repairs)
+
+  final, entries = shard_runner.write_shard(task, task.items, write_video, progress_queue)
   index.write(final)
-  report = {'split': task.split, 'shard': task.index, 'file': fs.basename(final),
-            'num_examples': written, 'num_bytes': fs.size(final), 'entries': entries}
-  shards.write_json_atomic(_progress_path(task.output_dir, task.split, task.index), report)
-  return report
+  return shard_runner.write_progress(task, final, written, entries)
 
 
 def plan_shards(items: Sequence[adapters.VideoItem], output_dir: str, name: str,
@@ -139,53 +99,11 @@ def plan_shards(items: Sequence[adapters.VideoItem], output_dir: str, name: str,
   return tasks
 
 
-def _run_local(tasks: List[ShardTask], num_workers: int, total_videos: int,
-               worker=process_shard) -> None:
-  bar = tqdm(total=total_videos, unit='video', desc='prepare', dynamic_ncols=True,
-             file=sys.stderr)
-  if num_workers <= 0:
-    for task in tasks:
-      report = worker(task)
-      bar.update(len(report['entries']))
-    bar.close()
-    return
-  # spawn, not fork: the parent may have TensorFlow threads running.
-  context = multiprocessing.get_context('spawn')
-  with context.Manager() as manager:
-    progress = manager.Queue()
-    with context.Pool(num_workers) as pool:
-      result = pool.starmap_async(worker, [(t, progress) for t in tasks], chunksize=1)
-      while not result.ready():
-        try:
-          progress.get(timeout=0.2)
-          bar.update(1)
-        except queue_lib.Empty:
-          pass
-      result.get()  # re-raises a worker crash (not a bad video: those are caught)
-      while not progress.empty():
-        progress.get()
-        bar.update(1)
-  bar.close()
-
-
-def _run_beam(tasks: List[ShardTask], beam_options: Sequence[str], worker=process_shard) -> None:
-  try:  # the optional [beam] extra
-    import apache_beam as beam  # pylint: disable=g-import-not-at-top
-    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise UserError(
-        '--runner beam needs Apache Beam: pip install "avslowfast-jax[beam]"') from None
-  with beam.Pipeline(options=PipelineOptions(list(beam_options))) as pipeline:
-    _ = (pipeline
-         | 'Shards' >> beam.Create(tasks)
-         | 'Reshuffle' >> beam.Reshuffle()
-         | 'Prepare' >> beam.Map(worker))
-
-
 def finalize(output_dir: str, name: str, tasks: Sequence[ShardTask], label_names: Sequence[str],
              noun_names: Sequence[str], options: PrepareOptions, elapsed_sec: float) -> dict:
   """Merges the shard reports into ``prepare_report.json`` and writes the metadata files."""
-  reports = [shards.read_json(_progress_path(output_dir, t.split, t.index)) for t in tasks]
+  reports = [shards.read_json(shard_runner.progress_path(output_dir, t.split, t.index))
+             for t in tasks]
   splits = collections.OrderedDict()
   for report in sorted(reports, key=lambda r: (r['split'], r['shard'])):
     entry = splits.setdefault(report['split'], {'files': [], 'lengths': [], 'num_bytes': 0})
@@ -233,17 +151,13 @@ def prepare(items: Sequence[adapters.VideoItem], output_dir: str, *, name: str =
   options = options or PrepareOptions()
   fs.makedirs(fs.join(output_dir, '_progress'))
   tasks = plan_shards(items, output_dir, name, options, videos_per_shard)
-  todo = [t for t in tasks if not fs.exists(_progress_path(output_dir, t.split, t.index))]
+  todo = shard_runner.pending(tasks, output_dir)
   if verbose and len(todo) < len(tasks):
     print(f'resuming: {len(tasks) - len(todo)} of {len(tasks)} shards already done',
           file=sys.stderr)
   start = time.time()
-  if runner == 'beam':
-    _run_beam(todo, beam_options)
-  elif runner == 'local':
-    _run_local(todo, num_workers, sum(len(t.items) for t in todo))
-  else:
-    raise UserError(f'unknown runner {runner!r} (local | beam)')
+  shard_runner.run_shards(todo, process_shard, runner=runner, num_workers=num_workers,
+                          num_items=sum(len(t.items) for t in todo), beam_options=beam_options)
   report = finalize(output_dir, name, tasks, label_names, noun_names, options, time.time() - start)
   if verbose:
     s = report['summary']
@@ -283,7 +197,7 @@ def main(argv=None):
   parser.add_argument('--jpeg_quality', type=int, default=90)
   parser.add_argument('--sample_rate', type=int, default=16000)
   parser.add_argument('--min_frames', type=int, default=64)
-  parser.add_argument('--runner', choices=('local', 'beam'), default='local')
+  parser.add_argument('--runner', choices=shard_runner.RUNNERS, default='local')
   ava = parser.add_argument_group('--dataset ava (data_pipelines/ava_prepare.py)')
   ava.add_argument('--ava_groundtruth', nargs='+', default=[], metavar='SPLIT=CSV',
                    help='ground-truth box CSVs, e.g. train=ava_train_v2.2.csv')
@@ -309,8 +223,6 @@ def main(argv=None):
                            '--beam_options="--runner=DataflowRunner --project=P --region=R"')
   args = parser.parse_args(argv)
   if args.dataset == 'ava':
-    # Imported here: AVA's preparation builds on this module.
-    from data_pipelines import ava_prepare  # pylint: disable=g-import-not-at-top
     report = ava_prepare.main_from_args(args)
     print(json.dumps(report['summary']))
     return

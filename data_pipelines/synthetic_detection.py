@@ -15,7 +15,8 @@ them, ready for ``python -m data_pipelines.prepare --dataset ava``:
 Every video shows one to three actors: boxes of a solid body colour that
 drift across the frame, each in its own lane (so boxes do not overlap), each
 doing one action for the whole video. The action is drawn inside the box with
-the patterns of the classification dataset (data_pipelines/synthetic.py):
+the patterns of the classification dataset (data_pipelines/synthetic.py, drawn by
+data_pipelines/synthetic_scenes.py):
 
 * visual actions (``left_right``, ``up_down``, ``rotating``): bars inside the
   box slide along x, along y, or spin; they make no sound;
@@ -51,12 +52,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from data_pipelines import ava_files, fs, synthetic
+from data_pipelines import ava_files, fs
+from data_pipelines import synthetic_scenes as scenes
 from data_pipelines.errors import UserError
 from data_pipelines.video_io import write_video
-
-# This module draws with synthetic.py's private pattern and sound helpers.
-# pylint: disable=protected-access
 
 DEFAULT_CLASSES = ('left_right', 'up_down', 'rotating', 'whistle', 'hum', 'noise_bursts',
                    'click_in_sync', 'click_out_of_sync')
@@ -74,7 +73,7 @@ class Actor:
 
 
 def _modality(name: str) -> str:
-  return synthetic._BY_NAME[name].modality
+  return scenes.CLASSES_BY_NAME[name].modality
 
 
 def _actions(rng: np.random.Generator, classes: Sequence[str], count: int) -> List[str]:
@@ -120,25 +119,24 @@ def _pattern(rng, action, times, box_h, box_w, flash):
   h, w = -(-box_h // 2), -(-box_w // 2)
 
   if modality == 'visual':
-    cover = synthetic._bar_field(rng, action, times, h, w)
+    cover = scenes.bar_field(rng, action, times, h, w)
   elif modality == 'audio':
-    cover = synthetic._disk_field(rng, times, h, w)
+    cover = scenes.disk_field(rng, times, h, w)
   else:
-    cover = synthetic._square_field(rng, times, h, w, flash)
+    cover = scenes.square_field(rng, times, h, w, flash)
   return cover.repeat(2, axis=1).repeat(2, axis=2)[:, :box_h, :box_w]
 
 
 def _sound(rng, action: Optional[str], t, sr, onsets):
-
+  """The soundtrack: the sound of the one sounding actor's ``action``, else ambient noise."""
   if action is None:
-    return synthetic._ambient(rng, t, sr)
+    return scenes.ambient(rng, t, sr)
   if action == 'click_in_sync':
-    return synthetic._clicks(rng, t, sr, onsets)
+    return scenes.clicks(rng, t, sr, onsets)
   if action == 'click_out_of_sync':
     period = onsets[1] - onsets[0]
-    return synthetic._clicks(rng, t, sr, onsets + period / 2)
-  return {'whistle': synthetic._whistle, 'hum': synthetic._hum,
-          'noise_bursts': synthetic._noise_bursts}[action](rng, t, sr)
+    return scenes.clicks(rng, t, sr, onsets + period / 2)
+  return scenes.CLASS_SOUNDS[action](rng, t, sr)
 
 
 def render_video(rng: np.random.Generator, classes: Sequence[str], *,
@@ -152,15 +150,15 @@ def render_video(rng: np.random.Generator, classes: Sequence[str], *,
   t = np.arange(num_samples) / sample_rate
   actions = _actions(rng, classes, int(rng.integers(1, 4)))
   actors = _place_actors(rng, actions, num_frames, fps, width, height)
-  frames, _ = synthetic._scene(rng, num_frames, height, width)
+  frames, _ = scenes.scene(rng, num_frames, height, width)
   # Audiovisual events: period and phase drawn the same way for both classes.
-  period = rng.uniform(*synthetic._AV_PERIOD_SEC)
+  period = rng.uniform(*scenes.AV_PERIOD_SEC)
   onsets = rng.uniform(0.0, period) + period * np.arange(-2, int(duration_sec / period) + 2)
-  flash = synthetic._flash_envelope(times, onsets)
+  flash = scenes.flash_envelope(times, onsets)
   sounding = None
   for actor in actors:
-    body = synthetic._random_colour(rng, (0.0, 0.4), (0.15, 0.85))
-    ink = synthetic._random_colour(rng, (0.6, 1.0), (0.5, 0.95))
+    body = scenes.random_colour(rng, (0.0, 0.4), (0.15, 0.85))
+    ink = scenes.random_colour(rng, (0.6, 1.0), (0.5, 0.95))
     cover = _pattern(rng, actor.action, times, actor.height, actor.width, flash)
     inks = np.broadcast_to(ink, (num_frames, 3))
     if _modality(actor.action) == 'audiovisual':
@@ -173,9 +171,9 @@ def render_video(rng: np.random.Generator, classes: Sequence[str], *,
       frames[i, y:y + actor.height, x:x + actor.width] = patch
   frames = np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
   sound = _sound(rng, sounding, t, sample_rate, onsets)
-  sound = sound * synthetic._fade(num_samples, int(0.005 * sample_rate))
+  sound = sound * scenes.fade_in_out(num_samples, int(0.005 * sample_rate))
   sound = sound / (np.max(np.abs(sound)) + 1e-9) * rng.uniform(0.2, 0.6)
-  noise = synthetic._background_noise(rng, num_samples)
+  noise = scenes.background_noise(rng, num_samples)
   audio = np.clip(sound + noise, -1.0, 1.0).astype(np.float32)
   return frames, audio, actors
 
@@ -207,7 +205,7 @@ def generate(output_dir: str, num_videos: int = 24, seed: int = 0, *,
     fps: frame rate.
     sample_rate: audio sample rate.
     val_fraction: share of the videos in ``validation`` (at least one each).
-    classes: actions (a subset of ``data_pipelines.synthetic.CLASS_NAMES``);
+    classes: actions (a subset of ``synthetic_scenes.CLASS_NAMES``);
       action id = position in this list + 1.
     progress: show a tqdm progress bar.
 
@@ -218,8 +216,8 @@ def generate(output_dir: str, num_videos: int = 24, seed: int = 0, *,
   width, height = size
   names = list(classes or DEFAULT_CLASSES)
   for name in names:
-    if name not in synthetic.CLASS_NAMES:
-      raise UserError(f'unknown class {name!r}; expected some of {synthetic.CLASS_NAMES}')
+    if name not in scenes.CLASS_NAMES:
+      raise UserError(f'unknown class {name!r}; expected some of {scenes.CLASS_NAMES}')
   if width % 2 or height % 2 or width < 32 or height < 32:
     raise UserError(f'size {width}x{height}: both sides must be even and >= 32')
   if duration_sec < 2:
@@ -276,7 +274,7 @@ def generate(output_dir: str, num_videos: int = 24, seed: int = 0, *,
   fs.write_text(files['excluded']['validation'], ava_files.format_excluded_csv(excluded))
   fs.write_text(files['label_map'],
                 ava_files.format_label_map((i + 1, name) for i, name in enumerate(names)))
-  info = {'classes': [dataclasses.asdict(synthetic._BY_NAME[n]) | {'action_id': i + 1}
+  info = {'classes': [dataclasses.asdict(scenes.CLASSES_BY_NAME[n]) | {'action_id': i + 1}
                       for i, n in enumerate(names)],
           'settings': {'seed': seed, 'num_videos': num_videos,
                        'split_counts': {'train': splits.count('train'),

@@ -1,6 +1,8 @@
-"""Test-wide settings: 8 fake CPU devices for sharding tests, no TF GPU."""
+"""Test-wide settings (8 fake CPU devices for sharding tests, no TF GPU) and fixtures."""
 
 import os
+
+import pytest
 
 from train_testdata import xla_flags
 
@@ -40,3 +42,11 @@ def pytest_collection_modifyitems(config, items):
     return (1, 0)
 
   items.sort(key=rank)  # stable: the order within each rank is kept
+
+
+@pytest.fixture(scope='session')
+def pipeline_dir(tmp_path_factory):
+  """A prepared folder of small videos (data_testing.prepare_pipeline_videos): one without
+  audio, one shorter than a window. Read-only: a test that changes it works on a copy."""
+  import data_testing  # pylint: disable=import-outside-toplevel  # TensorFlow, on first use
+  return data_testing.prepare_pipeline_videos(tmp_path_factory.mktemp('pipeline'))

@@ -12,8 +12,8 @@ from avslowfast_jax import clip_finish
 from avslowfast_jax.train import setup as setup_lib
 from avslowfast_jax.train import state as state_lib
 from avslowfast_jax.train import step as step_lib
-from data_pipelines import fs, input_pipeline
-from test_data_pipeline import _config, data_dir  # noqa: F401  # its fixture, used below
+from data_pipelines import clips, fs, input_pipeline, records
+from data_testing import pipeline_config
 
 
 @pytest.mark.parametrize('size,flip', [(40, 0), (29, 1), (24, 1), (36, 0)])
@@ -32,13 +32,13 @@ def test_resize_window_is_tf_bilinear_of_the_window(size, flip):
 
 
 @pytest.mark.parametrize('read', ['records', 'ranges'])
-def test_device_finish_gives_the_host_pipeline_clips(data_dir, read):  # noqa: F811
-  host_config, config = _config(), _config(finish_on_device='on')
-  side = input_pipeline.device_window_side(config, data_dir)
+def test_device_finish_gives_the_host_pipeline_clips(pipeline_dir, read):
+  host_config, config = pipeline_config(), pipeline_config(finish_on_device='on')
+  side = input_pipeline.device_window_side(config, pipeline_dir)
   assert side == 39  # ceil(32 * 48 / 40): the largest window at the smallest jitter scale
-  host = list(input_pipeline.make_train_dataset(host_config, data_dir, 'train', 4, seed=3,
+  host = list(input_pipeline.make_train_dataset(host_config, pipeline_dir, 'train', 4, seed=3,
                                                 read=read).take(3).as_numpy_iterator())
-  raw = list(input_pipeline.make_train_dataset(config, data_dir, 'train', 4, seed=3,
+  raw = list(input_pipeline.make_train_dataset(config, pipeline_dir, 'train', 4, seed=3,
                                                read=read).take(3).as_numpy_iterator())
   finish = jax.jit(functools.partial(clip_finish.finish_clips, config))
   flips = []
@@ -60,17 +60,17 @@ def test_device_finish_gives_the_host_pipeline_clips(data_dir, read):  # noqa: F
   assert set(flips) == {0, 1}
 
 
-def test_train_step_takes_the_decoded_windows(data_dir):  # noqa: F811
-  config = _config(finish_on_device='on')
-  config.data.data_dir = data_dir
+def test_train_step_takes_the_decoded_windows(pipeline_dir):
+  config = pipeline_config(finish_on_device='on')
+  config.data.data_dir = pipeline_dir
   config.train.num_train_examples, config.train.total_steps, config.train.batch_size = 4, 2, 4
   model, task, plan, lr_fn, tx = setup_lib.setup(config)
   state = jax.eval_shape(state_lib.make_init_fn(config, model, tx), jax.random.PRNGKey(0))
   train_step = step_lib.make_train_step(config, model, task, tx, lr_fn, plan.total_steps)
-  raw = next(input_pipeline.make_train_dataset(config, data_dir, 'train', 4, seed=0)
+  raw = next(input_pipeline.make_train_dataset(config, pipeline_dir, 'train', 4, seed=0)
              .as_numpy_iterator())
   config.data.finish_on_device = 'off'
-  host = next(input_pipeline.make_train_dataset(config, data_dir, 'train', 4, seed=0)
+  host = next(input_pipeline.make_train_dataset(config, pipeline_dir, 'train', 4, seed=0)
               .as_numpy_iterator())
   out_raw = jax.eval_shape(train_step, state, raw, jax.random.PRNGKey(1))
   out_host = jax.eval_shape(train_step, state, host, jax.random.PRNGKey(1))
@@ -78,16 +78,17 @@ def test_train_step_takes_the_decoded_windows(data_dir):  # noqa: F811
       lambda a: (a.shape, a.dtype), out_host)
 
 
-def test_finish_on_device_needs_one_stored_short_side(data_dir, tmp_path):  # noqa: F811
-  meta = fs.read_json(fs.join(data_dir, 'shards.json'))
+def test_finish_on_device_needs_one_stored_short_side(pipeline_dir, tmp_path):
+  meta = fs.read_json(fs.join(pipeline_dir, 'shards.json'))
   meta['short_side'] = 0
   copy = tmp_path / 'sizes'
   copy.mkdir()
   fs.write_json(str(copy / 'shards.json'), meta)
-  fs.write_json(str(copy / 'label_map.json'), fs.read_json(fs.join(data_dir, 'label_map.json')))
+  fs.write_json(str(copy / 'label_map.json'),
+                fs.read_json(fs.join(pipeline_dir, 'label_map.json')))
   with pytest.raises(input_pipeline.UserError, match=r'stored at their source sizes'):
-    input_pipeline.device_window_side(_config(finish_on_device='on'), str(copy))
-  assert input_pipeline.device_window_side(_config(), str(copy)) is None
+    input_pipeline.device_window_side(pipeline_config(finish_on_device='on'), str(copy))
+  assert input_pipeline.device_window_side(pipeline_config(), str(copy)) is None
 
 
 @pytest.mark.parametrize('root', ['local', 'ram://range-reader'])
@@ -100,29 +101,28 @@ def test_range_reader_reads_each_range_and_names_a_short_file(root, tmp_path):
   reader = fs.RangeReader(paths)
   offsets, lengths = np.array([4000, 0, 17, 4999, 12]), np.array([1000, 3, 0, 1, 700])
   for index, blob in enumerate((data, data[::-1])):
-    got = input_pipeline.read_ranges(reader, tf.constant(index, tf.int64),
-                                     tf.constant(offsets), tf.constant(lengths)).numpy()
+    got = records.read_ranges(reader, tf.constant(index, tf.int64),
+                              tf.constant(offsets), tf.constant(lengths)).numpy()
     assert [bytes(g) for g in got] == [blob[o:o + n] for o, n in zip(offsets, lengths)]
   with pytest.raises(IOError, match=r'b\.bin: 10 bytes at 4995 asked, 5 read'):
     reader.read_many(1, [4995], [10])
 
 
 def test_log_mels_are_the_host_front_end():
-  config = _config()
+  config = pipeline_config()
   t = np.arange(17067) / 16000
   waves = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), np.zeros_like(t),
                     np.where(t > 0.5, 0.05 * np.random.default_rng(0).standard_normal(t.size),
                              0.0)])
   waves = np.round(waves * 32767).astype(np.int16)
-  expected = input_pipeline._log_mels(  # pylint: disable=protected-access
-      tf.constant(waves), config).numpy()
+  expected = clips.log_mels(tf.constant(waves), config).numpy()
   got = np.asarray(jax.jit(lambda w: clip_finish.log_mels(w, config.data.audio))(waves))
   assert got.shape == expected.shape == (3, 32, 80, 1)
   np.testing.assert_allclose(got, expected, atol=1e-3)  # float32 FFTs: the quiet bins differ most
 
 
 def test_finish_on_device_auto_follows_the_backend():
-  config = _config()
+  config = pipeline_config()
   assert config.data.finish_on_device == 'auto'
   assert input_pipeline.finishes_on_device(config) == (jax.default_backend() != 'cpu')
   config.data.finish_on_device = 'sometimes'

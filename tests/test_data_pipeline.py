@@ -1,4 +1,6 @@
-"""The tf.data iterators: batch contract, determinism and resume, host sharding, eval views."""
+"""The tf.data iterators: batch contract, determinism and resume, host sharding, eval views.
+
+They read conftest.py's ``pipeline_dir`` (data_testing.prepare_pipeline_videos)."""
 
 import os
 import subprocess
@@ -9,57 +11,21 @@ import time
 import numpy as np
 import pytest
 
-from avslowfast_jax import clip_finish
-from configs import kinetics
-from data_pipelines import adapters, errors, inspect as inspect_lib, input_pipeline, prepare
-from data_pipelines.video_io import write_video
-
-NUM_TRAIN, NUM_TEST = 5, 3
+from avslowfast_jax import cli, clip_finish
+from avslowfast_jax.tools import inspect_clips
+from data_pipelines import input_pipeline
+from data_testing import NUM_TEST, NUM_TRAIN, pipeline_config
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp('pipeline')
-  rng = np.random.default_rng(0)
-  items = []
-  for i in range(NUM_TRAIN + NUM_TEST):
-    num_frames = 45 if i == 1 else 75  # one video shorter than the 64-frame eval window
-    frames = rng.integers(0, 255, (num_frames, 48, 64, 3)).astype(np.uint8)
-    noise = (0.2 * rng.standard_normal(num_frames * 16000 // 30)).astype(np.float32)
-    audio = None if i == 2 else noise
-    path = str(root / f'v{i}.mp4')
-    write_video(path, frames, 30, audio)
-    split = 'train' if i < NUM_TRAIN else 'test'
-    items.append(adapters.VideoItem(path, [i % 3], split, f'v{i}'))
-  out = str(root / 'prepared')
-  prepare.prepare(items, out, name='toy', label_names=['a', 'b', 'c'], num_workers=0,
-                  videos_per_shard=1, options=prepare.PrepareOptions(short_side=48),
-                  verbose=False)
-  return out
-
-
-def _config(**data):
-  c = kinetics.get_config('tiny_avslowfast_4x16_r50')
-  c.data.num_frames, c.data.sampling_rate, c.model.alpha_f = 8, 4, 4
-  c.data.train_crop_size, c.data.train_jitter_scales = 32, (40, 48)
-  c.data.test_short_side, c.data.test_crop_size = 40, 32
-  c.data.num_test_clips, c.data.num_test_crops = 2, 3
-  c.data.audio.num_frames = 32
-  c.model.num_classes = 3
-  for k, v in data.items():
-    c.data[k] = v
-  return c
-
-
-def _train(config, data_dir, batch, seed, start_step=0, host=(0, 1)):
-  return input_pipeline.create_train_iterator(config, data_dir, 'train', batch, seed=seed,
+def _train(config, pipeline_dir, batch, seed, start_step=0, host=(0, 1)):
+  return input_pipeline.create_train_iterator(config, pipeline_dir, 'train', batch, seed=seed,
                                               start_step=start_step, process_index=host[0],
                                               process_count=host[1])
 
 
-def test_train_batch_contract(data_dir):
-  config = _config()
-  batch = next(_train(config, data_dir, 4, seed=0))
+def test_train_batch_contract(pipeline_dir):
+  config = pipeline_config()
+  batch = next(_train(config, pipeline_dir, 4, seed=0))
   expected = {'slow': ((4, 2, 32, 32, 3), np.float32), 'fast': ((4, 8, 32, 32, 3), np.float32),
               'audio': ((4, 32, 80, 1), np.float32), 'audio_shifted': ((4, 32, 80, 1), np.float32),
               'audio_mask': ((4,), np.float32), 'label': ((4,), np.int32),
@@ -80,17 +46,18 @@ def test_train_batch_contract(data_dir):
   # Multi-label heads get multi-hot targets.
   config.task = 'multilabel'
   config.data.avs_negatives = False
-  batch = next(_train(config, data_dir, 2, seed=0))
+  batch = next(_train(config, pipeline_dir, 2, seed=0))
   assert batch['label'].shape == (2, 3) and 'audio_shifted' not in batch
   np.testing.assert_array_equal(batch['label'].argmax(1), batch['video_index'] % 3)
 
 
 @pytest.mark.parametrize('read', ['records', 'ranges'])
-def test_audio_only_model_gets_no_frames_and_the_same_audio(data_dir, read):
+def test_audio_only_model_gets_no_frames_and_the_same_audio(pipeline_dir, read):
   def batches(arch, **data):
-    config = _config(**data)
+    config = pipeline_config(**data)
     config.model.arch = arch
-    dataset = input_pipeline.make_train_dataset(config, data_dir, 'train', 4, seed=3, read=read)
+    dataset = input_pipeline.make_train_dataset(config, pipeline_dir, 'train', 4, seed=3,
+                                                read=read)
     return config, list(dataset.take(2).as_numpy_iterator())
 
   _, full = batches('avslowfast')
@@ -108,21 +75,21 @@ def test_audio_only_model_gets_no_frames_and_the_same_audio(data_dir, read):
   # Evaluation views: the same audio, no frames.
   views = {}
   for arch in ('avslowfast', 'audio'):
-    config = _config()
+    config = pipeline_config()
     config.model.arch = arch
-    views[arch] = next(input_pipeline.create_eval_iterator(config, data_dir, 'test', 6))
+    views[arch] = next(input_pipeline.create_eval_iterator(config, pipeline_dir, 'test', 6))
   assert set(views['audio']) == set(views['avslowfast']) - {'slow', 'fast'}
   for key in views['audio']:
     np.testing.assert_array_equal(views['audio'][key], views['avslowfast'][key], err_msg=key)
   # inspect shows such a model's clips with the frames a visual model gets beside them.
-  assert inspect_lib.collect_clips(config, data_dir, 'train', 1)['fast'].shape[0] == 1
+  assert inspect_clips.collect_clips(config, pipeline_dir, 'train', 1)['fast'].shape[0] == 1
 
 
-def test_resume_sees_the_same_batches(data_dir):
-  config = _config(avs_negatives=False)
-  run = _train(config, data_dir, 2, seed=5)
+def test_resume_sees_the_same_batches(pipeline_dir):
+  config = pipeline_config(avs_negatives=False)
+  run = _train(config, pipeline_dir, 2, seed=5)
   full = [next(run) for _ in range(6)]  # 12 clips: more than two epochs of 5 videos
-  resumed = _train(config, data_dir, 2, seed=5, start_step=4)
+  resumed = _train(config, pipeline_dir, 2, seed=5, start_step=4)
   for step in (4, 5):
     batch = next(resumed)
     for key in ('fast', 'audio', 'video_index'):
@@ -130,27 +97,27 @@ def test_resume_sees_the_same_batches(data_dir):
   # Every video once per epoch, in a new order each epoch.
   order = np.concatenate([b['video_index'] for b in full])
   assert sorted(order[:5]) == sorted(order[5:10]) == list(range(5))
-  other = next(_train(config, data_dir, 2, seed=6))
+  other = next(_train(config, pipeline_dir, 2, seed=6))
   assert not np.array_equal(other['fast'], full[0]['fast'])
 
 
-def test_hosts_read_disjoint_files(data_dir):
-  config = _config(avs_negatives=False)
+def test_hosts_read_disjoint_files(pipeline_dir):
+  config = pipeline_config(avs_negatives=False)
   seen = []
   for host in range(2):
-    it = _train(config, data_dir, 1, seed=0, host=(host, 2))
+    it = _train(config, pipeline_dir, 1, seed=0, host=(host, 2))
     seen.append({int(next(it)['video_index'][0]) for _ in range(6)})
   assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(NUM_TRAIN))
 
 
 @pytest.mark.parametrize('hosts', [1, 2])
-def test_eval_views_once_each_with_tags(data_dir, hosts):
-  config = _config()
+def test_eval_views_once_each_with_tags(pipeline_dir, hosts):
+  config = pipeline_config()
   views = config.data.num_test_clips * config.data.num_test_crops
   batch_size = 4
   tags, counts = [], []
   for host in range(hosts):
-    batches = list(input_pipeline.create_eval_iterator(config, data_dir, 'test', batch_size,
+    batches = list(input_pipeline.create_eval_iterator(config, pipeline_dir, 'test', batch_size,
                                                        process_index=host, process_count=hosts))
     counts.append(len(batches))
     for b in batches:
@@ -167,22 +134,22 @@ def test_eval_views_once_each_with_tags(data_dir, hosts):
                          * views // batch_size)
 
 
-def test_eval_crops_differ_and_clips_share_audio(data_dir):
-  config = _config()
-  batch = next(input_pipeline.create_eval_iterator(config, data_dir, 'test', 6, process_index=0,
-                                                   process_count=1))
+def test_eval_crops_differ_and_clips_share_audio(pipeline_dir):
+  config = pipeline_config()
+  batch = next(input_pipeline.create_eval_iterator(config, pipeline_dir, 'test', 6,
+                                                   process_index=0, process_count=1))
   assert list(batch['view_index']) == list(range(6)) and set(batch['video_index']) == {0}
   assert not np.array_equal(batch['fast'][0], batch['fast'][2])  # left vs right crop
   np.testing.assert_array_equal(batch['audio'][0], batch['audio'][1])  # same temporal clip
   assert not np.array_equal(batch['audio'][0], batch['audio'][3])  # the next clip
 
 
-def test_inspect_writes_arrays_and_contact_sheet(data_dir, tmp_path, monkeypatch):
+def test_inspect_writes_arrays_and_contact_sheet(pipeline_dir, tmp_path, monkeypatch):
   pytest.importorskip('matplotlib')
-  monkeypatch.setattr(errors, 'load_config_file', lambda spec: _config())
+  monkeypatch.setattr(cli, 'load_config_file', lambda spec: pipeline_config())
   output, png = str(tmp_path / 'clips.npz'), str(tmp_path / 'sheet.png')
-  inspect_lib.main(['--data_dir', data_dir, '--config', 'x', '--split', 'train', '--num_clips', '3',
-                    '--output', output, '--png', png])
+  inspect_clips.main(['--data_dir', pipeline_dir, '--config', 'x', '--split', 'train',
+                      '--num_clips', '3', '--output', output, '--png', png])
   clips = np.load(output)
   for key in ('slow', 'fast', 'audio', 'label', 'video_id', 'clip_start_sec', 'clip_end_sec',
               'audio_mean', 'audio_std'):
@@ -212,13 +179,13 @@ _EXIT_HOLDING_ITERATOR = textwrap.dedent("""
 # Closed in the background right before the end: the exit waits for that teardown
 # (at most ClosingIterator.EXIT_WAIT_S).
 _CLOSE_IN_BACKGROUND = ('it.close(wait=False); assert next(it, None) is None; '
-                        'assert input_pipeline.ClosingIterator._teardowns')
+                        'assert input_pipeline.ClosingIterator.teardowns_pending()')
 
 
 @pytest.mark.parametrize('end', ['pass', _CLOSE_IN_BACKGROUND], ids=['live', 'closing'])
-def test_exit_with_a_live_train_iterator(data_dir, end):
+def test_exit_with_a_live_train_iterator(pipeline_dir, end):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  script = _EXIT_HOLDING_ITERATOR.format(repo=repo, data_dir=data_dir, end=end)
+  script = _EXIT_HOLDING_ITERATOR.format(repo=repo, data_dir=pipeline_dir, end=end)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
   try:
     result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,

@@ -8,16 +8,7 @@ import pytest
 
 from data_pipelines import adapters, input_pipeline, prepare, shards
 from data_pipelines.video_io import write_video
-
-
-def _frames(num, seed, height=48, width=64):
-  rng = np.random.default_rng(seed)
-  return rng.integers(0, 255, (num, height, width, 3)).astype(np.uint8)
-
-
-def _tone(seconds, freq=440.0):
-  t = np.arange(int(seconds * 16000)) / 16000.0
-  return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+from data_testing import frames, tone
 
 
 @pytest.fixture(scope='module')
@@ -25,13 +16,13 @@ def videos(tmp_path_factory):
   root = tmp_path_factory.mktemp('videos')
   paths = {}
   paths['good'] = str(root / 'good.mp4')
-  write_video(paths['good'], _frames(90, 0), 30, _tone(3.0))
+  write_video(paths['good'], frames(90, 0), 30, tone(3.0))
   paths['silent'] = str(root / 'silent.mp4')  # no audio track at all
-  write_video(paths['silent'], _frames(90, 1), 30, None)
+  write_video(paths['silent'], frames(90, 1), 30, None)
   paths['short'] = str(root / 'short.mp4')  # 0.5 s: shorter than a 64-frame window
-  write_video(paths['short'], _frames(15, 2), 30, _tone(0.5))
+  write_video(paths['short'], frames(15, 2), 30, tone(0.5))
   paths['short_audio'] = str(root / 'short_audio.mp4')  # audio stops after 1 of 3 s
-  write_video(paths['short_audio'], _frames(90, 3), 30, _tone(1.0))
+  write_video(paths['short_audio'], frames(90, 3), 30, tone(1.0))
   paths['corrupt'] = str(root / 'corrupt.mp4')
   with open(paths['corrupt'], 'wb') as f:
     f.write(np.random.default_rng(4).bytes(20000))

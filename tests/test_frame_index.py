@@ -10,23 +10,17 @@ import tensorflow as tf
 from data_pipelines import adapters, fs, frame_index, input_pipeline, prepare, shards
 from data_pipelines.errors import UserError
 from data_pipelines.video_io import write_video
-import test_data_prepare as videos_lib
-from test_data_pipeline import _config, data_dir  # noqa: F401  # its fixture, used below
-
-
-@pytest.fixture(scope='module')
-def pipeline_dir(request):
-  """test_data_pipeline's prepared videos (one without audio, one shorter than a window)."""
-  return request.getfixturevalue('data_dir')
+import data_testing
+from data_testing import pipeline_config
 
 
 def test_index_locates_every_frame_and_the_audio(tmp_path):
-  still = np.repeat(videos_lib._frames(1, 5), 20, axis=0)  # identical frames: identical JPEGs
+  still = np.repeat(data_testing.frames(1, 5), 20, axis=0)  # identical frames: identical JPEGs
   paths = {'good': str(tmp_path / 'good.mp4'), 'silent': str(tmp_path / 'silent.mp4'),
            'still': str(tmp_path / 'still.mp4')}
-  write_video(paths['good'], videos_lib._frames(30, 0), 30, videos_lib._tone(1.0))
-  write_video(paths['silent'], videos_lib._frames(30, 1), 30, None)
-  write_video(paths['still'], still, 30, videos_lib._tone(20 / 30))
+  write_video(paths['good'], data_testing.frames(30, 0), 30, data_testing.tone(1.0))
+  write_video(paths['silent'], data_testing.frames(30, 1), 30, None)
+  write_video(paths['still'], still, 30, data_testing.tone(20 / 30))
   items = [adapters.VideoItem(p, [0], 'train', n) for n, p in paths.items()]
   out = 'ram://index-test/prepared'
   prepare.prepare(items, out, name='toy', label_names=['a'], videos_per_shard=8,
@@ -64,7 +58,7 @@ def test_index_locates_every_frame_and_the_audio(tmp_path):
 
 def test_reading_by_frame_gives_the_examples_of_whole_records(pipeline_dir):
   # Windows of 64 frames: the 45-frame video pads its clip, hard negatives run past the end.
-  config = _config(sampling_rate=8)
+  config = pipeline_config(sampling_rate=8)
   for seed, start_step in ((0, 0), (3, 2)):
     batches = {}
     for read in ('records', 'ranges'):
@@ -88,7 +82,7 @@ def test_shards_without_an_index_are_read_by_record(pipeline_dir, tmp_path):
   shutil.copytree(pipeline_dir, copy)
   for path in copy.glob('*' + frame_index.SUFFIX):
     path.unlink()
-  config = _config(avs_negatives=False)
+  config = pipeline_config(avs_negatives=False)
   old = next(input_pipeline.create_train_iterator(config, str(copy), 'train', 2, seed=1))
   new = next(input_pipeline.make_train_dataset(config, pipeline_dir, 'train', 2, seed=1,
                                                read='ranges').as_numpy_iterator())
@@ -104,4 +98,5 @@ def test_a_truncated_shard_is_named_before_reading(pipeline_dir, tmp_path):
   with open(shard, 'r+b') as f:
     f.truncate(100)
   with pytest.raises(UserError, match=rf'{shard.name}: damaged shard file \(100 bytes'):
-    input_pipeline.make_train_dataset(_config(), str(copy), 'train', 2, seed=0, read='ranges')
+    input_pipeline.make_train_dataset(pipeline_config(), str(copy), 'train', 2, seed=0,
+                                      read='ranges')

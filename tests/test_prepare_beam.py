@@ -9,7 +9,7 @@ import pytest
 
 from data_pipelines import adapters, frame_index, fs, prepare
 from data_pipelines.video_io import write_video
-import test_data_prepare as videos_lib
+import data_testing
 
 beam = pytest.importorskip('apache_beam')
 
@@ -21,9 +21,9 @@ def manifest(tmp_path_factory):
   """A manifest of 3 good and 2 bad videos over two splits."""
   root = tmp_path_factory.mktemp('beam_videos')
   paths = {name: str(root / f'{name}.mp4') for name in NAMES}
-  write_video(paths['good'], videos_lib._frames(40, 0), 30, videos_lib._tone(40 / 30))
-  write_video(paths['silent'], videos_lib._frames(40, 1), 30, None)
-  write_video(paths['short_audio'], videos_lib._frames(40, 3), 30, videos_lib._tone(0.5))
+  write_video(paths['good'], data_testing.frames(40, 0), 30, data_testing.tone(40 / 30))
+  write_video(paths['silent'], data_testing.frames(40, 1), 30, None)
+  write_video(paths['short_audio'], data_testing.frames(40, 3), 30, data_testing.tone(0.5))
   open(paths['zero'], 'wb').close()
   with open(paths['corrupt'], 'wb') as f:
     f.write(b'\x00\x00\x00\x18ftypmp42' + bytes(4000))

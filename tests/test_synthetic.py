@@ -17,7 +17,7 @@ import librosa
 import numpy as np
 import pytest
 
-from data_pipelines import synthetic
+from data_pipelines import synthetic, synthetic_scenes
 from data_pipelines.errors import UserError
 
 FPS, SR, DURATION, SIZE = 30, 16000, 3.0, (96, 72)
@@ -173,20 +173,21 @@ def test_audio_classes_differ_only_in_sound():
 
 def test_leak_check_catches_a_leak(monkeypatch):
   """The statistic above is not blind: a hum whose disks slide along x is caught."""
-  render, disk_field = synthetic.render_example, synthetic._disk_field
+  render, disk_field = synthetic.render_example, synthetic_scenes.disk_field
 
   def sliding_disks(rng, times, height, width):
     short = min(height, width)
     spacing, radius = 0.34 * short, 0.28 * 0.34 * short
     margin = radius + 2
-    x0, y0, px, py = synthetic._field(rng, height, width, spacing, margin)
-    cx, cy = synthetic._field_positions(x0, y0, px, py, margin, 1.5 * spacing * times,
-                                        np.zeros(len(times)))
-    return synthetic._stamp(height, width, cx, cy, margin, lambda k, dx, dy: np.clip(
+    x0, y0, px, py = synthetic_scenes.field_grid(rng, height, width, spacing, margin)
+    cx, cy = synthetic_scenes.field_positions(x0, y0, px, py, margin, 1.5 * spacing * times,
+                                              np.zeros(len(times)))
+    return synthetic_scenes.stamp(height, width, cx, cy, margin, lambda k, dx, dy: np.clip(
         0.5 - (np.sqrt(dx ** 2 + dy ** 2) - radius), 0.0, 1.0))
 
   def leaky_render(name, rng, **kwargs):
-    monkeypatch.setattr(synthetic, '_disk_field', sliding_disks if name == 'hum' else disk_field)
+    monkeypatch.setattr(synthetic_scenes, 'disk_field',
+                        sliding_disks if name == 'hum' else disk_field)
     return render(name, rng, **kwargs)
 
   monkeypatch.setattr(synthetic, 'render_example', leaky_render)
@@ -364,9 +365,9 @@ def test_other_seed_changes_the_videos(tmp_path):
   (3, (0.2, 0.1), (1, 1, 1)),
 ])
 def test_split_counts(num, fractions, expected):
-  assert synthetic._split_counts(num, *fractions) == expected
+  assert synthetic.split_counts(num, *fractions) == expected
 
 
 def test_split_counts_need_a_training_video():
   with pytest.raises(UserError, match='no training video'):
-    synthetic._split_counts(2, 0.5, 0.5)
+    synthetic.split_counts(2, 0.5, 0.5)
