@@ -105,7 +105,10 @@ def finish_clips(config: ml_collections.ConfigDict, batch: Mapping[str, Any]) ->
     std = jnp.asarray(d.std, jnp.float32)
     fast = fast * (1.0 / (255.0 * std)) - mean / std
     out['fast'] = fast
-    out['slow'] = fast[:, ::int(config.model.alpha_f)]
+    # The Slow frames by config.model.slow_frames, as the host path takes them.
+    from data_pipelines.clips import slow_frame_indices  # pylint: disable=import-outside-toplevel
+    out['slow'] = fast[:, slow_frame_indices(int(d.num_frames), int(config.model.alpha_f),
+                                             config.model.get('slow_frames', 'stride'))]
   specs = log_mels(batch['audio_pcm'], d.audio)
   out['audio'] = specs[:, 0]
   if specs.shape[1] > 1:

@@ -18,11 +18,16 @@ Usage::
   python -m avslowfast_jax.tools.import_weights --source pytorchvideo \
       --checkpoint SLOWFAST_8x8_R50.pyth \
       --config configs/kinetics.py:avslowfast_8x8_r50 --output /tmp/sf8x8_init \
-      --config.model.fusion_kernel_size=7
+      --config.model.fusion_kernel_size=7 --config.model.slow_frames=linspace
 
 then train with ``--config.train.init_from=/tmp/sf8x8_init/variables`` (the
 orbax item below; ``avslowfast_jax.checkpoints.load_pretrained`` reads
-it as it is, and ``train.init_skip`` still decides what is not taken).
+it as it is, and ``train.init_skip`` still decides what is not taken) and the
+same model overrides: PySlowFast 8x8 R50 (= PyTorchVideo ``slowfast_r50``) has
+a 7x1x1 Fast->Slow kernel (its 4x16 R50 and 8x8 R101: 5, our default), and
+both code bases feed the Slow pathway ``torch.linspace(0, T - 1, T // alpha)``
+of the Fast frames (``model.slow_frames=linspace``). The tool prints the
+overrides at the end.
 
 Loading uses ``torch.load(..., weights_only=True, map_location='cpu')``: a
 downloaded pickle can run no code. torch is the ``[import]`` extra, imported
@@ -800,8 +805,27 @@ def main(argv: list[str] | None = None) -> int:
   for line in summary_lines(report):
     print(line)
   print(f'wrote {item} and {fs.join(fs.dirname(item), "import_report.json")}')
-  print(f'train from it with --config.train.init_from={item}')
+  print(f'train or evaluate from it with --config.train.init_from={item} '
+        + ' '.join(model_overrides(config, variant)))
   return 0
+
+
+def model_overrides(config, variant: str) -> list[str]:
+  """The ``--config.model.*`` flags every command on the imported model needs: the model
+  fields this import set away from the config file's defaults (e.g. PySlowFast 8x8 R50's
+  ``fusion_kernel_size=7``), and ``slow_frames=linspace``, the Slow frames PySlowFast and
+  PyTorchVideo train and evaluate with (``torch.linspace`` over the Fast frames)."""
+  try:
+    defaults = cli.load_config_file(variant).model
+  except Exception:  # pylint: disable=broad-except (a hint only)
+    defaults = {}
+  flags_out = []
+  for key, value in config.model.items():
+    if key in defaults and defaults[key] != value and key != 'slow_frames':
+      text = repr(tuple(value)) if isinstance(value, (tuple, list)) else str(value)
+      flags_out.append(f'--config.model.{key}="{text}"' if '(' in text else
+                       f'--config.model.{key}={text}')
+  return flags_out + ['--config.model.slow_frames=linspace']
 
 
 if __name__ == '__main__':
