@@ -200,9 +200,11 @@ def main(argv=None):
   parser.add_argument('--runner', choices=shard_runner.RUNNERS, default='local')
   ava = parser.add_argument_group('--dataset ava (data_pipelines/ava_prepare.py)')
   ava.add_argument('--ava_groundtruth', nargs='+', default=[], metavar='SPLIT=CSV',
-                   help='ground-truth box CSVs, e.g. train=ava_train_v2.2.csv')
+                   help='ground-truth box CSVs, e.g. train=ava_train_v2.2.csv '
+                   '(SPLIT=none: a split without one, e.g. a test set)')
   ava.add_argument('--ava_detections', nargs='+', default=[], metavar='SPLIT=CSV',
-                   help='detected person boxes (score in the last column)')
+                   help='detected person boxes (score in the last column); SPLIT=none: '
+                   'a split without detections')
   ava.add_argument('--ava_excluded', nargs='+', default=[], metavar='SPLIT=CSV',
                    help='excluded timestamps (evaluation only)')
   ava.add_argument('--ava_segment_sec', type=int, default=8,
