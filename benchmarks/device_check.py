@@ -12,17 +12,18 @@ The cases run in this order: ``torch``, ``batch_sweep``, ``train_steps``,
 ``clip_finish``, ``drop_pathway``, ``input_pipeline``. Every jax case compiles
 its own step (20-80 s each for these models on one H200). ``--budget_s`` is
 the time the check should end by: a case is skipped (and recorded so) when
-the time spent plus the duration of the last case of its kind would pass it.
+the time spent plus 1.1 x the last case of its kind would pass it.
 ``--output`` rewrites the report after every case, so a run stopped part-way
-keeps what it measured. Only ``input_pipeline`` needs TensorFlow and PyAV;
-the other cases need jax, flax, optax, ml_collections and absl (``torch``:
+keeps what it measured. ``input_pipeline`` needs TensorFlow and PyAV, and
+``clip_finish`` TensorFlow (its log-mel filterbank's module imports it); the
+other cases need jax, flax, optax, ml_collections and absl (``torch``:
 PyTorch; pytorchvideo only for its builder), so an accelerator image without
 TensorFlow, PyAV, clu or pytorchvideo runs them (docs/accelerators.md lists
 the wheels to carry).
 
 ``--plan gpu`` is the prepared run for one GPU: PyTorch first, then the
 sweep of the paper's model with a profile at each batch, then SlowFast at
-batch 8, clip_finish and DropPathway, within ``--budget_s 400``; jax may take
+batch 8 and 32, clip_finish and DropPathway, within ``--budget_s 400``; jax may take
 90% of the GPU's memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``, unless set).
 
 Prints ONE JSON document:
@@ -37,19 +38,21 @@ Prints ONE JSON document:
   ``step_seconds``, ``clips_per_sec``, ``model_tflops_per_step``,
   ``achieved_tflops_per_sec``, ``mfu``, ``params``, ``peak_bytes_allocated``,
   ``error`` (``out_of_memory`` ends that builder's batches).
-- ``batch_sweep``: AVSlowFast 4x16 R50 bf16 (the first variant in reduced
+- ``batch_sweep``: AVSlowFast 4x16 R50 bf16 (the tiny model, fp32, in reduced
   mode) at per-device batch 8, 16, 32, 64, ... : ``rows`` as ``train_steps``
   rows, each with its ``profile``; the sweep stops at the first batch that runs
   out of memory, or before one whose predicted memory (the last batch's
-  ``memory_analysis()`` scaled by the batch) passes the device's limit
+  ``memory_analysis()`` scaled by the batch) passes the device's limit by 5%
   (``stopped_by``: ``out_of_memory``, ``predicted_out_of_memory``, ``error``,
   ``budget`` or ``end``); ``best``: the batch of the most clips/s.
 - ``profile`` (inside each sweep row): ``--profile_steps`` steps traced with
   ``jax.profiler`` and summarised by ``benchmarks/profile_trace.py``: per kind
   (convolution / matmul, batchnorm / reduction, elementwise / fusion,
-  transpose / copy, collective, other, idle) and for the top operations the
-  seconds per step, share of the step and of all operation time, calls per
-  step; the step's busy fraction. The check prints each table to stderr.
+  transpose / copy, collective, other, idle; kinds from the compiled step's
+  HLO) and for the top operations (with their jax ``op_name``: the flax
+  module path) and kernels the seconds per step, share of the step and of all
+  operation time, calls per step; the step's busy fraction. The check prints
+  each table to stderr.
 - ``comparison``: for every PyTorch row with a jax row of the same variant,
   batch and dtype: both clips/s, ``jax_over_torch`` and both FLOP counts.
 - ``train_steps``: for AVSlowFast and SlowFast 4x16 and 8x8 R50 at 224^2,

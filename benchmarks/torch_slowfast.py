@@ -262,10 +262,11 @@ def build_pytorchvideo(spec: Mapping[str, Any]) -> nn.Module:
   """PyTorchVideo's ``create_slowfast`` / ``create_audio_visual_slowfast`` at the spec's
   shapes (its own network: 7x1x1 Fast->Slow kernel for alpha 4, 5x1x1 for alpha 8 as
   PySlowFast, audio laterals after pool1..res4, audio time stride in conv_a)."""
-  from avslowfast_jax.tools.import_weights import torchvision_stand_in  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel  (pytorchvideo only where this builder is asked for)
+  from avslowfast_jax.tools.import_weights import torchvision_stand_in
   with torchvision_stand_in():
-    from pytorchvideo.models import audio_visual_slowfast as avsf  # pylint: disable=import-outside-toplevel
-    from pytorchvideo.models.slowfast import create_slowfast  # pylint: disable=import-outside-toplevel
+    from pytorchvideo.models import audio_visual_slowfast as avsf
+    from pytorchvideo.models.slowfast import create_slowfast
   m = spec['model']
   alpha, slow_len = m['alpha_f'], spec['slow_frames']
   beta = int(round(1 / m['beta_f']))
