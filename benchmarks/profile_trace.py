@@ -10,7 +10,8 @@ no TensorFlow needed) or, where that is missing, the ``*.xplane.pb`` through
 device's operations and groups them:
 
 - on a GPU, the kernels and copies on the device's streams (``/device:GPU:N``,
-  lines ``Stream #...``); on a TPU, the ``XLA Ops`` line;
+  lines ``Stream #...``); on a TPU, the ``XLA Ops`` line; else every line of
+  the device but the profiler's derived ones (``XLA Modules``, ``Steps``, ...);
 - on the CPU backend (no device plane), the XLA operations the host threads
   ran: events whose arguments name an ``hlo_op``, or, for the thunk runtime,
   events named like HLO instructions (``fusion.12``, ``convolution.3``).
@@ -67,6 +68,10 @@ _MOVE = re.compile(r'transpose|nchwtonhwc|nhwctonchw|\bcopy|copy[._-]|memcpy|mem
                    r'dynamic_update_slice|reverse|gather|scatter')
 _CONV = re.compile(r'convolution|\bconv\b|conv[._-]|\bdot\b|dot[._-]|matmul|\bmm\b')
 _REDUCE = re.compile(r'reduce|reduction|batch[-_]?norm|argmax|argmin')
+# Lines the profiler derives from the device's events (they would count them twice).
+_DERIVED_LINES = ('XLA Modules', 'XLA Ops', 'Steps', 'Framework Ops', 'Framework Name Scope',
+                  'Source code', 'Launch Stats', 'XLA TraceMe', 'TensorFlow Ops',
+                  'TensorFlow Name Scope', 'Sparse Core Ops')
 # An HLO instruction's name: ``fusion.12``, ``convolution.3``, ``add_multiply_fusion``.
 _HLO_NAME = re.compile(r'^[a-z][a-z0-9_-]*(\.\d+)*$')
 # Thread-pool and runtime events of the CPU backend that are not operations.
@@ -297,12 +302,16 @@ def device_op_events(events: Iterable[Event], device_only: bool = False) -> tupl
   events = list(events)
   device = [e for e in events if '/device:' in e.process and 'CPU' not in e.process.upper()]
   if device:
-    streams = [e for e in device if e.thread.lower().startswith('stream')]
+    streams = [e for e in device if 'stream' in e.thread.lower()]
     if streams:
       return streams, 'device streams'
     ops = [e for e in device if e.thread == 'XLA Ops']
     if ops:
       return ops, 'XLA Ops line'
+    # Lines of another name: every device line but the profiler's derived ones.
+    rest = [e for e in device if e.thread not in _DERIVED_LINES]
+    if rest:
+      return rest, 'device lines'
   if device_only:
     return [], 'no device events'
   host = [e for e in events if e not in device] if device else events

@@ -374,6 +374,14 @@ def test_profile_summary_of_gpu_like_events():
   assert summary['top_kernels'][0]['name'] == 'sm90_xmma_fprop_implicit_gemm_x'
   text = profile_trace.format_table(summary)
   assert 'convolution / matmul' in text and 'idle' in text
+  # Device lines of another name count too; the profiler's derived lines do not.
+  renamed = [profile_trace.Event(e.process, 'Queue 0' if 'Stream' in e.thread else e.thread,
+                                 e.name, e.start_us, e.duration_us, e.args)
+             for e in _gpu_like_events()]
+  renamed.append(profile_trace.Event('/device:GPU:0', 'XLA Modules', 'jit_train_step', 0.0,
+                                     1800.0, {}))
+  again = profile_trace.summarise(renamed, steps=2, step_seconds=1e-3)
+  assert again['events_from'] == 'device lines' and again['ops_per_step'] == 3
   with pytest.raises(ValueError, match='no device operation'):
     profile_trace.summarise([e for e in _gpu_like_events() if 'host' in e.process], 2, 1e-3,
                             device_only=True)
