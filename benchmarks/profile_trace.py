@@ -172,8 +172,8 @@ def hlo_op_kinds(hlo_text: str) -> dict:
     called = [c.strip().lstrip('%') for group in calls for c in group.split(',')]
     target = re.search(r'custom_call_target="([^"]*)"', rest)
     op_name = re.search(r'op_name="([^"]*)"', rest)
-    current.append((name, op.group(1), called, target.group(1) if target else '',
-                    op_name.group(1) if op_name else ''))
+    op_name = op_name.group(1).replace("\\'", "'") if op_name else ''
+    current.append((name, op.group(1), called, target.group(1) if target else '', op_name))
 
   memo = {}
 
