@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from data_pipelines.mel_filters import mel_filterbank
+
 
 def _taps(size, out: int, flip=None):
   """Lower and upper source indices and the upper weight of a bilinear resize of ``size``
@@ -66,8 +68,6 @@ def log_mels(pcm, audio: ml_collections.ConfigDict):
   host's ``data_pipelines.audio`` front end (periodic Hann window, no centring, power
   spectrum, the same mel filterbank, ``log(mel + log_offset)``, time axis resampled linearly
   with half-pixel centres, then ``(x - mean) / std``) in jax."""
-  # The filterbank is numpy; its module is imported here, not where the train step is built.
-  from data_pipelines.audio import mel_filterbank  # pylint: disable=import-outside-toplevel
   n_fft, hop = int(audio.n_fft), int(audio.hop_length)
   waves = pcm.astype(jnp.float32) / 32768.0
   count = 1 + (waves.shape[-1] - n_fft) // hop

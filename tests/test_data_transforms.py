@@ -8,7 +8,8 @@ import tensorflow as tf
 from PIL import Image
 
 from configs import kinetics
-from data_pipelines import adapters, audio, augment, clips, decode, input_pipeline, sampling, shards
+from data_pipelines import (adapters, audio, augment, clips, decode, input_pipeline, mel_filters,
+                            sampling, shards)
 
 
 # ------------------------------------------------------------------ sampling
@@ -90,7 +91,7 @@ def test_log_mel_matches_librosa():
   np.testing.assert_allclose(eager, reference, rtol=1e-3)
   in_graph = next(iter(tf.data.Dataset.from_tensors(wave).map(audio.log_mel_spectrogram))).numpy()
   np.testing.assert_allclose(in_graph, reference, rtol=1e-3)
-  np.testing.assert_allclose(audio.mel_filterbank(16000, 512, 80),
+  np.testing.assert_allclose(mel_filters.mel_filterbank(16000, 512, 80),
                              librosa.filters.mel(sr=16000, n_fft=512, n_mels=80, htk=True).T,
                              atol=1e-7)
 
