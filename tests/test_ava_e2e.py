@@ -17,7 +17,7 @@ import pytest
 
 from avslowfast_jax import main as main_lib
 from avslowfast_jax import predict
-from avslowfast_jax.evaluation import ava as ava_eval
+from avslowfast_jax.metrics import ava_frame_map as ava_eval
 from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax.train import trainer
 from configs import ava as ava_configs
