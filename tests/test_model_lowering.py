@@ -51,7 +51,7 @@ def test_conv_cpu_vjp_matches_autodiff(x_shape, k_shape, strides, matmul_grad):
   x, k = _random(x_shape, 0), _random(k_shape, 1)
   pad = _padding(k_shape)
   y, vjp_plain = jax.vjp(lambda a, b: native.conv(a, b, strides, pad), x, k)
-  y_cpu, vjp_cpu = jax.vjp(lambda a, b: cpu_lib._conv_vjp(a, b, strides, pad, matmul_grad),
+  y_cpu, vjp_cpu = jax.vjp(lambda a, b: cpu_lib.conv_with_cpu_vjp(a, b, strides, pad, matmul_grad),
                            x, k)
   dy = _random(y.shape, 2)
   np.testing.assert_allclose(y_cpu, y, rtol=1e-5, atol=1e-5)
@@ -124,16 +124,16 @@ def test_cpu_kernel_grad_choice():
   """Spectrogram and temporal video convs always take matmul kernel gradients
   (XLA CPU's own is a naive loop inside ``lax.cond``, and needs a transposed
   input); kxk video convs only when wide enough."""
-  assert cpu_lib._matmul_kernel_grad((3, 1, 1, 32), video=False)
-  assert cpu_lib._matmul_kernel_grad((3, 1, 640, 256), video=True)
-  assert cpu_lib._matmul_kernel_grad((3, 1, 32, 8), video=True)
-  assert not cpu_lib._matmul_kernel_grad((3, 3, 8, 8), video=True)
-  assert cpu_lib._matmul_kernel_grad((3, 3, 128, 128), video=True)
-  assert cpu_lib._matmul_kernel_grad((3, 3, 64, 64), video=True)
-  assert not cpu_lib._matmul_kernel_grad((3, 3, 32, 64), video=True)
-  assert cpu_lib._matmul_kernel_grad((7, 7, 3, 64), video=True)  # the Slow stem
-  assert not cpu_lib._matmul_kernel_grad((7, 7, 3, 8), video=True)  # a Fast stem slice
-  assert cpu_lib._matmul_kernel_grad((7, 7, 3, 40), video=True)  # the Fast stem, taps as outputs
+  assert cpu_lib.matmul_kernel_grad((3, 1, 1, 32), video=False)
+  assert cpu_lib.matmul_kernel_grad((3, 1, 640, 256), video=True)
+  assert cpu_lib.matmul_kernel_grad((3, 1, 32, 8), video=True)
+  assert not cpu_lib.matmul_kernel_grad((3, 3, 8, 8), video=True)
+  assert cpu_lib.matmul_kernel_grad((3, 3, 128, 128), video=True)
+  assert cpu_lib.matmul_kernel_grad((3, 3, 64, 64), video=True)
+  assert not cpu_lib.matmul_kernel_grad((3, 3, 32, 64), video=True)
+  assert cpu_lib.matmul_kernel_grad((7, 7, 3, 64), video=True)  # the Slow stem
+  assert not cpu_lib.matmul_kernel_grad((7, 7, 3, 8), video=True)  # a Fast stem slice
+  assert cpu_lib.matmul_kernel_grad((7, 7, 3, 40), video=True)  # the Fast stem, taps as outputs
 
 
 @pytest.mark.parametrize('fast_variance', [True, False])
@@ -172,7 +172,7 @@ def test_batchnorm_fast_variance_agrees_with_two_pass():
 
 @pytest.mark.parametrize('shape', [(2, 3, 8, 8, 4), (1, 2, 7, 9, 3), (2, 1, 5, 6, 2)])
 def test_max_pool_cpu_vjp_matches_autodiff(shape):
-  """The stem max-pool's hand-written gradient (``cpu._max_pool_bwd``) routes
+  """The stem max-pool's hand-written gradient (the custom VJP of ``max_pool_hw``) routes
   each output's gradient to its window's maximum, as the native reduce_window's
   gradient does (random inputs: no ties), for even and odd sizes."""
   x = _random(shape, 0)

@@ -172,8 +172,8 @@ def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, tmp_path_
   lin_dir = str(tmp_path / 'linear')
   last = trainer.train_and_evaluate(probe, lin_dir)
   assert np.isfinite(last['loss'])
-  before = ckpt_lib._read_weights(ssl_dir)  # pylint: disable=protected-access
-  after = ckpt_lib._read_weights(lin_dir)  # pylint: disable=protected-access
+  before = ckpt_lib.read_weights(ssl_dir)
+  after = ckpt_lib.read_weights(lin_dir)
   backbone = [k for k in after['params'] if not k.startswith('head/')]
   assert backbone and after['batch_stats']
   for key in backbone:
@@ -189,7 +189,7 @@ def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, tmp_path_
   tune_dir = str(tmp_path / 'finetune')
   last = trainer.train_and_evaluate(tune, tune_dir)
   assert np.isfinite(last['loss'])
-  tuned = ckpt_lib._read_weights(tune_dir)  # pylint: disable=protected-access
+  tuned = ckpt_lib.read_weights(tune_dir)
   assert any(not np.array_equal(tuned['params'][k], before['params'][k]) for k in backbone)
 
   # 5. A checkpoint of another architecture (width 16): a clear error listing what differs.
