@@ -106,7 +106,7 @@ def test_pytorchvideo_baseline_runs():
   assert out['step_seconds'] > 0 and math.isfinite(out['loss'])
 
 
-@pytest.mark.slow  # three tiny train-step compiles and a data preparation: minutes on 2 cores
+@pytest.mark.slow  # three tiny train-step compiles and a data preparation
 def test_device_check_reduced_has_every_field(tmp_path):
   env = dict(os.environ, XLA_FLAGS=td.xla_flags(1))
   # No time budget: on a busy 2-core machine the reduced check alone can take minutes.

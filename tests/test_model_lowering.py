@@ -16,7 +16,7 @@ from avslowfast_jax import model_builder
 from avslowfast_jax.models import cpu as cpu_lib
 from avslowfast_jax.models import native, ops
 from data_pipelines.errors import UserError
-from tests.model_testing import tiny_config, tiny_inputs
+from model_testing import tiny_inputs, tiny_model_config
 
 
 def _random(shape, seed):
@@ -310,7 +310,7 @@ def test_whole_model_native_and_cpu_agree(arch):
   quickstart's: at width 8 the Fast pathway has one channel, and some res5
   channels are all zero after ReLU, so their BN divides rounding noise by
   sqrt(epsilon)."""
-  config = tiny_config(arch, dropout_rate=0.0, width=16)
+  config = tiny_model_config(arch, dropout_rate=0.0, width=16)
   inputs = tiny_inputs(batch=4)
   inputs = {k: v for k, v in inputs.items() if k in model_builder.input_specs(config, 1)}
   variables = _random_variables(config, inputs)

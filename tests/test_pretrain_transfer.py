@@ -138,10 +138,10 @@ def _tiny(config, shards):
 
 
 @pytest.mark.slow
-def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, tmp_path_factory):
+def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, train_data):
   from avslowfast_jax.tools import transfer  # pylint: disable=g-import-not-at-top
   from avslowfast_jax.train import trainer  # pylint: disable=g-import-not-at-top
-  shards, cache = td.session_dirs(tmp_path_factory)
+  shards, cache = train_data
   td.enable_compilation_cache(cache)
 
   # 1. Label-free pretraining, both pretexts, the hard negatives from step 3 of 4.
