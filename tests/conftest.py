@@ -1,5 +1,5 @@
 """Test-wide settings: 8 fake CPU devices for sharding tests, no TF GPU; the shared
-training data as a fixture; the order of tests on xdist workers."""
+training data as a fixture; the order and grouping of tests on xdist workers."""
 
 import os
 
@@ -52,3 +52,38 @@ def pytest_collection_modifyitems(config, items):
 
   items.sort(key=rank)  # stable: the order within each rank is kept
 
+
+# Modules whose tests share module-scoped fixtures of expensive runs (test_main_e2e.py's
+# training runs): under xdist all of such a module's tests go to one worker as one unit
+# of the schedule, counted as one test in the order above, so each run is made once.
+ONE_WORKER = ('test_main_e2e.py',)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+  if config.getvalue('dist') != 'load':
+    return None
+  from xdist.scheduler import LoadScheduling  # pylint: disable=g-import-not-at-top
+
+  class ModuleUnitScheduling(LoadScheduling):
+    """xdist's ``load`` schedule, with a ONE_WORKER module's tests sent together."""
+
+    def _unit(self, index):
+      path = self.collection[index].split('::')[0]
+      return path if os.path.basename(path) in ONE_WORKER else index
+
+    def _send_tests(self, node, num):
+      units = []
+      for index in self.pending:
+        unit = self._unit(index)
+        if unit not in units:
+          if len(units) == num:
+            break
+          units.append(unit)
+      chosen = [index for index in self.pending if self._unit(index) in units]
+      if chosen:
+        self.pending[:] = [index for index in self.pending if self._unit(index) not in units]
+        self.node2pending[node].extend(chosen)
+        node.send_runtest_some(chosen)
+
+  return ModuleUnitScheduling(config, log)
