@@ -32,7 +32,7 @@ def loop_config(workdir):
       'train.total_steps': TOTAL, 'train.warmup_steps': 2, 'train.num_train_examples': 64,
       'train.log_every_steps': LOG_EVERY, 'train.checkpoint_every_steps': CKPT_EVERY,
       'train.eval_every_steps': -1, 'train.async_checkpoints': False,
-      'train.keep_checkpoints': 10, 'train.drop_pathway_prob': 0.0, 'avs.enabled': False,
+      'train.keep_checkpoints': 10, 'train.drop_pathway_prob': (0.0,), 'avs.enabled': False,
       'model.arch': 'audio', 'model.dropout_rate': 0.0})
 
 

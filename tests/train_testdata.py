@@ -95,7 +95,7 @@ def topology_config(**train):
   static program), and ``train`` fields set; no data dir (batches are passed in)."""
   c = tiny_train_config('', **{'train.total_steps': 3, 'train.warmup_steps': 1,
                                'train.num_train_examples': 8, 'model.dropout_rate': 0.0,
-                               'train.drop_pathway_prob': 0.0, 'avs.hard_start': 0.0,
+                               'train.drop_pathway_prob': (0.0,), 'avs.hard_start': 0.0,
                                'avs.hard_fraction': 0.5, **TOPOLOGY})
   for k, v in train.items():
     setattr(c.train, k, v)
