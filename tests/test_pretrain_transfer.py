@@ -160,6 +160,9 @@ def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, train_dat
 
   # 2. Cached linear probe: the pretext head is dropped and reported; the loss falls.
   probe = ssl_evidence.evidence_probe_config(c, probe_steps=200)
+  # The study's probe config has the study's backbone; this test pretrained a narrower one.
+  for key in ('width', 'audio_lateral_hidden_channels', 'bn_group_size'):
+    probe.model[key] = c.model[key]
   probe.train.base_lr = 0.1
   metrics = transfer.cached_linear_probe(probe, ssl_dir, epochs=1.0)
   assert any("dropped the checkpoint's head (head/rotation" in l for l in metrics['init_report'])
