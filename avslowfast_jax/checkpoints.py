@@ -261,7 +261,7 @@ def load_pretrained(path: str, params, batch_stats, skip_prefixes: Iterable[str]
   checkpoint is of another architecture.
   """
   skip_prefixes = tuple(skip_prefixes)
-  source = _read_weights(path)
+  source = read_weights(path)
   report = {'loaded': [], 'skipped': [], 'missing': [], 'shape_mismatch': [], 'unused': []}
   out = []
   for collection, tree in (('params', params), ('batch_stats', batch_stats)):
@@ -328,7 +328,7 @@ def _prefixes(names) -> str:
   return ', '.join(sorted({'/'.join(n.split('/')[1:3]) for n in names}))
 
 
-def _read_weights(path: str) -> dict:
+def read_weights(path: str) -> dict:
   """``{'params': {name: array}, 'batch_stats': {...}}`` of a checkpoint or an export dir."""
   npz = fs.join(path, 'weights.npz')
   if fs.exists(npz):

@@ -199,7 +199,7 @@ def make_train_example(record, position, slot, config, seed: int) -> Dict[str, t
   return out
 
 
-def _train_keyframes(config, index_shard) -> List[tuple]:
+def train_keyframes(config, index_shard) -> List[tuple]:
   """``(record, slot)`` of the keyframes of one shard that training uses: those inside
   ``data.ava.train_keyframe_range`` (inclusive; empty or absent = all) with a ground-truth
   box or, with ``train_use_detected_boxes``, a detected box scoring at least
@@ -231,7 +231,7 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
   columns = {k: [] for k in ('file', 'header', 'size', 'slot')}
   for file_index, (path, length, shard) in enumerate(zip(files, lengths, host_index)):
     data_offsets, data_sizes = records.record_data_spans(path, length)
-    for record, slot in _train_keyframes(config, shard):
+    for record, slot in train_keyframes(config, shard):
       columns['file'].append(file_index)
       columns['header'].append(data_offsets[record])
       columns['size'].append(data_sizes[record])
@@ -352,7 +352,7 @@ def eval_num_batches(data_dir: str, split: str, per_host_batch: int, process_cou
   return max(1, -(-max(per_host) // per_host_batch))
 
 
-def _own_size_rows(config, data_dir: str, split: str, per_host_batch: int, process_index: int,
+def own_size_rows(config, data_dir: str, split: str, per_host_batch: int, process_index: int,
                    process_count: int, files, lengths) -> Dict[str, list]:
   """The evaluation examples of this host for ``eval_frames='own'``: per resized frame size
   (every host takes the sizes in the same order), the host's keyframes of that size, then
@@ -393,7 +393,7 @@ def _own_size_rows(config, data_dir: str, split: str, per_host_batch: int, proce
 
 def _own_size_dataset(config, data_dir, split, per_host_batch, process_index, process_count,
                       files, lengths):
-  rows = _own_size_rows(config, data_dir, split, per_host_batch, process_index, process_count,
+  rows = own_size_rows(config, data_dir, split, per_host_batch, process_index, process_count,
                         files, lengths)
   tables = {k: tf.constant(v, tf.int64) for k, v in rows.items()}
   reader = fs.RangeReader(files)

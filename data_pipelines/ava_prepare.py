@@ -337,7 +337,7 @@ def plan_split(gt_path: Optional[str], det_path: Optional[str], video_dir: str,
   return videos, gt
 
 
-def _split_paths(flag: str, values: Sequence[str]) -> Dict[str, Optional[str]]:
+def split_paths(flag: str, values: Sequence[str]) -> Dict[str, Optional[str]]:
   """``{split: path}`` of ``SPLIT=PATH`` values; ``SPLIT=none`` names a split without
   such a file (``None``)."""
   out = {}
@@ -566,9 +566,9 @@ def main_from_args(args) -> dict:
   """``prepare --dataset ava`` with the parsed arguments of data_pipelines/prepare.py."""
   if not args.label_map:
     raise UserError('--dataset ava needs --label_map (the action list .pbtxt)')
-  groundtruth = _split_paths('--ava_groundtruth', args.ava_groundtruth)
-  detections = _split_paths('--ava_detections', args.ava_detections)
-  excluded = _split_paths('--ava_excluded', args.ava_excluded)
+  groundtruth = split_paths('--ava_groundtruth', args.ava_groundtruth)
+  detections = split_paths('--ava_detections', args.ava_detections)
+  excluded = split_paths('--ava_excluded', args.ava_excluded)
   options = PrepareOptions(fps=args.fps, short_side=args.short_side,
                            jpeg_quality=args.jpeg_quality, sample_rate=args.sample_rate,
                            min_frames=args.min_frames)

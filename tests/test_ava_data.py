@@ -237,7 +237,7 @@ def test_split_names_must_agree_across_the_flags(raw, tmp_path, capsys):
                                       r"does not \(--ava_groundtruth: 'train', 'validation'"):
     ava_prepare.check_splits({'train': gt, 'validation': gt}, {'validation': det}, {})
   # SPLIT=none: a split without detected boxes (training on ground truth) or ground truth.
-  split_paths = ava_prepare._split_paths  # pylint: disable=protected-access
+  split_paths = ava_prepare.split_paths  # pylint: disable=protected-access
   paths = split_paths('--ava_detections', ['train=none', f'validation={det}'])
   assert paths == {'train': None, 'validation': det}
   ava_prepare.check_splits({'train': gt, 'validation': gt}, paths, {'validation': gt})
@@ -407,7 +407,7 @@ def test_training_keyframes_and_boxes_follow_pyslowfast_by_default():
   # [sec, ground-truth boxes, detected boxes, top detection score] per keyframe.
   shard = [[0, 48, 64, [[901, 1, 0, 0.0], [902, 1, 0, 0.0], [903, 0, 2, 0.85]]],
            [0, 48, 64, [[1000, 0, 1, 0.79], [1798, 0, 1, 0.8], [1799, 2, 2, 0.99]]]]
-  train_keyframes = ava_pipeline._train_keyframes  # pylint: disable=protected-access
+  train_keyframes = ava_pipeline.train_keyframes  # pylint: disable=protected-access
   assert train_keyframes(config, shard) == [(0, 1), (0, 2), (1, 1)]
   config = _config(train_keyframe_range=())  # ground truth only, every keyframe
   assert train_keyframes(config, shard) == [(0, 0), (0, 1), (1, 2)]
@@ -501,7 +501,7 @@ def test_own_size_evaluation_batches_one_size_in_the_same_order_on_every_host(mo
   monkeypatch.setattr(ava_pipeline.records, 'record_data_spans',
                       lambda path, length: (np.arange(length) * 100, np.full(length, 100)))
   config = _config(eval_frames='own')
-  own_size_rows = ava_pipeline._own_size_rows  # pylint: disable=protected-access
+  own_size_rows = ava_pipeline.own_size_rows  # pylint: disable=protected-access
   rows = [own_size_rows(config, 'd', 'validation', 2, host, 2, [f's{i}' for i in shards],
                         [len(index[i]) for i in shards])
           for host, shards in ((0, [0, 2]), (1, [1]))]

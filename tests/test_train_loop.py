@@ -28,7 +28,7 @@ TOTAL, LOG_EVERY, CKPT_EVERY = 8, 4, 3
 
 
 def loop_config(workdir):
-  return td.tiny_config('', **{
+  return td.tiny_train_config('', **{
       'train.total_steps': TOTAL, 'train.warmup_steps': 2, 'train.num_train_examples': 64,
       'train.log_every_steps': LOG_EVERY, 'train.checkpoint_every_steps': CKPT_EVERY,
       'train.eval_every_steps': -1, 'train.async_checkpoints': False,
@@ -111,7 +111,7 @@ def instrumented(monkeypatch, tmp_path_factory):
   return rec
 
 
-@pytest.mark.slow  # ~55 s on 2 cores, nearly all of it compiling init and the step
+@pytest.mark.slow  # nearly all of it compiling init and the step
 def test_loop_reads_the_device_only_at_checks_and_stops_on_nan(instrumented, tmp_path):
   rec = instrumented
   rec['nan_at_step'] = 7

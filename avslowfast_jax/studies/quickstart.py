@@ -392,7 +392,7 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
   }
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)
-  _print_summary(summary, variants)
+  print_summary(summary, variants)
   return summary
 
 
@@ -514,7 +514,9 @@ def _plots(workdir: str, variants, results, log: str) -> dict:
   return out
 
 
-def _print_summary(summary: dict, variants) -> None:
+def print_summary(summary: dict, variants) -> None:
+  """Prints the run's ``summary.json`` as tables: top-1/top-5 per model, per class, per
+  modality group (with whether AVSlowFast keeps up with each single-modality model)."""
   line = '-' * 64
   steps = ', '.join(f'{TITLES[v].split()[0]} {n}' for v, n in summary['steps'].items())
   print(f'\n{line}\nQuickstart finished in {summary["minutes"]:.1f} min '
