@@ -375,6 +375,10 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
   plots = _plots(workdir, variants, results, log)
   summary = {
       'workdir': workdir,
+      'seed': seed,
+      'num_videos': num_videos,
+      'num_val_videos': num_val_videos,
+      'sync_events': sync_events,
       'minutes': round((time.time() - started) / 60, 2),
       'steps': num_steps,
       'results': {v: {k: results[v].get(k) for k in ('top1', 'top5') if k in results[v]}
