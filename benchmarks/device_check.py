@@ -106,6 +106,7 @@ from avslowfast_jax import clip_finish, parallel  # noqa: E402
 from avslowfast_jax.tools import accelerators  # noqa: E402
 from avslowfast_jax.tools.model_stats import train_flops_per_clip  # noqa: E402
 from configs import kinetics  # noqa: E402
+from data_pipelines import errors  # noqa: E402
 import profile_trace  # noqa: E402  (benchmarks/profile_trace.py)
 import torch_train_step  # noqa: E402  (benchmarks/torch_train_step.py; imports torch lazily)
 import train_step as step_bench  # noqa: E402  (benchmarks/train_step.py)
@@ -660,4 +661,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

@@ -306,6 +306,9 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
     # The quickstart tails its runs' files and logs its subprocesses through
     # local file descriptors: it is a local demo (training itself takes gs://).
     raise UserError(f'--workdir {workdir}: the quickstart runs in a local folder')
+  from avslowfast_jax import cli  # pylint: disable=import-outside-toplevel  # (absl, no jax)
+  for variant in variants:  # a mistyped --override fails now, not after the data is made
+    cli.check_overrides(f'{CONFIG}:{variant}', overrides, '--override')
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   log = os.path.join(workdir, 'quickstart.log')
