@@ -127,7 +127,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
 
   workdir = _WORKDIR.value
-  logging.info('mode=%s workdir=%s\n%s', _MODE.value, workdir, config)
+  # The config is written into the workdir (config.json; eval_config.json for --mode eval;
+  # the export's config.json), not to the console.
+  logging.info('mode=%s workdir=%s config=%s', _MODE.value, workdir,
+               config_flags.get_config_filename(flags.FLAGS[_CONFIG.name]))
   if _MODE.value == 'train':
     trainer.train_and_evaluate(config, workdir)
   elif _MODE.value == 'eval':
