@@ -110,6 +110,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help='detection: draw the keyframe with its boxes and top labels here')
   parser.add_argument('videos', nargs='+')
   args = parser.parse_args(argv)
+  if args.top_k < 1:
+    raise UserError(f'--top_k {args.top_k}: expected at least 1')
   failed = predict_files(args.model, args.videos, args.top_k, boxes_csv=args.boxes,
                          keyframe_sec=args.keyframe_sec, png=args.png)
   if failed == len(args.videos):

@@ -224,6 +224,17 @@ def main(argv=None):
                            'they are not read as this command\'s flags), e.g. '
                            '--beam_options="--runner=DataflowRunner --project=P --region=R"')
   args = parser.parse_args(argv)
+  for flag, value, ok, expected in (
+      ('--fps', args.fps, args.fps > 0, 'a positive frame rate'),
+      ('--short_side', args.short_side, args.short_side >= 0,
+       'pixels >= 0 (0: the source size)'),
+      ('--jpeg_quality', args.jpeg_quality, 1 <= args.jpeg_quality <= 100, '1..100'),
+      ('--sample_rate', args.sample_rate, args.sample_rate > 0, 'a positive rate in Hz'),
+      ('--min_frames', args.min_frames, args.min_frames >= 0, 'frames >= 0'),
+      ('--videos_per_shard', args.videos_per_shard,
+       args.videos_per_shard is None or args.videos_per_shard > 0, 'a positive number')):
+    if not ok:
+      raise UserError(f'{flag} {value}: expected {expected}')
   for flag, paths in (('--manifest', args.manifest or []), ('--annotations', args.annotations),
                       ('--label_map', [args.label_map] if args.label_map else []),
                       ('--classes', [args.classes] if args.classes else []),
