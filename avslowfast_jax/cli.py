@@ -153,7 +153,8 @@ def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS
       try:
         load_config_file(spec)
       except UserError as e:
-        raise UserError(f'--{name} {e}') from None
+        named = str(e).startswith(spec.partition(':')[0])  # the file's own errors name it
+        raise UserError(f'--{name} {e}' if named else f'--{name} {spec}: {e}') from None
   try:
     rest = flag_values(list(argv))
   except SystemExit as e:

@@ -299,8 +299,8 @@ def make_data(workdir: str, num_videos: int) -> str:
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     fs.append_text(log, f'$ {" ".join(cmd)}\n{result.stdout}{result.stderr}\n')
     if result.returncode != 0:
-      raise UserError(f'{cmd[2]} failed with exit code {result.returncode} (log: {log}):\n'
-                      f'{result.stderr[-2000:]}')
+      raise UserError(f'{cmd[2]} failed with exit code {result.returncode}: '
+                      f'{errors.last_line(result.stderr)} (whole output: {log})')
 
   _, shards = quickstart.make_data(workdir, num_videos, 0, run_command)
   made = fs.read_json(fs.join(workdir, 'videos', 'classes.json'))['settings']

@@ -223,8 +223,9 @@ def _run(cmd: Sequence[str], log_path: str, env=None,
   if out.console.live:
     out.console.line('')
   if code:
-    raise UserError(f'a step of the quickstart failed with exit code {code} (full log: '
-                    f'{log_path}):\n  ' + ' '.join(cmd))
+    step = cmd[2] if len(cmd) > 2 and cmd[1] == '-m' else cmd[0]
+    raise UserError(f'a step of the quickstart ({step}) failed with exit code {code}; its '
+                    f'output is in {log_path}')
 
 
 def _worth_showing(line: str) -> bool:
