@@ -91,8 +91,12 @@ def load_config_file(spec: str):
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)
-  except SyntaxError as e:
-    raise UserError(f'{path}:{e.lineno}: syntax error in the config file: {e.msg}') from None
+  except SyntaxError as e:  # in the file, or in a module it imports (then that one is named)
+    if not e.filename or os.path.realpath(e.filename) == os.path.realpath(path):
+      where = f'{path}:{e.lineno}'
+    else:
+      where = f'{e.filename}:{e.lineno} (imported by {path})'
+    raise UserError(f'{where}: syntax error in the config file: {e.msg}') from None
   except UserError:
     raise
   except Exception as e:  # pylint: disable=broad-except  # any error of the user's file
@@ -125,7 +129,8 @@ def _config_specs(argv: Sequence[str], names: Sequence[str]):
 
 
 def _expected_type(message: str) -> Optional[str]:
-  """``'float'`` of absl's "could not convert string to float" (and alike), else None."""
+  """What a value should have been, from absl's "could not convert string to float" (and
+  alike), else None."""
   for pattern, kind in (('could not convert string to float', 'a number'),
                         ('invalid literal for int()', 'an integer'),
                         ('could not convert string to int', 'an integer')):

@@ -576,6 +576,12 @@ def main(argv=None) -> dict:
   for key in ('variants', 'dtypes', 'batches', 'sweep_batches'):
     if getattr(args, key):
       settings[key] = tuple(getattr(args, key))
+  for variant in args.variants or ():
+    kinetics.get_config(variant)  # an unknown variant: now, not after the PyTorch case
+  for key in ('batches', 'sweep_batches'):
+    if any(b <= 0 for b in getattr(args, key) or ()):
+      raise errors.UserError(f'--{key} {" ".join(map(str, getattr(args, key)))}: expected '
+                             'positive batch sizes')
   if args.profile_steps is not None:
     settings['profile_steps'] = args.profile_steps
   skip = tuple(args.skip) if args.skip is not None else (GPU_SKIP if args.plan == 'gpu' else ())

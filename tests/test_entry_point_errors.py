@@ -272,6 +272,8 @@ def test_damaged_data_files_are_named(tmp_path):
     shards.read_metadata(str(tmp_path))
   with pytest.raises(UserError, match=r'does not exist \(no shards.json\)'):
     shards.read_metadata(str(tmp_path / 'nope'))
+  with pytest.raises(UserError, match=r'^no prepared-data folder given \(the path is empty\)'):
+    shards.read_metadata('')
   path = str(tmp_path / 'train-00000.tfrecord')
   with tf.io.TFRecordWriter(path) as writer:
     for i in range(3):
