@@ -106,6 +106,7 @@ from avslowfast_jax import clip_finish, parallel  # noqa: E402
 from avslowfast_jax.tools import accelerators  # noqa: E402
 from avslowfast_jax.tools.model_stats import train_flops_per_clip  # noqa: E402
 from configs import kinetics  # noqa: E402
+from data_pipelines import errors  # noqa: E402
 import profile_trace  # noqa: E402  (benchmarks/profile_trace.py)
 import torch_train_step  # noqa: E402  (benchmarks/torch_train_step.py; imports torch lazily)
 import train_step as step_bench  # noqa: E402  (benchmarks/train_step.py)
@@ -575,6 +576,12 @@ def main(argv=None) -> dict:
   for key in ('variants', 'dtypes', 'batches', 'sweep_batches'):
     if getattr(args, key):
       settings[key] = tuple(getattr(args, key))
+  for variant in args.variants or ():
+    kinetics.get_config(variant)  # an unknown variant: now, not after the PyTorch case
+  for key in ('batches', 'sweep_batches'):
+    if any(b <= 0 for b in getattr(args, key) or ()):
+      raise errors.UserError(f'--{key} {" ".join(map(str, getattr(args, key)))}: expected '
+                             'positive batch sizes')
   if args.profile_steps is not None:
     settings['profile_steps'] = args.profile_steps
   skip = tuple(args.skip) if args.skip is not None else (GPU_SKIP if args.plan == 'gpu' else ())
@@ -660,4 +667,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

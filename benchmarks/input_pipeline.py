@@ -35,12 +35,12 @@ import time
 import av
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from avslowfast_jax import cli, host_memory  # noqa: E402
-from data_pipelines import adapters, augment, fs, input_pipeline, mel_filters, prepare  # noqa: E402
+from avslowfast_jax import cli, host_memory  # noqa: E402  # (first: TensorFlow's banners hidden)
+import tensorflow as tf  # noqa: E402
+from data_pipelines import adapters, augment, errors, fs, input_pipeline, mel_filters, prepare  # noqa: E402
 from data_pipelines import records as records_lib  # noqa: E402
 from data_pipelines import shards  # noqa: E402
 from data_pipelines.video_io import write_video  # noqa: E402
@@ -380,4 +380,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

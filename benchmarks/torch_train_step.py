@@ -39,6 +39,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+from data_pipelines import errors  # noqa: E402
+
 OOM_MARKERS = ('out of memory', 'RESOURCE_EXHAUSTED', 'Out of memory')
 
 
@@ -213,4 +215,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

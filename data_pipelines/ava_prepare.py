@@ -403,6 +403,8 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, Optional
   """
   options = options or PrepareOptions()
   ava_options = ava_options or AvaOptions()
+  if not fs.isdir(video_dir):
+    raise UserError(f'--video_dir {video_dir}: no such folder of videos')
   check_splits(groundtruth, detections, excluded)
   labels = ava_files.read_label_map(label_map)
   excluded_keys = {s: ava_files.read_excluded(p) for s, p in excluded.items() if p}

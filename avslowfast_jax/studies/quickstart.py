@@ -223,8 +223,9 @@ def _run(cmd: Sequence[str], log_path: str, env=None,
   if out.console.live:
     out.console.line('')
   if code:
-    raise UserError(f'a step of the quickstart failed with exit code {code} (full log: '
-                    f'{log_path}):\n  ' + ' '.join(cmd))
+    step = cmd[2] if len(cmd) > 2 and cmd[1] == '-m' else cmd[0]
+    raise UserError(f'a step of the quickstart ({step}) failed with exit code {code}; its '
+                    f'output is in {log_path}')
 
 
 def _worth_showing(line: str) -> bool:
@@ -306,6 +307,9 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
     # The quickstart tails its runs' files and logs its subprocesses through
     # local file descriptors: it is a local demo (training itself takes gs://).
     raise UserError(f'--workdir {workdir}: the quickstart runs in a local folder')
+  from avslowfast_jax import cli  # pylint: disable=import-outside-toplevel  # (absl, no jax)
+  for variant in variants:  # a mistyped --override fails now, not after the data is made
+    cli.check_overrides(f'{CONFIG}:{variant}', overrides, '--override')
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   log = os.path.join(workdir, 'quickstart.log')

@@ -83,6 +83,7 @@ import json
 import re
 import sys
 import types
+import warnings
 from typing import Any, Callable, Iterable, Mapping
 
 from absl import flags
@@ -190,14 +191,35 @@ def load_torch_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, A
         '(a CPU build of torch is enough)') from e
   if not fs.isfile(path):
     raise WeightImportError(f'Checkpoint file {path!r} does not exist')
+  expected = ('expected a file torch.save wrote, of tensors and plain Python values (a '
+              'PySlowFast or PyTorchVideo .pyth / .pt file)')
+  data = fs.read_bytes(path)  # from memory: torch.load cannot open gs:// paths
+  # torch.save writes a zip archive (a pickle, protocol 2, before torch 1.6).
+  if not data.startswith((b'PK\x03\x04', b'\x80')):
+    raise WeightImportError(f'{path}: not a checkpoint (not a file torch.save writes); '
+                            f'{expected}')
   try:
-    # From memory: torch.load cannot open gs:// paths.
-    obj = torch.load(io.BytesIO(fs.read_bytes(path)), weights_only=True, map_location='cpu')
-  except Exception as e:  # torch raises several types (UnpicklingError, RuntimeError ...)
-    raise WeightImportError(
-        f'torch.load({path!r}, weights_only=True) failed: {e}. Only checkpoints made '
-        f'of tensors and plain Python values can be imported (no arbitrary pickles).') from e
+    # torch's warnings and messages (e.g. to load with weights_only=False) are advice for
+    # torch.load's callers, not for this tool's users: one line of ours instead.
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore')
+      obj = torch.load(io.BytesIO(data), weights_only=True, map_location='cpu')
+  except Exception as e:  # pylint: disable=broad-except  # torch raises several types
+    raise WeightImportError(f'{path}: not a checkpoint this tool can read '
+                            f'({_load_failure(e)}); {expected}') from None
   return unwrap_state_dict(obj)
+
+
+def _load_failure(error: BaseException) -> str:
+  """One line on why ``torch.load(weights_only=True)`` failed."""
+  text = str(error)
+  if 'WeightsUnpickler error' in text:
+    detail = text.split('WeightsUnpickler error', 1)[1].lstrip(': \n').splitlines()
+    return ('it holds Python objects other than tensors and plain values'
+            + (f': {detail[0].strip()}' if detail and detail[0].strip() else ''))
+  if isinstance(error, EOFError) or not text.strip():
+    return 'the file ends early'
+  return f'{type(error).__name__}: {text.strip().splitlines()[0][:200]}'
 
 
 def unwrap_state_dict(obj: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
