@@ -109,7 +109,7 @@ from configs import kinetics  # noqa: E402
 from data_pipelines import errors  # noqa: E402
 import profile_trace  # noqa: E402  (benchmarks/profile_trace.py)
 import torch_train_step  # noqa: E402  (benchmarks/torch_train_step.py; imports torch lazily)
-import train_step as step_bench  # noqa: E402  (benchmarks/train_step.py)
+import compiled_step  # noqa: E402  (benchmarks/compiled_step.py)
 
 SWEEP = (8, 16, 32, 64, 128, 256)
 FULL = {
@@ -226,7 +226,7 @@ def train_step_case(variant, settings, per_device, dtype, mesh, profile_steps: i
   begin = time.perf_counter()
   try:
     config = case_config(variant, settings, per_device, dtype)
-    step = step_bench.CompiledStep(config, mesh)
+    step = compiled_step.CompiledStep(config, mesh)
     memory = step.step.memory_analysis()
     times = time_steps(step, settings['warmup'], settings['steps'])
     seconds = statistics.median(times)
@@ -421,7 +421,7 @@ def drop_pathway_case(settings, mesh) -> dict:
     means = {}
     for prob in (0.0, 0.8):
       config = case_config(variant, settings, settings['drop_batch'], dtype, drop_prob=prob)
-      step = step_bench.CompiledStep(config, mesh)
+      step = compiled_step.CompiledStep(config, mesh)
       times = time_steps(step, settings['warmup'], settings['drop_steps'])
       means[prob] = statistics.mean(times)
       step = None

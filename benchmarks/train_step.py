@@ -32,10 +32,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,15 +41,14 @@ from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-import numpy as np  # noqa: E402
 
-from avslowfast_jax import cli, host_memory, model_builder, parallel, tasks  # noqa: E402
+from avslowfast_jax import cli, host_memory, parallel, tasks  # noqa: E402
 from avslowfast_jax.models import ModelConfig  # noqa: E402
 from avslowfast_jax.tools import accelerators  # noqa: E402
 from avslowfast_jax.tools.model_stats import model_stats, train_flops_per_clip  # noqa: E402
-from avslowfast_jax.train import state as state_lib  # noqa: E402
-from avslowfast_jax.train import setup as setup_lib  # noqa: E402
 from data_pipelines.errors import UserError  # noqa: E402
+
+import compiled_step  # noqa: E402  (benchmarks/compiled_step.py)
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:variant].')
 _BATCH = flags.DEFINE_integer('batch_size', 2, 'Clips per step (global).')
@@ -95,47 +92,6 @@ def benchmark_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   return config
 
 
-def random_batch(config, batch: int) -> dict:
-  """Random inputs and labels of the config's training shapes."""
-  rng = np.random.default_rng(0)
-  specs = model_builder.input_specs(config, batch)
-  out = {k: rng.standard_normal(s.shape, np.float32) for k, s in specs.items()}
-  out['label'] = rng.integers(0, config.model.num_classes, batch).astype(np.int32)
-  out['noun_label'] = rng.integers(0, max(1, config.model.num_nouns), batch).astype(np.int32)
-  out['audio_mask'] = np.ones(batch, np.float32)
-  if 'audio' in out:
-    out['audio_shifted'] = rng.standard_normal(out['audio'].shape, np.float32)
-  return out
-
-
-class CompiledStep:
-  """One variant: its state, batch and compiled train step."""
-
-  def __init__(self, config, mesh):
-    self.config = config
-    model, task, plan, lr_fn, tx = setup_lib.setup(config)
-    self.state, shardings = state_lib.create_train_state(
-        config, model, tx, mesh, jax.random.PRNGKey(config.seed))
-    self.batch = parallel.host_to_global(random_batch(config, config.train.batch_size), mesh)
-    self.key = jax.random.PRNGKey(1)
-    step = setup_lib.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
-    start = time.perf_counter()
-    self.step = step.lower(self.state, self.batch, self.key).compile()
-    self.compile_seconds = time.perf_counter() - start
-    self.times, self.cpu_times, self.faults = [], [], []
-    self.loss = float('nan')
-
-  def run(self, timed: bool) -> None:
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t0, c0 = time.perf_counter(), time.process_time()
-    self.state, metrics = self.step(self.state, self.batch, self.key)
-    self.loss = float(jax.block_until_ready(metrics['loss']))
-    if timed:
-      self.times.append(time.perf_counter() - t0)
-      self.cpu_times.append(time.process_time() - c0)
-      self.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-
-
 def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments {argv[1:]} (flags are written --name=value)')
@@ -159,7 +115,7 @@ def main(argv):
     return
   kept = host_memory.keep_host_memory() if _KEEP.value else False
   mesh = parallel.create_mesh()
-  variants = [CompiledStep(config, mesh) for config in configs]
+  variants = [compiled_step.CompiledStep(config, mesh) for config in configs]
   for variant in variants:
     for _ in range(_WARMUP.value):
       variant.run(timed=False)
