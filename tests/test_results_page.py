@@ -4,14 +4,17 @@ the record the study's command wrote (no hand-copied figures)."""
 import os
 import re
 
+import pytest
+
 from avslowfast_jax.studies import results
 
 
-def test_every_table_is_the_rendering_of_its_record():
-  with open(results.PAGE) as f:
+@pytest.mark.parametrize('path', results.PAGES, ids=os.path.basename)
+def test_every_table_is_the_rendering_of_its_record(path):
+  with open(path) as f:
     page = f.read()
   names = re.findall(r'<!-- table: (\w+) -->', page)
-  assert names, 'the page has no rendered table'
+  assert names, f'{path} has no rendered table'
   for name in names:
     assert os.path.isfile(results.record_path(name)), name
     assert results.read_record(name).get('environment'), f'{name}: environment not recorded'

@@ -3,11 +3,10 @@ r"""Small-scale counterparts of the paper's ablations, on the built-in synthetic
   python -m avslowfast_jax.studies.ablate --workdir /tmp/ablate [--seeds 0 1 2] \
       [--steps N] [--num_videos K] [--studies drop_pathway avs fusion]
 
-Makes the quickstart's data once under WORKDIR (the synthetic mp4s, prepared
-at a 72-pixel short side), then trains the quickstart's tiny models
-(avslowfast_jax/studies/configs/quickstart.py) on smaller crops and spectrograms (``SCALE``) in this
-process, one run per setting and seed, and evaluates each with multi-view
-testing. Studies:
+Makes the quickstart's data once under WORKDIR (the synthetic mp4s and their
+shards), then trains the quickstart's tiny models
+(avslowfast_jax/studies/configs/quickstart.py) in this process, one run per
+setting and seed, and evaluates each with multi-view testing. Studies:
 
 - ``drop_pathway`` (paper Table 5c): DropPathway rate P_d 0 (none), 0.5, 0.8;
 - ``avs`` (Table 5d): the AVS loss at no junction, at pool5 only, at
@@ -153,12 +152,6 @@ class Run:
 
 
 # ---------------------------------------------------------------- configs
-# The quickstart's models on smaller inputs: 48x48 crops (of frames resized to a
-# short side of 54-66) instead of 64x64, and 40 log-mel bins instead of 80. Cheaper
-# steps let three seeds of every default row train long enough for the visual pathways
-# to learn the motion classes; at 32x32 they learn them much less well (studies/results.md).
-SCALE = ('data.train_jitter_scales=(54,66)', 'data.train_crop_size=48',
-         'data.test_short_side=54', 'data.test_crop_size=48', 'data.audio.num_mels=40')
 # The paper's DropPathway, a constant rate (Table 5c), in place of the quickstart's ramp:
 # the study of P_d sets only the rate.
 DROP_PATHWAY = ('train.drop_pathway_prob=0.8',)
@@ -166,16 +159,15 @@ DROP_PATHWAY = ('train.drop_pathway_prob=0.8',)
 
 def run_config(variant: str, overrides: Sequence[str], seed: int, steps: int, shards: str,
                sets: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """The config of one run: the quickstart's ``variant`` at the ablations' ``SCALE``
-  with a constant DropPathway rate, ``steps`` steps, no evaluation during training,
-  then the user's ``sets`` and the row's ``overrides``."""
+  """The config of one run: the quickstart's ``variant`` with a constant DropPathway
+  rate, ``steps`` steps, no evaluation during training, then the user's ``sets`` and
+  the row's ``overrides``."""
   c = cli.load_config_file(f'{quickstart.CONFIG}:{variant}')
   c.data.data_dir = shards
   c.seed = seed
   c.train.total_steps = steps
   # Only the final multi-view evaluation counts here: no evaluation while training.
   c.train.eval_every_steps = -1
-  cli.set_fields(c, SCALE)
   cli.set_fields(c, DROP_PATHWAY)
   cli.set_fields(c, sets)
   cli.set_fields(c, overrides)

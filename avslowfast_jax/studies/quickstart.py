@@ -40,6 +40,11 @@ TITLES = {'avslowfast': 'AVSlowFast', 'slowfast': 'SlowFast (visual only)',
           'audio': 'Audio only'}
 # The models' config, beside this file.
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'quickstart.py')
+# The videos: 96x72 pixels, 2.4 s (a 64-frame window at 30 fps, and room for two
+# evaluation views), prepared at the largest short side the training jitter takes.
+VIDEO_SIZE = '96x72'
+VIDEO_SECONDS = 2.4
+SHORT_SIDE = 66
 # 32 training and 24 validation videos per class. The summary compares the models class by
 # class, so one validation video must be a few points of a class, not the 12.5 of 8.
 NUM_VIDEOS = 56
@@ -47,7 +52,7 @@ NUM_VAL_VIDEOS = 24
 # Training steps per model. The joint model trains longer: DropPathway keeps its audio
 # pathway out of 70% of its steps, and only the steps that have it can teach the sync
 # classes, whose flash and sound must be seen together (studies/results.md).
-STEPS = {'avslowfast': 1300, 'slowfast': 600, 'audio': 600}
+STEPS = {'avslowfast': 500, 'slowfast': 300, 'audio': 300}
 # The sync classes' events ring for 0.4 s (data_pipelines/synthetic.py): brief events
 # barely register in features sampled every 0.53 s, and no model learns those classes
 # from a few dozen videos (studies/results.md, "The sync classes").
@@ -264,7 +269,7 @@ def make_data(workdir: str, num_videos: int, seed: int,
               stage: Callable[[str], None] = lambda title: None,
               val_fraction: float = 0.2, sync_events: Optional[str] = None) -> Tuple[str, str]:
   """The quickstart's data: the synthetic dataset in ``WORKDIR/videos``, prepared
-  (72-pixel short side) into ``WORKDIR/shards``.
+  (``SHORT_SIDE``) into ``WORKDIR/shards``.
 
   ``num_videos`` per class (``val_fraction`` of them for validation), generated
   with ``seed`` and ``sync_events`` (the generator's default when None); a stage
@@ -284,14 +289,15 @@ def make_data(workdir: str, num_videos: int, seed: int,
   else:
     run_command([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,
                  '--num_videos', str(num_videos), '--val_fraction', f'{val_fraction:.6g}',
-                 '--seed', str(seed), '--num_workers', '2',
+                 '--seed', str(seed), '--num_workers', '2', '--size', VIDEO_SIZE,
+                 '--duration_sec', str(VIDEO_SECONDS),
                  *(['--sync_events', sync_events] if sync_events else [])])
   stage('TFRecord shards')
   if fs.exists(fs.join(shards, 'label_map.json')):
     print(f'  {shards} exists: skipped')
   else:
     run_command([py, '-m', 'data_pipelines.prepare', '--manifest', manifest, '--output_dir',
-                 shards, '--short_side', '72', '--num_workers', '2'])
+                 shards, '--short_side', str(SHORT_SIDE), '--num_workers', '2'])
   return manifest, shards
 
 

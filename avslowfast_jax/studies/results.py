@@ -7,7 +7,7 @@ r"""The results page's tables, rendered from the records the studies wrote.
   python -m avslowfast_jax.studies.results            # re-render every table from the records
   python -m avslowfast_jax.studies.results --check    # exit 1 if the page differs
 
-Each table of ``results.md`` sits between ``<!-- table: NAME -->`` and
+Each table of ``results.md`` (and the README's summary of the quickstart) sits between ``<!-- table: NAME -->`` and
 ``<!-- end table -->`` and is what :func:`render` makes of
 ``records/NAME.json``: the page holds no hand-copied figure, and
 tests/test_results_page.py checks that it says what the records say. A record
@@ -22,7 +22,7 @@ import os
 import platform
 import re
 import sys
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 
@@ -31,6 +31,8 @@ from data_pipelines.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAGE = os.path.join(HERE, 'results.md')
+# Every page with rendered tables: the results page and the README's summary.
+PAGES = (PAGE, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'README.md'))
 RECORDS = os.path.join(HERE, 'records')
 _TABLE = re.compile(r'(<!-- table: (\w+) -->\n)(.*?)(<!-- end table -->)', re.S)
 
@@ -63,7 +65,7 @@ def quickstart_table(record: dict) -> str:
   """Validation top-1 of the three models, and of each class group, over the seeds."""
   runs = record['runs']
   seeds = ', '.join(str(r['seed']) for r in runs)
-  lines = [f'| model | top-1 | ' + ' | '.join(t for _, t in GROUPS) + ' |',
+  lines = ["| model | top-1 | " + ' | '.join(t for _, t in GROUPS) + ' |',
            '|---|---:|' + '---:|' * len(GROUPS)]
   for key, title in MODELS:
     if not all(key in r['results'] for r in runs):
@@ -111,7 +113,7 @@ def render(page: str) -> str:
   def table(match):
     name = match.group(2)
     if name not in RENDERERS:
-      raise UserError(f'{PAGE}: no renderer for the table {name!r}; expected one of '
+      raise UserError(f'no renderer for the table {name!r}; expected one of '
                       f'{sorted(RENDERERS)}')
     footer = (f'\n<sub>Record: `avslowfast_jax/studies/records/{name}.json`, '
               f'{_environment_line(read_record(name))}</sub>\n')
@@ -158,28 +160,31 @@ def main(argv=None) -> int:
                       help=f'NAME ({", ".join(sorted(RENDERERS))}) and the JSON files of '
                       'its study to keep as the record')
   parser.add_argument('--check', action='store_true',
-                      help='exit 1 if results.md differs from its records\' rendering')
+                      help='exit 1 if a page differs from its records\' rendering')
   args = parser.parse_args(argv)
   if args.record:
     name, paths = args.record[0], args.record[1:]
     if name not in RENDERERS or not paths:
       parser.error(f'--record NAME FILE...: NAME one of {sorted(RENDERERS)}')
     print(f'wrote {record(name, paths)}')
-  with open(PAGE) as f:
-    page = f.read()
-  rendered = render(page)
-  if args.check:
-    if rendered != page:
-      print(f'{PAGE} differs from its records: run python -m avslowfast_jax.studies.results',
-            file=sys.stderr)
-      return 1
-    return 0
-  if rendered != page:
-    with open(PAGE, 'w') as f:
-      f.write(rendered)
-    print(f'rewrote {PAGE}')
+  stale = []
+  for path in PAGES:
+    with open(path) as f:
+      page = f.read()
+    rendered = render(page)
+    if rendered == page:
+      continue
+    if args.check:
+      stale.append(path)
+    else:
+      with open(path, 'w') as f:
+        f.write(rendered)
+      print(f'rewrote {path}')
+  if stale:
+    print(f'{", ".join(stale)} differ from the records: run python -m '
+          'avslowfast_jax.studies.results', file=sys.stderr)
+    return 1
   return 0
-
 
 if __name__ == '__main__':
   errors.run(main)

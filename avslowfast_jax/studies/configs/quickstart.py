@@ -2,7 +2,7 @@ r"""The quickstart's tiny models on the built-in synthetic dataset (CPU).
 
   python -m data_pipelines.synthetic --output_dir /tmp/synth --sync_events ringing
   python -m data_pipelines.prepare --output_dir /tmp/synth_shards \
-      --manifest /tmp/synth/manifest.csv --short_side 72
+      --manifest /tmp/synth/manifest.csv --short_side 66
   python -m avslowfast_jax.main --config avslowfast_jax/studies/configs/quickstart.py:avslowfast \
       --workdir /tmp/qs_av --config.data.data_dir=/tmp/synth_shards
 
@@ -33,16 +33,17 @@ def get_config(variant: str = 'avslowfast'):
   common.tiny_model(c)
   c.data.name = 'synthetic'
   c.model.num_classes = 8  # data_pipelines.synthetic.CLASS_NAMES
-  # 64x64 crops of 72-pixel frames, 16 Fast frames at stride 4 (the 64-frame
-  # window of 4x16), 64 log-mel frames.
+  # 48x48 crops of frames resized to a short side of 54-66, 16 Fast frames at
+  # stride 4 (the 64-frame window of 4x16), 64 frames of 40 log-mel bins.
   c.data.num_frames = 16
   c.data.sampling_rate = 4
   c.model.alpha_f = 4
   c.data.audio.num_frames = 64
-  c.data.train_jitter_scales = (72, 88)
-  c.data.train_crop_size = 64
-  c.data.test_short_side = 72
-  c.data.test_crop_size = 64
+  c.data.audio.num_mels = 40
+  c.data.train_jitter_scales = (54, 66)
+  c.data.train_crop_size = 48
+  c.data.test_short_side = 54
+  c.data.test_crop_size = 48
   c.data.num_test_clips = 2
   c.data.num_test_crops = 1
   # BatchNorm over the whole batch: groups of a few clips make the statistics of
