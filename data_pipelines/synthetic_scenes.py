@@ -243,10 +243,10 @@ def square_field(rng, times, height, width, flash, upright: bool = False):
 # the bars' up is in their motion). The upper half of every shape is lit (blended towards white by up to UPRIGHT_LIGHT), the lower half shaded
 # (darkened by up to UPRIGHT_SHADE), and each casts a shadow UPRIGHT_SHADOW_DROP
 # grid spacings straight below it that darkens the background by UPRIGHT_SHADOW.
-UPRIGHT_LIGHT = 0.45
-UPRIGHT_SHADE = 0.5
-UPRIGHT_SHADOW = 0.45
-UPRIGHT_SHADOW_DROP = 0.12
+UPRIGHT_LIGHT = 0.5
+UPRIGHT_SHADE = 0.6
+UPRIGHT_SHADOW = 0.6
+UPRIGHT_SHADOW_DROP = 0.25
 # The period (s) of a bounce of the upright ``up_down`` field.
 BOUNCE_PERIOD_SEC = (0.8, 1.2)
 
