@@ -261,7 +261,7 @@ def load_pretrained(path: str, params, batch_stats, skip_prefixes: Iterable[str]
   checkpoint is of another architecture.
   """
   skip_prefixes = tuple(skip_prefixes)
-  source = _read_weights(path)
+  source = read_weights(path)
   report = {'loaded': [], 'skipped': [], 'missing': [], 'shape_mismatch': [], 'unused': []}
   out = []
   for collection, tree in (('params', params), ('batch_stats', batch_stats)):
@@ -328,7 +328,42 @@ def _prefixes(names) -> str:
   return ', '.join(sorted({'/'.join(n.split('/')[1:3]) for n in names}))
 
 
-def _read_weights(path: str) -> dict:
+# Files one of which every orbax checkpoint item holds (their names across orbax versions).
+_ORBAX_MARKERS = ('_METADATA', '_CHECKPOINT_METADATA', 'manifest.ocdbt', 'checkpoint')
+
+
+def check_weights_source(path: str, what: str) -> None:
+  """A ``UserError`` unless ``path`` holds weights :func:`load_pretrained` can read.
+
+  Checked before any model is built (a few small reads): a training workdir
+  with at least one checkpoint step, a step or item folder of one, an export
+  (``weights.npz``), or the ``variables`` folder ``tools.import_weights``
+  writes. ``what`` names where the path came from (a flag or config field).
+  """
+  path = str(path)
+  expected = ('expected a training workdir (with checkpoints/), a checkpoint step folder, an '
+              'export folder (weights.npz) or the variables folder of tools.import_weights')
+  if not fs.exists(path):
+    raise UserError(f'{what}={path}: no such file or folder; {expected}')
+  if not fs.isdir(path):
+    raise UserError(f'{what}={path}: a file, not a checkpoint folder; {expected}')
+  if fs.exists(fs.join(path, 'weights.npz')):
+    return
+  if fs.isdir(fs.join(path, 'checkpoints')):
+    if not _steps_in(fs.join(path, 'checkpoints')):
+      raise UserError(f'{what}={path}: a workdir without checkpoints ({path}/checkpoints holds '
+                      'no step): train into it first, or give another checkpoint')
+    return
+  item = _item_dir(path)
+  if any(fs.exists(fs.join(item, name)) for name in _ORBAX_MARKERS):
+    return
+  steps = _steps_in(path)
+  hint = (f' (it holds checkpoint steps {sorted(steps)[-3:]}: give one of them, '
+          f'e.g. {fs.join(path, str(max(steps)))}, or the workdir above it)' if steps else '')
+  raise UserError(f'{what}={path}: not a checkpoint{hint}; {expected}')
+
+
+def read_weights(path: str) -> dict:
   """``{'params': {name: array}, 'batch_stats': {...}}`` of a checkpoint or an export dir."""
   npz = fs.join(path, 'weights.npz')
   if fs.exists(npz):

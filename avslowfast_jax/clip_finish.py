@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from data_pipelines.mel_filters import mel_filterbank
+
 
 def _taps(size, out: int, flip=None):
   """Lower and upper source indices and the upper weight of a bilinear resize of ``size``
@@ -66,8 +68,6 @@ def log_mels(pcm, audio: ml_collections.ConfigDict):
   host's ``data_pipelines.audio`` front end (periodic Hann window, no centring, power
   spectrum, the same mel filterbank, ``log(mel + log_offset)``, time axis resampled linearly
   with half-pixel centres, then ``(x - mean) / std``) in jax."""
-  # The filterbank is numpy; its module is imported here, not where the train step is built.
-  from data_pipelines.audio import mel_filterbank  # pylint: disable=import-outside-toplevel
   n_fft, hop = int(audio.n_fft), int(audio.hop_length)
   waves = pcm.astype(jnp.float32) / 32768.0
   count = 1 + (waves.shape[-1] - n_fft) // hop
@@ -105,7 +105,10 @@ def finish_clips(config: ml_collections.ConfigDict, batch: Mapping[str, Any]) ->
     std = jnp.asarray(d.std, jnp.float32)
     fast = fast * (1.0 / (255.0 * std)) - mean / std
     out['fast'] = fast
-    out['slow'] = fast[:, ::int(config.model.alpha_f)]
+    # The Slow frames by config.model.slow_frames, as the host path takes them.
+    from data_pipelines.clips import slow_frame_indices  # pylint: disable=import-outside-toplevel
+    out['slow'] = fast[:, slow_frame_indices(int(d.num_frames), int(config.model.alpha_f),
+                                             config.model.get('slow_frames', 'stride'))]
   specs = log_mels(batch['audio_pcm'], d.audio)
   out['audio'] = specs[:, 0]
   if specs.shape[1] > 1:

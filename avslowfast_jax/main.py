@@ -21,7 +21,7 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
-from avslowfast_jax import cli, export, host_memory, model_builder, parallel
+from avslowfast_jax import cli, export, host_memory, model_builder, parallel, preflight
 from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax.models import ops
 from avslowfast_jax import checkpoints as ckpt_lib
@@ -84,6 +84,9 @@ def _read_json(path: str) -> dict:
 
 def export_checkpoint(config, workdir: str, out_dir: str) -> str:
   """``--mode export``: the ``eval.checkpoint`` of ``workdir`` as an inference export."""
+  preflight.check_model(config)
+  fs.check_access(out_dir)  # a bucket that cannot be reached: now, not after the tracing
+  ckpt_lib.resolve_checkpoint(ckpt_lib.checkpoint_root(config, workdir), config.eval.checkpoint)
   mesh = parallel.create_mesh(jax.local_devices()[:1])
   model, task = model_builder.build(config)
   variables, item_dir = ckpt_lib.restore_variables(config, model, workdir, mesh,
@@ -127,7 +130,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
 
   workdir = _WORKDIR.value
-  logging.info('mode=%s workdir=%s\n%s', _MODE.value, workdir, config)
+  # The config is written into the workdir (config.json; eval_config.json for --mode eval;
+  # the export's config.json), not to the console.
+  logging.info('mode=%s workdir=%s config=%s', _MODE.value, workdir,
+               config_flags.get_config_filename(flags.FLAGS[_CONFIG.name]))
   if _MODE.value == 'train':
     trainer.train_and_evaluate(config, workdir)
   elif _MODE.value == 'eval':

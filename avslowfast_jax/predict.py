@@ -63,6 +63,12 @@ def predict_files(model_dir: str, paths: Sequence[str], k: int = 5, out=sys.stdo
                     'preprocessing; export it with python -m avslowfast_jax.main --mode export')
   config = ml_collections.ConfigDict(model.config)
   task = tasks.get_task(config)
+  if 'boxes' not in model.input_names:
+    given = [flag for flag, value in (('--boxes', boxes_csv), ('--keyframe_sec', keyframe_sec),
+                                      ('--png', png)) if value is not None]
+    if given:
+      raise UserError(f'{" and ".join(given)}: for a detection export (task \'ava\'); '
+                      f'{model_dir} is a {task.name!r} export, which scores whole videos')
   short_side = model.signature.get('prepared_short_side') or config.data.test_short_side
   boxes = ava_frame_map.read_predict_boxes(boxes_csv) if boxes_csv else None
   failed = 0
@@ -104,6 +110,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help='detection: draw the keyframe with its boxes and top labels here')
   parser.add_argument('videos', nargs='+')
   args = parser.parse_args(argv)
+  if args.top_k < 1:
+    raise UserError(f'--top_k {args.top_k}: expected at least 1')
   failed = predict_files(args.model, args.videos, args.top_k, boxes_csv=args.boxes,
                          keyframe_sec=args.keyframe_sec, png=args.png)
   if failed == len(args.videos):

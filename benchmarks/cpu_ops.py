@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from avslowfast_jax import host_memory  # noqa: E402
 from avslowfast_jax.models import cpu, native  # noqa: E402
+from data_pipelines import errors  # noqa: E402
 
 
 def _conv_case(layer, x_shape, kernel, strides, cin, cout, in_cond=False):
@@ -123,4 +124,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

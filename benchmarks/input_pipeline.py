@@ -35,12 +35,12 @@ import time
 import av
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from avslowfast_jax import cli, host_memory  # noqa: E402
-from data_pipelines import adapters, audio, augment, fs, input_pipeline, prepare  # noqa: E402
+from avslowfast_jax import cli, host_memory  # noqa: E402  # (first: TensorFlow's banners hidden)
+import tensorflow as tf  # noqa: E402
+from data_pipelines import adapters, augment, errors, fs, input_pipeline, mel_filters, prepare  # noqa: E402
 from data_pipelines import records as records_lib  # noqa: E402
 from data_pipelines import shards  # noqa: E402
 from data_pipelines.video_io import write_video  # noqa: E402
@@ -258,7 +258,7 @@ def pyav_clip(path, config, rng, mel, faithful=True):
 
 def baseline_rate(config, paths, num_clips, faithful=True):
   """(clips/s, clips per CPU-second) of :func:`pyav_clip` in one process."""
-  mel = audio.mel_filterbank(config.data.audio.sample_rate, config.data.audio.n_fft,
+  mel = mel_filters.mel_filterbank(config.data.audio.sample_rate, config.data.audio.n_fft,
                              config.data.audio.num_mels)
   rng = np.random.default_rng(0)
   pyav_clip(paths[0], config, rng, mel, faithful)  # warm-up
@@ -380,4 +380,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

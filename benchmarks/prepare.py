@@ -26,7 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.input_pipeline import make_videos  # noqa: E402
-from data_pipelines import adapters, fs, prepare  # noqa: E402
+from data_pipelines import adapters, errors, fs, prepare  # noqa: E402
 
 KINETICS_400_VIDEOS = 240_000
 
@@ -98,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

@@ -24,6 +24,8 @@ import time
 # This checkout's package, not whichever one is installed (as train_step.py).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data_pipelines import errors  # noqa: E402
+
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -71,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  errors.run(main)

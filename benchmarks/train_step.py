@@ -29,27 +29,26 @@ changes make.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
-import resource
+import re
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-import numpy as np  # noqa: E402
 
-from avslowfast_jax import host_memory, model_builder, parallel  # noqa: E402
+from avslowfast_jax import cli, host_memory, parallel, tasks  # noqa: E402
+from avslowfast_jax.models import ModelConfig  # noqa: E402
 from avslowfast_jax.tools import accelerators  # noqa: E402
 from avslowfast_jax.tools.model_stats import model_stats, train_flops_per_clip  # noqa: E402
-from avslowfast_jax.train import state as state_lib  # noqa: E402
-from avslowfast_jax.train import setup as setup_lib  # noqa: E402
+from data_pipelines.errors import UserError  # noqa: E402
+
+import compiled_step  # noqa: E402  (benchmarks/compiled_step.py)
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file[:variant].')
 _BATCH = flags.DEFINE_integer('batch_size', 2, 'Clips per step (global).')
@@ -61,28 +60,23 @@ _WARMUP = flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps (the first one 
 _VARIANTS = flags.DEFINE_multi_string(
     'variant', [], 'Config overrides of one variant, "field=value[,field=value]" '
     '(e.g. model.conv_impl=native); repeat for an A/B.')
+_DRY_RUN = flags.DEFINE_boolean('dry_run', False, 'Check the flags and the config (and each '
+                                 'variant), print what would be timed, compile nothing.')
 _KEEP = flags.DEFINE_boolean(
     'keep_host_memory', True,
     'CPU: run the step on the calling thread and keep freed heap pages '
     '(avslowfast_jax.host_memory), as avslowfast_jax.main does by default.')
 
 
+def variant_items(overrides: str) -> list:
+  """``'a.b=1,c=(2,3)'`` -> ``['a.b=1', 'c=(2,3)']``: split at the commas that start a field."""
+  return [item for item in re.split(r',(?=\s*[A-Za-z_][\w.]*=)', overrides) if item.strip()]
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: str) -> ml_collections.ConfigDict:
   """A copy of ``config`` with ``field=value`` pairs (comma-separated) set."""
   config = ml_collections.ConfigDict(config.to_dict())
-  for item in filter(None, overrides.split(',')):
-    field, _, text = item.partition('=')
-    *parents, leaf = field.strip().split('.')
-    node = config
-    for name in parents:
-      node = node[name]
-    if leaf not in node:
-      raise app.UsageError(f'--variant {item!r}: config has no field {field!r}')
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    node[leaf] = value
+  cli.set_fields(config, [item.strip() for item in variant_items(overrides)], flag='--variant')
   return config
 
 
@@ -98,56 +92,30 @@ def benchmark_config(config: ml_collections.ConfigDict) -> ml_collections.Config
   return config
 
 
-def random_batch(config, batch: int) -> dict:
-  """Random inputs and labels of the config's training shapes."""
-  rng = np.random.default_rng(0)
-  specs = model_builder.input_specs(config, batch)
-  out = {k: rng.standard_normal(s.shape, np.float32) for k, s in specs.items()}
-  out['label'] = rng.integers(0, config.model.num_classes, batch).astype(np.int32)
-  out['noun_label'] = rng.integers(0, max(1, config.model.num_nouns), batch).astype(np.int32)
-  out['audio_mask'] = np.ones(batch, np.float32)
-  if 'audio' in out:
-    out['audio_shifted'] = rng.standard_normal(out['audio'].shape, np.float32)
-  return out
-
-
-class CompiledStep:
-  """One variant: its state, batch and compiled train step."""
-
-  def __init__(self, config, mesh):
-    self.config = config
-    model, task, plan, lr_fn, tx = setup_lib.setup(config)
-    self.state, shardings = state_lib.create_train_state(
-        config, model, tx, mesh, jax.random.PRNGKey(config.seed))
-    self.batch = parallel.host_to_global(random_batch(config, config.train.batch_size), mesh)
-    self.key = jax.random.PRNGKey(1)
-    step = setup_lib.jit_train_step(config, model, task, tx, lr_fn, plan, mesh, shardings)
-    start = time.perf_counter()
-    self.step = step.lower(self.state, self.batch, self.key).compile()
-    self.compile_seconds = time.perf_counter() - start
-    self.times, self.cpu_times, self.faults = [], [], []
-    self.loss = float('nan')
-
-  def run(self, timed: bool) -> None:
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t0, c0 = time.perf_counter(), time.process_time()
-    self.state, metrics = self.step(self.state, self.batch, self.key)
-    self.loss = float(jax.block_until_ready(metrics['loss']))
-    if timed:
-      self.times.append(time.perf_counter() - t0)
-      self.cpu_times.append(time.process_time() - c0)
-      self.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-
-
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]} (flags are written --name=value)')
   if _CONFIG.value is None:
-    raise app.UsageError('--config is required')
-  kept = host_memory.keep_host_memory() if _KEEP.value else False
-  mesh = parallel.create_mesh()
+    raise UserError('--config is required, e.g. --config configs/kinetics.py:avslowfast_8x8_r50')
+  for name, value in (('batch_size', _BATCH.value), ('steps', _STEPS.value),
+                      ('image_size', _IMAGE.value)):
+    if value <= 0:
+      raise UserError(f'--{name}={value}: expected a positive number')
   base = benchmark_config(_CONFIG.value)
   names = _VARIANTS.value or ['']
-  variants = [CompiledStep(apply_overrides(base, name), mesh) for name in names]
+  configs = [apply_overrides(base, name) for name in names]  # mistakes before any compile
+  for config in configs:  # the model's fields and values, nothing built
+    tasks.get_task(config)
+    ModelConfig.from_config(config.model)
+  if _DRY_RUN.value:
+    for name, config in zip(names, configs):
+      print(json.dumps({'variant': name, 'arch': config.model.arch, 'dtype': config.model.dtype,
+                        'conv_impl': config.model.conv_impl, 'batch_size': _BATCH.value,
+                        'steps': _STEPS.value, 'image_size': _IMAGE.value}))
+    return
+  kept = host_memory.keep_host_memory() if _KEEP.value else False
+  mesh = parallel.create_mesh()
+  variants = [compiled_step.CompiledStep(config, mesh) for config in configs]
   for variant in variants:
     for _ in range(_WARMUP.value):
       variant.run(timed=False)
@@ -195,4 +163,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_absl(main)

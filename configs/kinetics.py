@@ -12,8 +12,12 @@ The paper's global batch is 1024 at lr 1.6; ``train.batch_size`` is the global
 batch and the lr follows it linearly from ``train.reference_batch_size`` (64,
 lr 0.1), so ``--config.train.batch_size=1024`` reproduces the paper. R101
 models train with scale jitter [256, 340] (appendix A). Models with Non-local
-blocks start from their counterparts trained without them (appendix A):
+blocks start from their counterparts trained without them (appendix A), the same
+variant with its Non-local stages removed:
 
+  python -m avslowfast_jax.main --config configs/kinetics.py:avslowfast_16x8_r101_nl \
+      --workdir /tmp/k400_16x8_r101 --config.data.data_dir=/data/k400_shards \
+      --config.model.nonlocal_stages="()"
   python -m avslowfast_jax.main --config configs/kinetics.py:avslowfast_16x8_r101_nl \
       --workdir /tmp/k400_nl --config.data.data_dir=/data/k400_shards \
       --config.train.init_from=/tmp/k400_16x8_r101

@@ -10,7 +10,11 @@ Formats (AVA v2.1 / v2.2, the files the ActivityNet evaluation reads):
 * Excluded timestamps ``video_id,timestamp``: keyframes left out of the
   evaluation.
 * Label map (``.pbtxt``): ``item { name: "..." id: N }`` blocks for the
-  evaluated classes (60 of the 80 ids).
+  evaluated classes (60 of the 80 ids; ``..._for_activitynet_*.pbtxt``), or
+  ``label { name: "..." label_id: N label_type: ... }`` blocks (the full
+  ``ava_action_list_v2.*.pbtxt``). The official evaluation's parser accepts
+  both (it reads every ``name:`` line and every ``id:`` or ``label_id:`` line),
+  and so does :func:`read_label_map`, the one reader of this project.
 
 The videos are cut to seconds 900-1801 of the source (the file's time 0 is
 second 900), and keyframes are seconds 902-1798: keyframe ``t`` is the frame
@@ -165,15 +169,16 @@ def read_excluded(path: str) -> Set[Key]:
   return keys
 
 
-_ITEM = re.compile(r'item\s*\{(.*?)\}', re.S)
+_ITEM = re.compile(r'\b(?:item|label)\s*\{(.*?)\}', re.S)
 _FIELD = re.compile(r'(\w+)\s*:\s*("(?:[^"\\]|\\.)*"|[^\s}]+)')
 
 
 def read_label_map(path: str) -> List[Tuple[int, str]]:
   """``[(action_id, name)]`` of a label-map ``.pbtxt``, in file order.
 
-  Accepts ``id`` or ``label_id`` for the id and ``name`` or ``display_name``
-  for the name (both spellings occur in AVA's files).
+  Blocks ``item { ... }`` or ``label { ... }`` (both occur in AVA's files);
+  in a block, ``id`` or ``label_id`` is the id and ``name`` (else
+  ``display_name``) the name; other fields (``label_type``) are ignored.
   """
   if not fs.exists(path):
     raise UserError(f'{path}: no such file')
@@ -188,8 +193,8 @@ def read_label_map(path: str) -> List[Tuple[int, str]]:
       raise UserError(f'{path}:{lineno}: label-map item without an id and a name')
     entries.append((_number(path, lineno, ident, 'id', int), name))
   if not entries:
-    raise UserError(f'{path}: no "item {{ name: ... id: ... }}" entries; expected an AVA '
-                    'label map (.pbtxt)')
+    raise UserError(f'{path}: no "item {{ name: ... id: ... }}" or "label {{ name: ... '
+                    'label_id: ... }}" entries; expected an AVA label map (.pbtxt)')
   ids = [i for i, _ in entries]
   if len(set(ids)) != len(ids):
     raise UserError(f'{path}: an id is listed twice')

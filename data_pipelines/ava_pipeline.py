@@ -7,32 +7,40 @@ centred on it (frame ``c - num_frames * sampling_rate // 2 + i * sampling_rate``
 clamped to the video, as PySlowFast's AVA loader takes it), the log-mel of the
 audio spanning the clip (as for Kinetics), and its boxes.
 
-Training: every keyframe with a ground-truth box (with
-``data.ava.train_use_detected_boxes``, also one with a detected box scoring
->= ``data.ava.train_detection_score_threshold``) once per epoch, in the
+Training: every keyframe inside ``data.ava.train_keyframe_range`` (configs/ava.py:
+902-1798, PySlowFast's ``AVA_VALID_FRAMES``) with a ground-truth box (with
+``data.ava.train_use_detected_boxes``, the default of configs/ava.py, also one
+with a detected box scoring >= ``data.ava.train_detection_score_threshold``,
+whose boxes then join the ground-truth ones) once per epoch, in the
 deterministic, resumable order of the classification pipeline (the batch at
 step ``s`` depends only on ``(seed, s)``); short side jittered in
 ``data.train_jitter_scales``, a random ``train_crop_size`` square, a random
 horizontal flip; boxes go through the same scale, crop and flip and are
 clipped to the crop, and a box left empty is masked out. Evaluation: every
-keyframe once, its short side resized to ``test_short_side``, the whole frame
-at the top left of a static canvas (``data.ava.test_canvas``, or else the
-largest resized frame of the split rounded up to a multiple of 32) padded with
-zeros, and the detected boxes
-scoring >= ``data.ava.detection_score_threshold`` (highest scores first).
+keyframe once, its short side resized to ``test_short_side``, the whole frame,
+and the detected boxes scoring >= ``data.ava.detection_score_threshold``
+(highest scores first). With ``data.ava.eval_frames = 'own'`` (configs/ava.py)
+each frame keeps its own size, as PySlowFast evaluates it, and a batch holds
+frames of one size (sizes in a fixed order, each padded with ``valid`` 0 rows
+to whole batches, the same on every host); with ``'canvas'`` every frame sits
+at the top left of one static canvas (``data.ava.test_canvas``, or else the
+largest resized frame of the split rounded up to a multiple of 32) padded
+with zeros, which changes the scores of the boxes (docs/ava.md, "Evaluation
+frame"). ``predict`` pads to ``test_canvas``, the static view of the export.
 
 Batch keys besides ``slow``, ``fast``, ``audio``, ``audio_mask`` (and
 ``audio_shifted`` when ``data.avs_negatives``): ``boxes`` ``[N, 4]`` float32
 ``(x1, y1, x2, y2)`` in pixels of the model's input frame, ``box_mask`` ``[N]``
 (1 = a real box), ``video_index``, ``timestamp`` (the keyframe second);
 training adds ``box_labels`` ``[N, C]`` multi-hot (class = action id - 1);
-evaluation adds ``image_size`` ``(height, width)`` of the frame inside the
-canvas and ``valid`` (0 for padding rows). ``N = data.ava.max_boxes``,
+evaluation adds ``image_size`` ``(height, width)`` of the frame (inside the
+canvas, if any) and ``valid`` (0 for padding rows). ``N = data.ava.max_boxes``,
 ``C = model.num_classes``.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
@@ -42,6 +50,7 @@ from data_pipelines import augment, ava_files, ava_prepare, clips, fs, records, 
 from data_pipelines.errors import UserError
 
 CANVAS_MULTIPLE = 32
+EVAL_FRAMES = ('own', 'canvas')
 
 
 def _meta(config, data_dir: str) -> dict:
@@ -190,12 +199,21 @@ def make_train_example(record, position, slot, config, seed: int) -> Dict[str, t
   return out
 
 
-def _train_keyframes(config, index_shard) -> List[tuple]:
-  """``(record, slot)`` of the keyframes of one shard that training uses."""
+def train_keyframes(config, index_shard) -> List[tuple]:
+  """``(record, slot)`` of the keyframes of one shard that training uses: those inside
+  ``data.ava.train_keyframe_range`` (inclusive; empty or absent = all) with a ground-truth
+  box or, with ``train_use_detected_boxes``, a detected box scoring at least
+  ``train_detection_score_threshold``."""
   a = config.data.ava
+  bounds = tuple(a.get('train_keyframe_range') or ())
+  if bounds and len(bounds) != 2:
+    raise UserError(f'config.data.ava.train_keyframe_range={bounds!r}: expected (first, last) '
+                    'keyframe seconds, e.g. (902, 1798), or () for every keyframe')
   out = []
   for record, (_, _, _, keyframes) in enumerate(index_shard):
-    for slot, (_, num_gt, num_det, top) in enumerate(keyframes):
+    for slot, (sec, num_gt, num_det, top) in enumerate(keyframes):
+      if bounds and not bounds[0] <= sec <= bounds[1]:
+        continue
       if num_gt > 0 or (a.train_use_detected_boxes and num_det > 0
                         and top >= a.train_detection_score_threshold):
         out.append((record, slot))
@@ -213,7 +231,7 @@ def make_train_dataset(config, data_dir, split, per_host_batch, *, seed, start_s
   columns = {k: [] for k in ('file', 'header', 'size', 'slot')}
   for file_index, (path, length, shard) in enumerate(zip(files, lengths, host_index)):
     data_offsets, data_sizes = records.record_data_spans(path, length)
-    for record, slot in _train_keyframes(config, shard):
+    for record, slot in train_keyframes(config, shard):
       columns['file'].append(file_index)
       columns['header'].append(data_offsets[record])
       columns['size'].append(data_sizes[record])
@@ -274,23 +292,44 @@ def eval_canvas(config, data_dir: str, split: str):
   return up(largest[0]), up(largest[1])
 
 
-def make_eval_example(record, slot, config, canvas) -> Dict[str, tf.Tensor]:
-  """Keyframe ``slot`` of a segment: the whole frame on the canvas, its detected boxes."""
+def eval_frames(config) -> str:
+  """``data.ava.eval_frames``: ``'own'`` (each keyframe at its own resized size, batches of
+  one size) or ``'canvas'`` (every frame padded to one static canvas; the default of a
+  config without the field)."""
+  mode = config.data.ava.get('eval_frames', 'canvas')
+  if mode not in EVAL_FRAMES:
+    raise UserError(f'config.data.ava.eval_frames={mode!r}: expected one of {EVAL_FRAMES}')
+  return mode
+
+
+def make_eval_example(record, slot, config, canvas, size=None) -> Dict[str, tf.Tensor]:
+  """Keyframe ``slot`` of a segment: the whole frame, its detected boxes.
+
+  ``canvas`` ``(height, width)``: the resized frame at the top left of a zero canvas of
+  that static size; ``None``: the frame alone, resized to ``size`` ``(height, width)``
+  (given by the caller, who batches frames of one size together).
+  """
   d, a = config.data, config.data.ava
   n = a.max_boxes
   example = _parse(record)
   indices, start = _clip(example, slot, config)
   frames = augment.decode_jpegs(tf.gather(example['frames'], indices))
-  height = tf.cast(example['height'], tf.float32)
-  width = tf.cast(example['width'], tf.float32)
-  scale = d.test_short_side / tf.minimum(height, width)
-  new_h = tf.cast(tf.round(height * scale), tf.int32)
-  new_w = tf.cast(tf.round(width * scale), tf.int32)
+  if size is None:
+    height = tf.cast(example['height'], tf.float32)
+    width = tf.cast(example['width'], tf.float32)
+    scale = d.test_short_side / tf.minimum(height, width)
+    new_h = tf.cast(tf.round(height * scale), tf.int32)
+    new_w = tf.cast(tf.round(width * scale), tf.int32)
+  else:
+    new_h, new_w = tf.cast(size[0], tf.int32), tf.cast(size[1], tf.int32)
   frames = augment.resize_frames(frames, new_h, new_w)
   slow, fast = clips.slow_fast(frames, config)
-  pad = lambda x: tf.ensure_shape(
-      tf.pad(x, [[0, 0], [0, canvas[0] - new_h], [0, canvas[1] - new_w], [0, 0]]),
-      [x.shape[0], canvas[0], canvas[1], 3])
+  if canvas is None:
+    pad = lambda x: x
+  else:
+    pad = lambda x: tf.ensure_shape(
+        tf.pad(x, [[0, 0], [0, canvas[0] - new_h], [0, canvas[1] - new_w], [0, 0]]),
+        [x.shape[0], canvas[0], canvas[1], 3])
   boxes, _ = _boxes_of(example, 'det', slot, 1, a.detection_score_threshold)
   size_f = tf.cast(tf.stack([new_w, new_h, new_w, new_h]), tf.float32)
   mask = _pad(tf.ones([tf.shape(boxes)[0]]), n)
@@ -313,15 +352,79 @@ def eval_num_batches(data_dir: str, split: str, per_host_batch: int, process_cou
   return max(1, -(-max(per_host) // per_host_batch))
 
 
+def own_size_rows(config, data_dir: str, split: str, per_host_batch: int, process_index: int,
+                   process_count: int, files, lengths) -> Dict[str, list]:
+  """The evaluation examples of this host for ``eval_frames='own'``: per resized frame size
+  (every host takes the sizes in the same order), the host's keyframes of that size, then
+  filler rows (``valid`` 0, any record of the host resized to that size) up to the batches
+  the host with the most keyframes of that size needs; so every batch holds one size and
+  every host yields the same sequence of batch shapes."""
+  short_side = config.data.test_short_side
+  index = _index(data_dir, split)
+  counts = collections.defaultdict(lambda: [0] * process_count)
+  for host in range(process_count):
+    for shard in index[host::process_count]:
+      for _, height, width, keyframes in shard:
+        counts[_resized(height, width, short_side)][host] += len(keyframes)
+  mine = collections.defaultdict(list)
+  for file_index, (path, length, shard) in enumerate(
+      zip(files, lengths, index[process_index::process_count])):
+    offsets, sizes = records.record_data_spans(path, length)
+    for record, (_, height, width, keyframes) in enumerate(shard):
+      for slot in range(len(keyframes)):
+        mine[_resized(height, width, short_side)].append(
+            (file_index, int(offsets[record]), int(sizes[record]), slot))
+  anyone = next((r for rows in mine.values() for r in rows), None)
+  if anyone is None:
+    raise UserError(f'{data_dir}: split {split!r} has no keyframe on host {process_index} of '
+                    f'{process_count}; evaluate on fewer hosts, or set '
+                    "config.data.ava.eval_frames='canvas'")
+  out = {k: [] for k in ('file', 'header', 'length', 'slot', 'height', 'width', 'valid')}
+  for size in sorted(counts):
+    real = mine.get(size, [])
+    total = -(-max(counts[size]) // per_host_batch) * per_host_batch
+    for i in range(total):
+      file_index, header, length, slot = real[i] if i < len(real) else (real or [anyone])[0]
+      for key, value in zip(out, (file_index, header, length, slot, size[0], size[1],
+                                  int(i < len(real)))):
+        out[key].append(value)
+  return out
+
+
+def _own_size_dataset(config, data_dir, split, per_host_batch, process_index, process_count,
+                      files, lengths):
+  rows = own_size_rows(config, data_dir, split, per_host_batch, process_index, process_count,
+                        files, lengths)
+  tables = {k: tf.constant(v, tf.int64) for k, v in rows.items()}
+  reader = fs.RangeReader(files)
+
+  def example_of(i):
+    record = records.read_ranges(reader, tables['file'][i], tables['header'][i][None],
+                                 tables['length'][i][None])[0]
+    out = make_eval_example(record, tables['slot'][i], config, None,
+                            size=(tables['height'][i], tables['width'][i]))
+    out['valid'] = tf.cast(tables['valid'][i], tf.float32)
+    return out
+
+  dataset = tf.data.Dataset.range(len(rows['valid']))
+  dataset = dataset.map(example_of, num_parallel_calls=config.data.num_parallel_calls,
+                        deterministic=True)
+  dataset = dataset.batch(per_host_batch, drop_remainder=True)
+  return dataset.prefetch(config.data.prefetch_batches).with_options(records.dataset_options())
+
+
 def make_eval_dataset(config, data_dir, split, per_host_batch, *, process_index=None,
                       process_count=None):
   """One pass over every keyframe of ``split`` on this host, padded like the classification
-  eval iterator so that every host yields the same number of batches."""
+  eval iterator so that every host yields the same number of batches (of the same shapes)."""
   _meta(config, data_dir)
   process_index, process_count = records.resolve_host(process_index, process_count)
   files, lengths, _ = records.host_files(data_dir, split, process_index, process_count)
   for path, length in zip(files, lengths):
     records.checked_record_offsets(path, length)
+  if eval_frames(config) == 'own':
+    return _own_size_dataset(config, data_dir, split, per_host_batch, process_index,
+                             process_count, files, lengths)
   host_index = _index(data_dir, split)[process_index::process_count]
   counts = [len(r[3]) for shard in host_index for r in shard]
   canvas = eval_canvas(config, data_dir, split)

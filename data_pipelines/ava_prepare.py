@@ -31,9 +31,16 @@ Coordinates outside [0, 1] are clipped and counted. A detected box gets the
 actions of the ground-truth box it overlaps most if their IoU is >= 0.5 (for
 training on detected boxes).
 
+Split names pair the files of ``--ava_groundtruth``, ``--ava_detections`` and
+``--ava_excluded``; both box flags must name the same splits (``SPLIT=none``
+for a file a split does not have), :func:`check_splits`. A video file far
+longer than AVA's 901 s cut is taken for the whole movie and its seconds
+900-1801 are read by time (:func:`cut_span`).
+
 Also written under ``<output_dir>/ava/``: ``label_map.pbtxt``,
-``<split>_groundtruth.csv`` (the ground truth of the prepared videos in the
-official format, clipped), ``<split>_excluded_timestamps.csv``,
+``<split>_groundtruth.csv`` (the ground-truth file as given, its lines of the
+prepared videos byte for byte: what the official evaluation reads, not the
+merged and clipped boxes training uses), ``<split>_excluded_timestamps.csv``,
 ``<split>_videos.json`` (video ids; position = ``video_index`` of the
 batches) and ``<split>_index.json`` (keyframes of every record, read by the
 input pipeline). Shards, ``shards.json``, the TFDS metadata, resumability and
@@ -44,11 +51,13 @@ data_pipelines/shard_runner.py.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 import time
 from typing import Dict, List, Optional, Sequence
 
+import av
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -58,6 +67,9 @@ from data_pipelines.errors import UserError
 from data_pipelines.shard_runner import PrepareOptions
 
 DEFAULT_MAX_BOXES = 16  # configs/ava.py's data.ava.max_boxes
+CUT_DURATION_SEC = 901  # AVA's video files: seconds 900-1801 of the source
+# A file longer than the cut by more than this is taken for the whole movie (cut_span).
+UNCUT_TOLERANCE_SEC = 60
 
 
 @dataclasses.dataclass
@@ -186,6 +198,51 @@ def _segments(frames: Sequence[int], segment_sec: int, fps: float):
   return list(groups.values())
 
 
+def container_duration(path: str) -> Optional[float]:
+  """Seconds the container says ``path`` lasts, or None when it does not say (or cannot be
+  opened: decoding then names the problem)."""
+  try:
+    with contextlib.ExitStack() as stack:
+      source = stack.enter_context(fs.open(path, 'rb')) if fs.is_remote(path) else path
+      container = stack.enter_context(av.open(source, metadata_errors='ignore'))
+      if container.duration:
+        return container.duration / av.time_base
+      for stream in container.streams.video:
+        if stream.duration and stream.time_base:
+          return float(stream.duration * stream.time_base)
+  except Exception:  # pylint: disable=broad-except (PyAV raises FFmpeg's whole family)
+    return None
+  return None
+
+
+def cut_span(path: str, video_start_sec: float):
+  """``(start_sec, end_sec, note)`` of the part of ``path`` that holds AVA's 15-minute cut.
+
+  AVA's video files are cut to seconds ``video_start_sec`` (900) to
+  ``video_start_sec + 901`` of the source, so keyframe ``t`` is at ``t -
+  900`` s of the file. A file far longer than 901 s is not such a cut but the
+  whole movie, whose second ``t`` is keyframe ``t``: its seconds 900-1801 are
+  decoded by time (``start_sec``/``end_sec``, and ``note`` says so for the
+  report), so that the frame arithmetic of a cut holds. ``(None, None, '')``
+  for a cut (or a file whose length the container does not give);
+  ``video_start_sec`` 0 (files whose time is the source's) is never cut. A
+  movie that ends before ``video_start_sec`` is a ``BadVideoError``.
+  """
+  if video_start_sec <= 0:
+    return None, None, ''
+  duration = container_duration(path)
+  if duration is None or duration <= CUT_DURATION_SEC + UNCUT_TOLERANCE_SEC:
+    return None, None, ''
+  if duration <= video_start_sec:
+    raise decode.BadVideoError(
+        f'{duration:.0f} s long: longer than AVA\'s {CUT_DURATION_SEC} s cut, so taken for the '
+        f'whole movie, but it ends before second {video_start_sec:g} where the cut begins')
+  end_sec = video_start_sec + CUT_DURATION_SEC
+  return video_start_sec, end_sec, (
+      f'the whole movie ({duration:.0f} s, not AVA\'s {CUT_DURATION_SEC} s cut): read seconds '
+      f'{video_start_sec:g}-{end_sec:g} of it by time')
+
+
 def process_ava_shard(task: AvaShardTask, progress_queue=None) -> dict:
   """Decodes the videos of one shard once each and writes their segments; returns the report.
 
@@ -196,8 +253,12 @@ def process_ava_shard(task: AvaShardTask, progress_queue=None) -> dict:
   margin = int(math.ceil(a.margin_sec * o.fps))
 
   def write_segments(video, writer):
+    start_sec, end_sec, note = cut_span(video.path, a.video_start_sec)
     decoded = decode.decode_video(video.path, fps=o.fps, short_side=o.short_side,
-                                  jpeg_quality=o.jpeg_quality, sample_rate=o.sample_rate)
+                                  jpeg_quality=o.jpeg_quality, sample_rate=o.sample_rate,
+                                  start_sec=start_sec, end_sec=end_sec)
+    if note:
+      decoded.repairs.append(note)
     inside, outside = [], []
     for keyframe in video.keyframes:
       frame = int(round((keyframe.sec - a.video_start_sec) * o.fps))
@@ -276,33 +337,77 @@ def plan_split(gt_path: Optional[str], det_path: Optional[str], video_dir: str,
   return videos, gt
 
 
-def _split_paths(flag: str, values: Sequence[str]) -> Dict[str, str]:
+def split_paths(flag: str, values: Sequence[str]) -> Dict[str, Optional[str]]:
+  """``{split: path}`` of ``SPLIT=PATH`` values; ``SPLIT=none`` names a split without
+  such a file (``None``)."""
   out = {}
   for value in values or ():
     split, sep, path = value.partition('=')
     if not sep or not split or not path:
-      raise UserError(f'{flag} {value!r}: expected SPLIT=PATH, e.g. train=ava_train_v2.2.csv')
+      raise UserError(f'{flag} {value!r}: expected SPLIT=PATH, e.g. train=ava_train_v2.2.csv '
+                      '(or SPLIT=none for a split without such a file)')
+    if split in out:
+      raise UserError(f'{flag} names split {split!r} twice')
+    if path.lower() == 'none':
+      out[split] = None
+      continue
     if not fs.exists(path):
       raise UserError(f'{flag} {value}: no such file {path}')
     out[split] = path
   return out
 
 
-def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
-                detections: Dict[str, str], excluded: Dict[str, str], label_map: str, *,
+def check_splits(groundtruth: Dict[str, Optional[str]], detections: Dict[str, Optional[str]],
+                 excluded: Dict[str, Optional[str]]) -> None:
+  """A ``UserError`` (one line) where the flags disagree on the split names.
+
+  With both ``--ava_groundtruth`` and ``--ava_detections``, every split must be
+  named by both (``SPLIT=none`` where a split has no such file: a test split
+  without ground truth, a training split without detected boxes), so that
+  ``validation=`` in one and ``val=`` in the other is an error, not two splits.
+  ``--ava_excluded`` may name only splits with a ground-truth file.
+  """
+  names = lambda splits: ', '.join(repr(s) for s in sorted(splits)) or 'none'
+  if groundtruth and detections:
+    only_gt = sorted(set(groundtruth) - set(detections))
+    only_det = sorted(set(detections) - set(groundtruth))
+    if only_gt or only_det:
+      parts = []
+      if only_gt:
+        parts.append(f'--ava_groundtruth names {names(only_gt)}, which --ava_detections does not')
+      if only_det:
+        parts.append(f'--ava_detections names {names(only_det)}, which --ava_groundtruth does not')
+      raise UserError(f'split names differ: {"; ".join(parts)} (--ava_groundtruth: '
+                      f'{names(groundtruth)}; --ava_detections: {names(detections)}); name '
+                      'every split in both, with SPLIT=none for a file a split does not have')
+  with_gt = {s for s, p in groundtruth.items() if p}
+  stray = sorted(set(excluded) - with_gt)
+  if stray:
+    raise UserError(f'--ava_excluded names {names(stray)}, but --ava_groundtruth gives a file '
+                    f'only for {names(with_gt)}: the excluded timestamps apply to a split\'s '
+                    'ground truth')
+
+
+def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, Optional[str]],
+                detections: Dict[str, Optional[str]], excluded: Dict[str, Optional[str]],
+                label_map: str, *,
                 name: str = 'ava', options: Optional[PrepareOptions] = None,
                 ava_options: Optional[AvaOptions] = None, num_workers: int = 0,
                 videos_per_shard: int = 1, runner: str = 'local',
                 beam_options: Sequence[str] = (), verbose: bool = True) -> dict:
   """Prepares AVA (or AVA-format) videos and boxes into ``output_dir``; returns the report.
 
-  ``groundtruth`` / ``detections`` / ``excluded`` map split names to CSVs.
-  Resumable like ``data_pipelines.prepare.prepare``.
+  ``groundtruth`` / ``detections`` / ``excluded`` map split names to CSVs (``None``: the
+  split has no such file); the names must agree (:func:`check_splits`). Resumable like
+  ``data_pipelines.prepare.prepare``.
   """
   options = options or PrepareOptions()
   ava_options = ava_options or AvaOptions()
+  if not fs.isdir(video_dir):
+    raise UserError(f'--video_dir {video_dir}: no such folder of videos')
+  check_splits(groundtruth, detections, excluded)
   labels = ava_files.read_label_map(label_map)
-  excluded_keys = {s: ava_files.read_excluded(p) for s, p in excluded.items()}
+  excluded_keys = {s: ava_files.read_excluded(p) for s, p in excluded.items() if p}
   splits = sorted(set(groundtruth) | set(detections))
   if not splits:
     raise UserError('--dataset ava needs --ava_groundtruth and/or --ava_detections SPLIT=CSV')
@@ -326,15 +431,35 @@ def prepare_ava(output_dir: str, video_dir: str, groundtruth: Dict[str, str],
   shard_runner.run_shards(todo, process_ava_shard, runner=runner, num_workers=num_workers,
                           num_items=sum(len(t.videos) for t in todo), beam_options=beam_options)
   report = finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, counts, options,
-                    ava_options, time.time() - start)
+                    ava_options, time.time() - start, groundtruth_paths=groundtruth)
   if verbose:
     _print_report(report, output_dir)
   return report
 
 
+def groundtruth_of_videos(path: Optional[str], videos) -> tuple:
+  """``(bytes, rows left out)``: the lines of the ground-truth CSV ``path`` whose video is
+  in ``videos``, byte for byte and in file order (the whole file, unchanged, when every
+  video is there); ``(b'', 0)`` without a file.
+
+  Evaluation reads this, not the merged boxes preparation trains on: the official
+  evaluator counts every row (a duplicated row is a second ground-truth box that no
+  detection can match, an out-of-frame corner is not clipped).
+  """
+  if not path:
+    return b'', 0
+  data = fs.read_bytes(path)
+  lines = data.splitlines(keepends=True)
+  kept = [line for line in lines if not line.strip()
+          or line.split(b',', 1)[0].strip().decode('utf-8', 'replace') in videos]
+  left_out = len(lines) - len(kept)
+  return (b''.join(kept) if left_out else data), left_out
+
+
 def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, counts, options,
-             ava_options, elapsed_sec) -> dict:
+             ava_options, elapsed_sec, groundtruth_paths=None) -> dict:
   """Writes shards.json, the TFDS metadata, the ``ava/`` files and ``prepare_report.json``."""
+  groundtruth_paths = groundtruth_paths or {}
   reports = [shards.read_json(shard_runner.progress_path(output_dir, t.split, t.index))
              for t in tasks]
   reports.sort(key=lambda r: (r['split'], r['shard']))
@@ -361,10 +486,8 @@ def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, count
     video_ids = sorted({e['video_id'] for e in entries})
     fs.write_json(fs.join(ava_dir, f'{split}_videos.json'), video_ids)
     fs.write_json(fs.join(ava_dir, f'{split}_index.json'), {'shards': index[split]}, indent=None)
-    rows = [(key[0], key[1], box.coords, action, box.person_id)
-            for key, boxes in sorted(ground_truth[split].boxes.items()) if key[0] in written
-            for box in boxes for action in box.actions]
-    fs.write_text(fs.join(ava_dir, f'{split}_groundtruth.csv'), ava_files.format_boxes_csv(rows))
+    gt_bytes, gt_rows_left_out = groundtruth_of_videos(groundtruth_paths.get(split), written)
+    fs.write_bytes(fs.join(ava_dir, f'{split}_groundtruth.csv'), gt_bytes)
     if split in excluded_keys:
       fs.write_text(fs.join(ava_dir, f'{split}_excluded_timestamps.csv'),
                     ava_files.format_excluded_csv(excluded_keys[split]))
@@ -372,6 +495,7 @@ def finalize(output_dir, name, tasks, labels, excluded_keys, ground_truth, count
     keyframes = [k for r in records for k in r[3]]
     c = dict(counts[split])
     c.update(videos_written=len(written), videos_skipped=len(video_ids) - len(written),
+             gt_rows_of_skipped_videos=gt_rows_left_out,
              records=len(records), keyframes_written=len(keyframes),
              keyframes_with_gt=sum(k[1] > 0 for k in keyframes),
              keyframes_outside_video=sum(len(e.get('keyframes_outside_video', []))
@@ -444,9 +568,9 @@ def main_from_args(args) -> dict:
   """``prepare --dataset ava`` with the parsed arguments of data_pipelines/prepare.py."""
   if not args.label_map:
     raise UserError('--dataset ava needs --label_map (the action list .pbtxt)')
-  groundtruth = _split_paths('--ava_groundtruth', args.ava_groundtruth)
-  detections = _split_paths('--ava_detections', args.ava_detections)
-  excluded = _split_paths('--ava_excluded', args.ava_excluded)
+  groundtruth = split_paths('--ava_groundtruth', args.ava_groundtruth)
+  detections = split_paths('--ava_detections', args.ava_detections)
+  excluded = split_paths('--ava_excluded', args.ava_excluded)
   options = PrepareOptions(fps=args.fps, short_side=args.short_side,
                            jpeg_quality=args.jpeg_quality, sample_rate=args.sample_rate,
                            min_frames=args.min_frames)

@@ -13,10 +13,12 @@ stays exactly the frames' span; only the spectrogram's frame spacing changes.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from data_pipelines import audio as audio_lib
 from data_pipelines import augment, sampling
+from data_pipelines.errors import UserError
 
 
 def waveform(example) -> tf.Tensor:
@@ -24,10 +26,37 @@ def waveform(example) -> tf.Tensor:
   return tf.io.decode_raw(example['audio'], tf.int16, little_endian=True)
 
 
+def slow_frame_indices(num_fast_frames: int, alpha_f: int, rule: str = 'stride') -> np.ndarray:
+  """The Fast frames the Slow pathway takes (``config.model.slow_frames``).
+
+  ``'stride'``: every ``alpha_f``-th frame from the first (0, a, 2a, ...;
+  docs/design.md). ``'linspace'``: ``T // alpha_f`` frames spread from the first
+  to the last, ``torch.linspace(0, T - 1, T // alpha_f).long()`` as PySlowFast's
+  ``pack_pathway_output`` and PyTorchVideo's ``uniform_temporal_subsample``
+  take them (e.g. 0, 4, 8, 13, 17, 22, 26, 31 of 32 frames at alpha 4). The
+  values are computed as torch computes them on the CPU, in float32 (the
+  first half from the start, the second half back from the end), then
+  truncated.
+  """
+  if rule == 'stride':
+    return np.arange(0, num_fast_frames, alpha_f, dtype=np.int32)
+  if rule != 'linspace':
+    raise UserError(f'config.model.slow_frames={rule!r}: expected stride or linspace')
+  count = num_fast_frames // alpha_f
+  if count <= 1:
+    return np.zeros(count, np.int32)
+  start, end = np.float32(0), np.float32(num_fast_frames - 1)
+  step = (end - start) / np.float32(count - 1)
+  values = [start + step * np.float32(i) if i < count // 2
+            else end - step * np.float32(count - 1 - i) for i in range(count)]
+  return np.asarray(values, np.float32).astype(np.int32)
+
+
 def slow_fast(frames, config):
   """Frames in [0, 255] ``[T, H, W, 3]`` -> normalised (slow, fast)."""
   fast = augment.normalize(frames, config.data.mean, config.data.std)
-  slow = tf.gather(fast, sampling.slow_indices(config.data.num_frames, config.model.alpha_f))
+  slow = tf.gather(fast, slow_frame_indices(config.data.num_frames, config.model.alpha_f,
+                                            config.model.get('slow_frames', 'stride')))
   return slow, fast
 
 

@@ -41,6 +41,13 @@ def _prog() -> str:
   return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'avslowfast'
 
 
+def last_line(text: str) -> str:
+  """The last non-empty line of a command's output: its error message, if it follows
+  this module's rule (a run of another command that failed names it in one line)."""
+  lines = [line.strip() for line in (text or '').splitlines() if line.strip()]
+  return lines[-1] if lines else '(no output)'
+
+
 def report(error: BaseException, prog: Optional[str] = None) -> None:
   """Prints ``error`` as the one-line (or few-line) message of a failed command."""
   print(f'{prog or _prog()}: error: {error}', file=sys.stderr)

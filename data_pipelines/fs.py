@@ -5,6 +5,12 @@ any other scheme TensorFlow's filesystem registry knows (``ram://`` in the
 tests). Everything is a thin wrapper over ``tf.io.gfile`` so that callers
 never use ``open``, ``os.path.exists``, ``os.makedirs`` or ``os.listdir`` on a
 path a user gave: those silently make a local folder named ``gs:``.
+
+The first access to each remote location (``gs://bucket``) in a process is a
+probe bounded in time (:func:`check_access`): a machine without credentials,
+without network, or a bucket that is not there ends in one ``UserError`` that
+names the path and what failed, within :data:`ACCESS_TIMEOUT_S` seconds,
+instead of TensorFlow's retries and traceback.
 """
 
 from __future__ import annotations
@@ -14,10 +20,21 @@ import io
 import json
 import os
 import posixpath
+import re
 import threading
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
+
+from data_pipelines import startup
+from data_pipelines.errors import UserError
+
+# How long the first access to a remote location may take before the command gives up.
+ACCESS_TIMEOUT_S = float(os.environ.get('AVSLOWFAST_ACCESS_TIMEOUT_S', '20'))
+# Schemes that are no network service: never probed.
+_LOCAL_SCHEMES = ('ram', 'file')
+_reached = set()  # roots (scheme://netloc) that answered a probe
+_probe_lock = threading.Lock()
 
 
 def _gfile():
@@ -32,6 +49,101 @@ def is_remote(path: str) -> bool:
   return '://' in str(path)
 
 
+def root(path: str) -> str:
+  """``scheme://netloc`` of a remote path (``gs://bucket/a/b`` -> ``gs://bucket``)."""
+  scheme, _, rest = str(path).partition('://')
+  return f'{scheme}://{rest.split("/", 1)[0]}'
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(getattr(error, 'message', '') or error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def describe_access_error(error: BaseException) -> str:
+  """What a TensorFlow filesystem error says about access, in words."""
+  text = str(getattr(error, 'message', '') or error)
+  name = type(error).__name__
+  host = re.search(r'Could not resolve (?:host|proxy): (\S+)', text)
+  if host or 'libcurl code 6' in text:
+    return (f'no network (cannot resolve {host.group(1) if host else "the service"}\'s '
+            'address)')
+  if re.search(r'libcurl code (7|28|35|56)\b|Couldn\'t connect|Timeout was reached', text):
+    return f'no network (cannot connect: {_first_line(error)})'
+  if name == 'UnauthenticatedError' or re.search(r'\b401\b|[Aa]nonymous caller', text):
+    return ('no credentials (sign in, e.g. gcloud auth application-default login, or set '
+            f'GOOGLE_APPLICATION_CREDENTIALS): {_first_line(error)}')
+  if name == 'PermissionDeniedError' or re.search(r'\b403\b', text):
+    return f'no access (permission denied): {_first_line(error)}'
+  if name in ('UnavailableError', 'DeadlineExceededError'):
+    return f'the storage service does not answer: {_first_line(error)}'
+  return f'{name}: {_first_line(error)}'
+
+
+def check_access(path: str, timeout: Optional[float] = None) -> None:
+  """Raises a ``UserError`` naming ``path`` if its remote location cannot be reached.
+
+  Runs once per ``scheme://netloc`` and process (local paths and ``ram://``
+  are not probed): ``exists(path)`` in a thread, given ``timeout`` seconds
+  (default :data:`ACCESS_TIMEOUT_S`). No answer in time, an error of access
+  (no network, no credentials, permission denied) and, for a path that is not
+  there, a bucket that is not there either, are ``UserError``s; a path that
+  simply does not exist yet is not (the caller decides).
+  """
+  path = str(path)
+  if not is_remote(path) or path.partition('://')[0] in _LOCAL_SCHEMES:
+    return
+  where = root(path)
+  if where in _reached:
+    return
+  timeout = ACCESS_TIMEOUT_S if timeout is None else timeout
+  _gfile()  # TensorFlow's import (seconds) is not part of the time the service has
+  with _probe_lock:
+    if where in _reached:
+      return
+    answer = {}
+
+    def probe():
+      try:
+        answer['exists'] = _probe(path)
+      except Exception as e:  # pylint: disable=broad-except  # classified below
+        answer['error'] = e
+        return
+      if not answer['exists']:
+        try:  # a definite "no" only: reading a bucket's metadata may need more rights
+          answer['root_exists'] = _probe(where)
+        except Exception:  # pylint: disable=broad-except
+          pass
+
+    thread = threading.Thread(target=probe, name=f'probe {where}', daemon=True)
+    # TensorFlow logs each failed attempt to find credentials; the message below says it
+    # better when the probe fails, and the log line stays when it does not.
+    failed = lambda line: 'error' in answer and 'google_auth_provider' in line
+    with startup.stderr_without_banners(drop=failed):
+      thread.start()
+      thread.join(timeout)
+    if thread.is_alive():
+      raise UserError(f'{path}: no answer from {where} within {timeout:g} s (no network, or the '
+                      'storage service does not respond)')
+    if 'error' in answer:
+      raise UserError(f'{path}: cannot reach {where}: {describe_access_error(answer["error"])}')
+    if not answer['exists'] and answer.get('root_exists') is False:
+      raise UserError(f'{path}: no such bucket {where} (or no access to it)')
+    _reached.add(where)
+
+
+def _probe(path: str) -> bool:
+  """``tf.io.gfile.exists`` (the probe of :func:`check_access`; tests replace it)."""
+  return _gfile().exists(path)
+
+
+def _checked(path) -> str:
+  """``path`` as a string, its remote location probed (:func:`check_access`)."""
+  path = str(path)
+  check_access(path)
+  return path
+
+
 def join(path: str, *parts: str) -> str:
   """``os.path.join`` that keeps ``scheme://`` intact."""
   path = str(path)
@@ -42,15 +154,15 @@ def join(path: str, *parts: str) -> str:
 
 def open(path: str, mode: str = 'r'):  # pylint: disable=redefined-builtin
   """A file object for ``path`` (``'r'``, ``'rb'``, ``'w'``, ``'wb'``, ``'a'``)."""
-  return _gfile().GFile(str(path), mode)
+  return _gfile().GFile(_checked(path), mode)
 
 
 def exists(path: str) -> bool:
-  return _gfile().exists(str(path))
+  return _gfile().exists(_checked(path))
 
 
 def isdir(path: str) -> bool:
-  return _gfile().isdir(str(path))
+  return _gfile().isdir(_checked(path))
 
 
 def isfile(path: str) -> bool:
@@ -79,42 +191,42 @@ def isabs(path: str) -> bool:
 
 def walk(top: str) -> Iterator[Tuple[str, List[str], List[str]]]:
   """``os.walk`` over any filesystem: ``(folder, subfolder names, file names)``."""
-  for folder, subdirs, files in _gfile().walk(str(top)):
+  for folder, subdirs, files in _gfile().walk(_checked(top)):
     yield folder, [d.rstrip('/') for d in subdirs], list(files)
 
 
 def makedirs(path: str) -> None:
   """Creates ``path`` and its parents; an existing folder is fine."""
-  _gfile().makedirs(str(path))
+  _gfile().makedirs(_checked(path))
 
 
 def listdir(path: str) -> List[str]:
   """Names in a folder (no trailing ``/`` on sub-folders), sorted."""
-  return sorted(name.rstrip('/') for name in _gfile().listdir(str(path)))
+  return sorted(name.rstrip('/') for name in _gfile().listdir(_checked(path)))
 
 
 def glob(pattern: str) -> List[str]:
-  return sorted(_gfile().glob(str(pattern)))
+  return sorted(_gfile().glob(_checked(pattern)))
 
 
 def remove(path: str) -> None:
-  _gfile().remove(str(path))
+  _gfile().remove(_checked(path))
 
 
 def rmtree(path: str) -> None:
-  _gfile().rmtree(str(path))
+  _gfile().rmtree(_checked(path))
 
 
 def rename(src: str, dst: str, overwrite: bool = False) -> None:
-  _gfile().rename(str(src), str(dst), overwrite=overwrite)
+  _gfile().rename(_checked(src), _checked(dst), overwrite=overwrite)
 
 
 def copy(src: str, dst: str, overwrite: bool = False) -> None:
-  _gfile().copy(str(src), str(dst), overwrite=overwrite)
+  _gfile().copy(_checked(src), _checked(dst), overwrite=overwrite)
 
 
 def size(path: str) -> int:
-  return int(_gfile().stat(str(path)).length)
+  return int(_gfile().stat(_checked(path)).length)
 
 
 def read_bytes(path: str) -> bytes:

@@ -200,9 +200,11 @@ def main(argv=None):
   parser.add_argument('--runner', choices=shard_runner.RUNNERS, default='local')
   ava = parser.add_argument_group('--dataset ava (data_pipelines/ava_prepare.py)')
   ava.add_argument('--ava_groundtruth', nargs='+', default=[], metavar='SPLIT=CSV',
-                   help='ground-truth box CSVs, e.g. train=ava_train_v2.2.csv')
+                   help='ground-truth box CSVs, e.g. train=ava_train_v2.2.csv '
+                   '(SPLIT=none: a split without one, e.g. a test set)')
   ava.add_argument('--ava_detections', nargs='+', default=[], metavar='SPLIT=CSV',
-                   help='detected person boxes (score in the last column)')
+                   help='detected person boxes (score in the last column); SPLIT=none: '
+                   'a split without detections')
   ava.add_argument('--ava_excluded', nargs='+', default=[], metavar='SPLIT=CSV',
                    help='excluded timestamps (evaluation only)')
   ava.add_argument('--ava_segment_sec', type=int, default=8,
@@ -222,10 +224,17 @@ def main(argv=None):
                            'they are not read as this command\'s flags), e.g. '
                            '--beam_options="--runner=DataflowRunner --project=P --region=R"')
   args = parser.parse_args(argv)
-  if args.dataset == 'ava':
-    report = ava_prepare.main_from_args(args)
-    print(json.dumps(report['summary']))
-    return
+  for flag, value, ok, expected in (
+      ('--fps', args.fps, args.fps > 0, 'a positive frame rate'),
+      ('--short_side', args.short_side, args.short_side >= 0,
+       'pixels >= 0 (0: the source size)'),
+      ('--jpeg_quality', args.jpeg_quality, 1 <= args.jpeg_quality <= 100, '1..100'),
+      ('--sample_rate', args.sample_rate, args.sample_rate > 0, 'a positive rate in Hz'),
+      ('--min_frames', args.min_frames, args.min_frames >= 0, 'frames >= 0'),
+      ('--videos_per_shard', args.videos_per_shard,
+       args.videos_per_shard is None or args.videos_per_shard > 0, 'a positive number')):
+    if not ok:
+      raise UserError(f'{flag} {value}: expected {expected}')
   for flag, paths in (('--manifest', args.manifest or []), ('--annotations', args.annotations),
                       ('--label_map', [args.label_map] if args.label_map else []),
                       ('--classes', [args.classes] if args.classes else []),
@@ -233,6 +242,14 @@ def main(argv=None):
     for path in paths:
       if not fs.exists(path):
         raise UserError(f'{flag} {path}: no such file or folder')
+  if not fs.isdir(args.video_dir):
+    raise UserError(f'--video_dir {args.video_dir}: a file, not a folder of videos')
+  if fs.exists(args.output_dir) and not fs.isdir(args.output_dir):
+    raise UserError(f'--output_dir {args.output_dir}: a file, not a folder')
+  if args.dataset == 'ava':
+    report = ava_prepare.main_from_args(args)
+    print(json.dumps(report['summary']))
+    return
   label_names = None
   if args.label_map:
     label_names = [line.strip() for line in fs.read_text(args.label_map).splitlines()

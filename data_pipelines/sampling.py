@@ -48,11 +48,6 @@ def clip_frame_indices(start, num_frames: int, sampling_rate: int, num_video_fra
   return tf.clip_by_value(indices, 0, tf.maximum(tf.cast(num_video_frames, tf.int32) - 1, 0))
 
 
-def slow_indices(num_fast_frames: int, alpha_f: int) -> tf.Tensor:
-  """Slow takes every ``alpha_f``-th Fast frame (docs/design.md)."""
-  return tf.range(0, num_fast_frames, alpha_f, dtype=tf.int32)
-
-
 def audio_span(start_frame, window: int, fps: float, sample_rate: int, audio_start_sec):
   """``(first_sample, num_samples)`` of the audio covering frames ``[start, start + window)``.
 

@@ -117,6 +117,7 @@ def run_local(tasks: Sequence, num_workers: int, total_items: int, worker: Calla
       bar.update(len(report['entries']))
     bar.close()
     return
+  num_workers = min(num_workers, max(1, len(tasks)))  # a process per shard at most: none idle
   # spawn, not fork: the parent may have TensorFlow threads running.
   context = multiprocessing.get_context('spawn')
   with context.Manager() as manager:

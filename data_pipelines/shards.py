@@ -205,6 +205,9 @@ def read_json(path: str):
 
 def read_metadata(data_dir: str) -> dict:
   """``shards.json`` of a prepared dataset, with a message that says how to make one."""
+  if not str(data_dir or '').strip():
+    raise UserError('no prepared-data folder given (the path is empty): give the folder '
+                    'python -m data_pipelines.prepare wrote')
   meta_path = fs.join(data_dir, 'shards.json')
   if not fs.exists(meta_path):
     what = 'does not exist' if not fs.exists(data_dir) else 'holds no prepared data'

@@ -13,8 +13,8 @@ MAIN_MODULE=avslowfast_jax.main
 PYTHON=${PYTHON:-python3}
 
 die() {
-  printf '%s: error: %s\n' "$PROG" "$*" >&2
-  printf "Try '%s --help'.\n" "$PROG" >&2
+  # One line, the last of stderr: the mistake, then where the usage is.
+  printf "%s: error: %s (see '%s --help')\n" "$PROG" "$*" "$PROG" >&2
   exit 2
 }
 

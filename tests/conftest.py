@@ -1,9 +1,11 @@
-"""Test-wide settings (8 fake CPU devices for sharding tests, no TF GPU) and fixtures."""
+"""Test-wide settings: 8 fake CPU devices for sharding tests, no TF GPU; the shared
+training data and prepared videos as fixtures; the order of tests on xdist workers."""
 
 import os
 
 import pytest
 
+import train_testdata
 from train_testdata import xla_flags
 
 # Must be set before jax is imported anywhere.
@@ -11,6 +13,13 @@ os.environ.setdefault('XLA_FLAGS', xla_flags(8))
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+
+@pytest.fixture(scope='session')
+def train_data(tmp_path_factory):
+  """``(shards_dir, compilation_cache_dir)``: the tiny real shards (3 classes) and the
+  persistent XLA cache shared by every training test of the session."""
+  return train_testdata.session_dirs(tmp_path_factory)
 
 
 # The slow tests first, the longest of them (by module) first of all, in an

@@ -141,7 +141,7 @@ def test_ablate_runs_for_real(tmp_path):
   """The data stage, then the Audio-only row trained a few steps (the tests' tiny
   model) and evaluated in the tool's process; tables, JSON and plot written."""
   workdir = tmp_path / 'ablate'
-  tiny = [f'{k}={td._flag_value(v)}' for k, v in td.TINY.items() if k != 'model.num_classes']
+  tiny = [f'{k}={td.flag_value(v)}' for k, v in td.TINY.items() if k != 'model.num_classes']
   cmd = [sys.executable, '-m', 'avslowfast_jax.studies.ablate', '--workdir', str(workdir),
          '--seeds', '0', '--steps', '2', '--num_videos', '2', '--studies', 'fusion:audio',
          '--set', *tiny, 'model.width=8', 'model.audio_lateral_hidden_channels=8',

@@ -18,7 +18,7 @@ import pytest
 from avslowfast_jax import model_builder, parallel
 from avslowfast_jax.evaluation import evaluator
 from data_pipelines import input_pipeline
-from train_testdata import session_dirs, tiny_config
+from train_testdata import tiny_train_config
 
 STEPS = 6
 FIRST_RTOL = 0.02
@@ -26,7 +26,7 @@ LATER_RTOL = 0.15
 
 
 def _config(shards, dtype):
-  return tiny_config(shards, **{'model.dtype': dtype, 'model.dropout_rate': 0.0})
+  return tiny_train_config(shards, **{'model.dtype': dtype, 'model.dropout_rate': 0.0})
 
 
 def _train(config, variables, batches):
@@ -57,8 +57,8 @@ def _train(config, variables, batches):
 
 
 @pytest.mark.slow
-def test_bf16_train_steps_track_fp32_and_evaluation_agrees(tmp_path_factory):
-  shards, _ = session_dirs(tmp_path_factory)
+def test_bf16_train_steps_track_fp32_and_evaluation_agrees(train_data):
+  shards, _ = train_data
   fp32, bf16 = _config(shards, 'float32'), _config(shards, 'bfloat16')
   data = input_pipeline.create_train_iterator(fp32, shards, 'train', fp32.train.batch_size,
                                               seed=0)

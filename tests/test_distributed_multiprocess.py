@@ -1,14 +1,12 @@
 """Two processes x 4 CPU devices with jax.distributed, each reading its own shard files.
 
-The loss sequence of the steps of ``main`` (6, checkpoints at 3 and 6) must match a single-process run that
-feeds the same global batch (process 0's rows, then process 1's) to the same
-step on 8 devices, to 1e-4 relative at every step.
+The loss sequence of the steps of ``main`` (6, checkpoints at 3 and 6) must match a
+single-process run that feeds the same global batch (process 0's rows, then process 1's)
+to the same step on 8 devices, to 1e-4 relative at every step.
 
-Both use the tiny model with ``td.TOPOLOGY`` (one BN group of 8 clips,
-learning rate 10x below the quickstart's; tests/train_testdata.py says why).
-The differences measured on the real tiny shards are at fp32 round-off
-(``python -m pytest -q tests/test_distributed_multiprocess.py -s`` prints
-them).
+Both use the tiny model with ``td.TOPOLOGY`` (one BN group of 8 clips, learning rate
+10x below ``td.TINY``'s; tests/train_testdata.py says why), so they differ by fp32
+round-off only (``-s`` prints the differences).
 """
 
 import os
@@ -33,14 +31,9 @@ def free_port():
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope='module')
-def dirs(tmp_path_factory):
-  return td.session_dirs(tmp_path_factory)
-
-
 def reference_losses(data_dir):
   from data_pipelines import input_pipeline  # pylint: disable=g-import-not-at-top
-  config = td.tiny_config(data_dir, **STEPS)
+  config = td.tiny_train_config(data_dir, **STEPS)
   mesh = parallel.create_mesh()
   model, task, plan, lr_fn, tx = setup_lib.setup(config)
   state, shardings = state_lib.create_train_state(config, model, tx, mesh,
@@ -59,8 +52,8 @@ def reference_losses(data_dir):
 
 
 @pytest.mark.slow
-def test_two_processes_match_single_process(tmp_path, dirs):
-  shards, cache = dirs
+def test_two_processes_match_single_process(tmp_path, train_data):
+  shards, cache = train_data
   workdir = str(tmp_path / 'run')
   address = f'localhost:{free_port()}'
   procs = []

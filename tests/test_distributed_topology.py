@@ -2,13 +2,12 @@
 
 The tiny model trains 3 steps on the same 3 global batches of the real tiny
 shards on 8 devices, on 1 device and on 8 devices with FSDP-sharded
-parameters; losses and parameters must agree to 1e-4 relative. A checkpoint written on 8 devices restores on 1 and on 4 (subprocesses
-with other device counts).
+parameters; losses and parameters must agree to 1e-4 relative. A checkpoint
+written on 8 devices restores on 1 and on 4 (subprocesses with other device counts).
 
-The config is the tests' tiny model with ``td.TOPOLOGY`` (one BN group of 8
-clips, learning rate 10x below the quickstart's; tests/train_testdata.py says
-why). The differences measured on the real tiny shards are at fp32 round-off
-(``python -m pytest -q tests/test_distributed_topology.py -s`` prints them).
+The config is ``td.topology_config``: the tests' tiny model with one BN group of 8
+clips and a learning rate 10x below ``td.TINY``'s (tests/train_testdata.py says
+why), so the topologies differ by fp32 round-off only (``-s`` prints the differences).
 """
 
 import os
@@ -27,18 +26,6 @@ from avslowfast_jax.train import setup as setup_lib
 import train_testdata as td
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(**train):
-  """The tiny test model with td.TOPOLOGY (one BN group of 8, lr / 10), 3 steps,
-  dropout and DropPathway off (static: one program)."""
-  c = td.tiny_config('', **{'train.total_steps': 3, 'train.warmup_steps': 1,
-                            'train.num_train_examples': 8, 'model.dropout_rate': 0.0,
-                            'train.drop_pathway_prob': (0.0,), 'avs.hard_start': 0.0,
-                            'avs.hard_fraction': 0.5, **td.TOPOLOGY})
-  for k, v in train.items():
-    setattr(c.train, k, v)
-  return c
 
 
 def shard_batches(config, data_dir, n):
@@ -76,11 +63,11 @@ def relative_tree_difference(a, b) -> float:
 
 
 @pytest.mark.slow
-def test_same_losses_and_params_on_8_devices_1_device_and_fsdp(tmp_path, tmp_path_factory):
+def test_same_losses_and_params_on_8_devices_1_device_and_fsdp(tmp_path, train_data):
   assert jax.device_count() == 8, 'tests/conftest.py should give 8 CPU devices'
-  shards, cache = td.session_dirs(tmp_path_factory)
+  shards, cache = train_data
   td.enable_compilation_cache(cache)
-  config = tiny_config()
+  config = td.topology_config()
   batches = shard_batches(config, shards, 3)
   losses8, params8, _, _ = run_steps(config, jax.devices(), batches)
   losses1, params1, _, _ = run_steps(config, jax.devices()[:1], batches)
@@ -91,7 +78,7 @@ def test_same_losses_and_params_on_8_devices_1_device_and_fsdp(tmp_path, tmp_pat
   assert len(set(losses8)) == 3  # it really trained
   assert relative_tree_difference(params8, params1) < 1e-4
 
-  fsdp = tiny_config(fsdp=True)
+  fsdp = td.topology_config(fsdp=True)
   losses_f, params_f, state_f, _ = run_steps(fsdp, jax.devices(), batches)
   sharded = [x for x in jax.tree.leaves(state_f.params)
              if not x.sharding.is_fully_replicated]
@@ -116,11 +103,11 @@ RESTORE = textwrap.dedent('''
     import sys, numpy as np, jax
     sys.path.insert(0, {repo!r})
     sys.path.insert(0, {tests!r})
-    from test_distributed_topology import tiny_config
-    from avslowfast_jax import parallel, trees
-    from avslowfast_jax.train import checkpoints, setup as setup_lib, state as state_lib
+    from train_testdata import topology_config
+    from avslowfast_jax import checkpoints, parallel, trees
+    from avslowfast_jax.train import setup as setup_lib, state as state_lib
     assert jax.device_count() == {devices}, jax.devices()
-    config = tiny_config(fsdp={fsdp})
+    config = topology_config(fsdp={fsdp})
     mesh = parallel.create_mesh()
     model, task, plan, lr_fn, tx = setup_lib.setup(config)
     abstract, _ = state_lib.abstract_train_state(config, model, tx, mesh)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from avslowfast_jax.evaluation import evaluator
-from avslowfast_jax.evaluation import metrics
+from avslowfast_jax.metrics import video as metrics
 from avslowfast_jax.tasks import get_task
 from configs import charades, epic_kitchens, kinetics
 from data_pipelines.errors import UserError

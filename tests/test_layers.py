@@ -165,27 +165,45 @@ def test_no_module_takes_another_modules_private_names():
 
 def test_tests_import_no_other_test_module():
   """Tests share helpers through conftest.py fixtures and the helper modules, never by
-  importing another test module; nor do they reach into a module's private names."""
+  importing another test module; nor do they reach into a module's private names (of the
+  project or of a helper module), by import or by attribute."""
   tests_dir = os.path.join(REPO, 'tests')
   test_modules = {f[:-3] for f in os.listdir(tests_dir) if f.startswith('test_')}
+  helpers = {f[:-3] for f in os.listdir(tests_dir)
+             if f.endswith('.py') and not f.startswith('test_') and f != 'conftest.py'}
   wrong = []
   for f in sorted(os.listdir(tests_dir)):
     if not f.endswith('.py'):
       continue
     path = os.path.join(tests_dir, f)
     tree = ast.parse(open(path).read(), path)
+    aliases = {}  # local name -> project or helper module it names
     for node in ast.walk(tree):
       if isinstance(node, ast.Import):
         names = [a.name.split('.')[-1] for a in node.names]
+        for a in node.names:
+          if a.asname and (_resolve(a.name) or a.name in helpers):
+            aliases[a.asname] = a.name
+          elif a.name in helpers:
+            aliases[a.name] = a.name
       elif isinstance(node, ast.ImportFrom) and node.module:
         names = [node.module.split('.')[-1]]
         wrong += [f'tests/{f}:{node.lineno}: imports the private {node.module}.{a.name}'
                   for a in node.names if a.name.startswith('_') and node.module != '__future__'
                   and not node.module.startswith(('jax', 'flax'))]
+        for a in node.names:
+          sub = _resolve(f'{node.module}.{a.name}')
+          if sub and sub != _resolve(node.module):  # a module of a package
+            aliases[a.asname or a.name] = sub
       else:
         continue
       wrong += [f'tests/{f}:{node.lineno}: imports the test module {n}' for n in names
                 if n in test_modules]
+    wrong += [f'tests/{f}:{n.lineno}: reads {aliases[n.value.id]}.{n.attr}'
+              for n in ast.walk(tree)
+              if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+              and n.value.id in aliases and n.attr.startswith('_')
+              and not n.attr.startswith('__')]
   assert not wrong, '\n'.join(wrong)
 
 

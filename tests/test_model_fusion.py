@@ -11,7 +11,7 @@ from avslowfast_jax import model_builder
 from avslowfast_jax.models.conv import Conv
 from avslowfast_jax.models.fusion import AudioToVisual, FastToSlow
 from avslowfast_jax.models.norm import GroupBatchNorm
-from model_testing import init, tiny_config, tiny_inputs
+from model_testing import init, tiny_inputs, tiny_model_config
 
 
 def _identity_centre(kernel):
@@ -71,9 +71,9 @@ def test_dropped_audio_gives_the_slowfast_output(fusion, modes, inputs):
   audio; without dropping they are not. In 'pathway' mode the pooled audio
   and AVS audio embeddings are zeros too."""
   key = {'dropout': jax.random.key(3)}
-  models = {mode: model_builder.build(tiny_config(fusion=fusion, drop_pathway_mode=mode))[0]
+  models = {mode: model_builder.build(tiny_model_config(fusion=fusion, drop_pathway_mode=mode))[0]
             for mode in modes}
-  slowfast = model_builder.build(tiny_config('slowfast'))[0]
+  slowfast = model_builder.build(tiny_model_config('slowfast'))[0]
   v = init(models[modes[0]], inputs)
   other_audio = dict(inputs, audio=inputs['audio'][::-1] * 3.0)
 
@@ -122,7 +122,7 @@ def _count_ops(jaxpr, names):
 def test_pathway_mode_skips_all_audio_compute(inputs):
   """The dropped branch of the cond has no conv or matmul; the other has the
   whole audio pathway. A dropped step leaves the audio BN statistics alone."""
-  model = model_builder.build(tiny_config(drop_pathway_mode='pathway'))[0]
+  model = model_builder.build(tiny_model_config(drop_pathway_mode='pathway'))[0]
   v = init(model, inputs)
 
   def step(drop):
@@ -147,7 +147,7 @@ def test_pathway_mode_skips_all_audio_compute(inputs):
 def test_audio_negatives_run_with_positives(inputs):
   """Negatives get their own AVS embeddings; with BN groups of the batch size,
   the positives' outputs do not change when negatives are added."""
-  model = model_builder.build(tiny_config())[0]  # bn_group_size 2 == batch
+  model = model_builder.build(tiny_model_config())[0]  # bn_group_size 2 == batch
   v = init(model, inputs)
   negative = inputs['audio'][::-1] + 1.0
   run = lambda neg: model.apply(v, inputs, train=True, drop_audio=jnp.asarray(False),
@@ -170,8 +170,8 @@ def test_running_mean_fill_feeds_what_the_audio_gave_on_average(inputs):
   dropped step feeds those means (bias-corrected) in place of zeros and
   records nothing; outside training the model is the zero-fill one."""
   key = {'dropout': jax.random.key(0)}
-  model = model_builder.build(tiny_config(drop_pathway_fill='running_mean'))[0]
-  zeros_model = model_builder.build(tiny_config())[0]
+  model = model_builder.build(tiny_model_config(drop_pathway_fill='running_mean'))[0]
+  zeros_model = model_builder.build(tiny_model_config())[0]
   v = init(model, inputs)
   stats = v['batch_stats']
   names = sorted(k for k in stats if k.startswith('audio_mean_'))
@@ -209,7 +209,7 @@ def test_eval_scale_multiplies_the_laterals_outside_training_only(inputs):
   0.5 neither those nor the unscaled ones; training steps ignore the scale."""
 
   def scaled_model(scale):
-    c = tiny_config()
+    c = tiny_model_config()
     c.eval.scale_audio_laterals = True
     c.train.drop_pathway_prob = (1.0 - scale,)
     return model_builder.build(c)[0]
@@ -219,7 +219,7 @@ def test_eval_scale_multiplies_the_laterals_outside_training_only(inputs):
   v = init(models[1.0], inputs)
   evaluated = {s: m.apply(v, inputs, train=False)[1]['features']['slow']
                for s, m in models.items()}
-  slowfast = model_builder.build(tiny_config('slowfast'))[0]
+  slowfast = model_builder.build(tiny_model_config('slowfast'))[0]
   sf_v = dict(_visual_params(v), params=dict(_visual_params(v)['params']))
   sf_v['params']['head'] = init(slowfast, inputs)['params']['head']
   reference = slowfast.apply(sf_v, inputs, train=False)[1]['features']['slow']

@@ -223,10 +223,10 @@ def _tiny(config, shards):
 
 
 @pytest.mark.slow
-def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, tmp_path_factory):
+def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, train_data):
   from avslowfast_jax.tools import transfer  # pylint: disable=g-import-not-at-top
   from avslowfast_jax.train import trainer  # pylint: disable=g-import-not-at-top
-  shards, cache = td.session_dirs(tmp_path_factory)
+  shards, cache = train_data
   td.enable_compilation_cache(cache)
 
   # 1. Label-free pretraining, both pretexts, the hard negatives from step 3 of 4.
@@ -245,6 +245,9 @@ def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, tmp_path_
 
   # 2. Cached linear probe: the pretext head is dropped and reported; the loss falls.
   probe = ssl_evidence.evidence_probe_config(c, probe_steps=200)
+  # The study's probe config has the study's backbone; this test pretrained a narrower one.
+  for key in ('width', 'audio_lateral_hidden_channels', 'bn_group_size'):
+    probe.model[key] = c.model[key]
   probe.train.base_lr = 0.1
   metrics = transfer.cached_linear_probe(probe, ssl_dir, epochs=1.0)
   assert any("dropped the checkpoint's head (head/rotation" in l for l in metrics['init_report'])
@@ -257,8 +260,8 @@ def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, tmp_path_
   lin_dir = str(tmp_path / 'linear')
   last = trainer.train_and_evaluate(probe, lin_dir)
   assert np.isfinite(last['loss'])
-  before = ckpt_lib._read_weights(ssl_dir)  # pylint: disable=protected-access
-  after = ckpt_lib._read_weights(lin_dir)  # pylint: disable=protected-access
+  before = ckpt_lib.read_weights(ssl_dir)
+  after = ckpt_lib.read_weights(lin_dir)
   backbone = [k for k in after['params'] if not k.startswith('head/')]
   assert backbone and after['batch_stats']
   for key in backbone:
@@ -274,7 +277,7 @@ def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, tmp_path_
   tune_dir = str(tmp_path / 'finetune')
   last = trainer.train_and_evaluate(tune, tune_dir)
   assert np.isfinite(last['loss'])
-  tuned = ckpt_lib._read_weights(tune_dir)  # pylint: disable=protected-access
+  tuned = ckpt_lib.read_weights(tune_dir)
   assert any(not np.array_equal(tuned['params'][k], before['params'][k]) for k in backbone)
 
   # 5. A checkpoint of another architecture (width 16): a clear error listing what differs.

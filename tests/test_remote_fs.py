@@ -55,7 +55,7 @@ def test_prepare_train_eval_export_on_a_non_local_filesystem(tmp_path, tmp_path_
     assert fs.exists(fs.join(shards, name)), name
 
   checkpoint_dir = str(tmp_path / 'checkpoints_here')
-  config = td.tiny_config(shards, **{
+  config = td.tiny_train_config(shards, **{
       'train.total_steps': STEPS, 'train.warmup_steps': 2, 'train.log_every_steps': 2,
       'train.checkpoint_every_steps': STEPS, 'train.eval_every_steps': -1,
       'train.async_checkpoints': False, 'train.checkpoint_dir': checkpoint_dir,

@@ -1,4 +1,5 @@
-"""Tiny real shards for the trainer tests: synthetic mp4 files prepared into TFRecords."""
+"""Helpers of the training tests: tiny real shards (synthetic mp4 files prepared into
+TFRecords), the tiny training config as flags and as a ConfigDict, and ``main`` commands."""
 
 import os
 import subprocess
@@ -11,11 +12,8 @@ CLASSES = ('left_right', 'up_down', 'whistle')
 def xla_flags(devices: int = 8) -> str:
   """XLA flags of the tests: ``devices`` fake CPU devices, and no LLVM optimisation.
 
-  The tests compile many small programs and run each a few times, so compile
-  time dominates: with ``--xla_backend_optimization_level=0`` the init of the
-  tiny model compiled in 14 s instead of 62 s (same loaded machine), while the
-  quickstart-size train step ran 2.5x slower. The quickstart and benchmark
-  tests run with the user's default flags.
+  The tests compile many small programs and run each a few times, so compile time
+  dominates; the quickstart and benchmark tests, which time long runs, keep the defaults.
   """
   return (f'--xla_force_host_platform_device_count={devices} '
           '--xla_backend_optimization_level=0')
@@ -45,10 +43,8 @@ def make_shards(root: str, videos_per_class: int = 4, videos_per_shard: int = 2)
 
 
 # The quickstart config shrunk to test size; shared by CLI runs and in-process references.
-# The tests train with the paper's optimizer (SGD with momentum, at the lr the
-# quickstart used before it moved to AdamW for its 300-step schedule), which is
-# what their tolerances and the TOPOLOGY measurements below were taken with;
-# tests/test_quickstart.py covers the quickstart's own AdamW settings.
+# The tests train with the paper's optimizer (SGD with momentum), for which their
+# tolerances are set; tests/test_quickstart.py covers the quickstart's own AdamW settings.
 TINY = {
     'train.optimizer': 'sgd', 'train.base_lr': 0.1, 'train.warmup_start_lr': 0.01,
     'data.train_crop_size': 32, 'data.train_jitter_scales': (40, 48), 'data.test_short_side': 40,
@@ -59,18 +55,21 @@ TINY = {
 }
 
 
-def _flag_value(v):
+def flag_value(v) -> str:
+  """A config value as the text of a ``--config.key=`` flag (tuples as ``(a,b)``)."""
   return '(' + ','.join(str(x) for x in v) + ')' if isinstance(v, tuple) else str(v)
 
 
 def tiny_overrides(data_dir: str, **more) -> list:
-  """``--config.*`` flags that shrink avslowfast_jax/studies/configs/quickstart.py:avslowfast to test size."""
+  """``--config.*`` flags that shrink the quickstart's AVSlowFast
+  (avslowfast_jax/studies/configs/quickstart.py:avslowfast) to test size."""
   values = {'data.data_dir': data_dir, **TINY, **more}
-  return [f'--config.{k}={_flag_value(v)}' for k, v in values.items()]
+  return [f'--config.{k}={flag_value(v)}' for k, v in values.items()]
 
 
-def tiny_config(data_dir: str, **more):
-  """The config ``main`` builds from :func:`tiny_overrides` (same values)."""
+def tiny_train_config(data_dir: str, **more):
+  """The training config ``main`` builds from :func:`tiny_overrides` (same values): the
+  quickstart's AVSlowFast at test size, reading ``data_dir``, with ``more`` set."""
   from avslowfast_jax.studies.configs import quickstart  # pylint: disable=g-import-not-at-top
   c = quickstart.get_config('avslowfast')
   for key, value in {'data.data_dir': data_dir, **TINY, **more}.items():
@@ -82,33 +81,25 @@ def tiny_config(data_dir: str, **more):
   return c
 
 
-# For the tests that compare topologies (tests/test_distributed_*.py): one
-# BatchNorm group over the whole global batch of 8 (TINY has groups of 2) and a
-# learning rate 10x below TINY's SGD one (base 0.01, warm-up start 0.001).
-#
-# Why: two topologies first differ only by fp32 round-off of the reduction
-# order (~1e-7 relative). In a ReLU network that can flip a unit whose input
-# lies within round-off of 0, and in this tiny model a flip in the
-# low-resolution layers (at 32-pixel crops Slow res4 is 2x2 and res5 1x1 in
-# space, so a BN group-channel has only 8 * g or 2 * g values) moves a large
-# share of that channel's BN gradient: one flip at initialisation (groups of 4,
-# slow_res4 shortcut) changed the gradients of all layers below it by ~2e-3
-# relative while the loss agreed to 1e-7. The learning rate turns such a jump
-# into a parameter and loss difference. Measured with the 3 steps of
-# tests/test_distributed_topology.py on windows of the real tiny shards
-# (train iterator from start_step 0, 3, ..., 33), 8 devices vs 1, worst loss /
-# parameter relative difference (windows with a flip event among those tried):
-#   groups of 2, TINY lr:        3.8e-5 / 3.1e-4  (3 of 4 windows)
-#   groups of 4, TINY lr:        1.9e-4 / 1.7e-4  (1 of 4)
-#   groups of 8, TINY lr:        8.4e-5 / 4.5e-5  (2 of 12)
-#   groups of 8, lr / 4:         3.7e-5 / 4.1e-6  (3 of 12, FSDP vs 8 alike)
-#   groups of 8, lr / 10:        1.9e-7 / 3.0e-9  (0 of 12, FSDP vs 8 alike)
-# i.e. round-off only. A topology bug still shows: wrong BN groups or a wrong
-# data split change the step-1 loss itself (one batch with groups of 8, 4, 2:
-# 1.895, 1.971, 1.997), and the 3 updates still move the parameters by 5.8e-4
-# relative, so a gradient wrong by 20% moves them by 1e-4. (Groups split over devices, several
-# per batch, are also tested in tests/test_model_train.py.)
+# For the tests that compare topologies (tests/test_distributed_*.py): one BatchNorm
+# group over the whole global batch of 8 (TINY has groups of 2) and a learning rate 10x
+# below TINY's. With small BN groups (a few values per channel in the 2x2 and 1x1 deep
+# layers) or the larger rate, fp32 round-off of the reduction order can flip a ReLU and
+# grow past 1e-4; with these the topologies agree to round-off, while a wrong BN group or
+# data split still changes the first loss by several percent.
 TOPOLOGY = {'model.bn_group_size': 8, 'train.base_lr': 0.01, 'train.warmup_start_lr': 0.001}
+
+
+def topology_config(**train):
+  """The tiny training config with TOPOLOGY, 3 steps, dropout and DropPathway off (one
+  static program), and ``train`` fields set; no data dir (batches are passed in)."""
+  c = tiny_train_config('', **{'train.total_steps': 3, 'train.warmup_steps': 1,
+                               'train.num_train_examples': 8, 'model.dropout_rate': 0.0,
+                               'train.drop_pathway_prob': (0.0,), 'avs.hard_start': 0.0,
+                               'avs.hard_fraction': 0.5, **TOPOLOGY})
+  for k, v in train.items():
+    setattr(c.train, k, v)
+  return c
 
 
 # Step settings shared by every test that trains the tiny model: with the same
@@ -119,7 +110,7 @@ STEPS = {'train.total_steps': 6, 'train.log_every_steps': 1, 'train.checkpoint_e
 
 
 def step_flags(**more) -> list:
-  return [f'--config.{k}={_flag_value(v)}' for k, v in {**STEPS, **more}.items()]
+  return [f'--config.{k}={flag_value(v)}' for k, v in {**STEPS, **more}.items()]
 
 
 def session_dirs(tmp_path_factory):

@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from avslowfast_jax import model_builder, parallel
+from avslowfast_jax import model_builder, parallel, preflight
 from avslowfast_jax.tasks import Task
 from avslowfast_jax import checkpoints as ckpt_lib
 from data_pipelines import fs, input_pipeline
@@ -90,6 +90,7 @@ def write_results(out_dir: str, metrics: Mapping[str, Any], arrays: Mapping[str,
 
 def run_eval_mode(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """``--mode eval``: restores ``eval.checkpoint`` (latest | best | step | path) and evaluates."""
+  preflight.check_evaluation(config, workdir)  # before the model is built
   mesh = parallel.create_mesh()
   model, task = model_builder.build(config)
   variables, item_dir = ckpt_lib.restore_variables(config, model, workdir, mesh,
@@ -101,6 +102,9 @@ def run_eval_mode(config: ml_collections.ConfigDict, workdir: str) -> dict:
            'aggregate': config.eval.aggregate}
   if jax.process_index() == 0:
     path = write_results(workdir, metrics, arrays, extra)
+    config_path = fs.join(workdir, 'eval_config.json')
+    fs.write_text(config_path, config.to_json_best_effort(indent=2))
+    logging.info('Config: %s', config_path)
     written = task.write_outputs(workdir, arrays)  # e.g. AVA's detections.csv
     logging.info('Wrote %s: %s', ', '.join([path, *written]),
                  {k: v for k, v in metrics.items() if np.isscalar(v)})

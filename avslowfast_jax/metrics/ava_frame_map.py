@@ -5,8 +5,15 @@ evaluator), reimplemented here:
 
 * a frame key is ``video_id,%04d`` of the keyframe second; every (box,
   class) row of a detection file is one detection with its score; no NMS;
-* at most :data:`MAX_DETECTIONS_PER_KEY` (50) detections per key, the
-  highest scores first (ties at the cut keep the earlier rows);
+* at most :data:`MAX_DETECTIONS_PER_KEY` (50) detections per key, kept as
+  the official reader keeps them: a min-heap of ``(score, action_id, y1, x1,
+  y2, x2)`` per key fed in file order; once full, a row replaces the heap's
+  smallest tuple only if its score is strictly higher than the smallest
+  score (a row tied with it is dropped; among tied lowest scores the one with
+  the smallest action id, then box, is the one replaced); the kept rows are
+  then sorted by descending score with Python's stable ``sorted``, so equal
+  scores keep the heap's internal array order (not file order). Ground truth
+  goes through the same heap without a cap, which orders it too;
 * rows of classes outside the label map are dropped; keys listed in the
   excluded-timestamps file are skipped in ground truth and detections;
 * per class, each key's detections in descending score match the key's
@@ -16,10 +23,17 @@ evaluator), reimplemented here:
   every detection on a key without ground truth of its class); boxes with
   ``x2 <= x1`` or ``y2 <= y1`` are dropped;
 * AP per class: PASCAL VOC all-points interpolation over all keys'
-  detections, ordered as the official script orders them (numpy's
-  ``argsort`` of the scores, reversed; tied scores thus come in the
-  reverse of their key order); a class with ground truth and no detection
-  has AP 0;
+  detections concatenated in key order (the order keys first appear in the
+  file), ranked as the official script ranks them: ``np.argsort(scores)``
+  (numpy's default, unstable sort), reversed. Equal scores get no special
+  treatment: each detection is one step of the precision/recall curve, in
+  whatever order that sort leaves them, so an AP over tied scores can depend
+  on numpy's sort (numpy before 1.25 sorts up to 16 values by insertion,
+  which is stable, so reversing puts the later of two tied detections
+  first; longer arrays, and numpy's AVX-512 sort of 1.25 on, may order ties
+  otherwise). We make the same call on the same array, so we agree with the
+  official script run under the same numpy. A class with ground truth and
+  no detection has AP 0;
 * mAP: the mean over label-map classes that have ground truth.
 
 Files (the official formats):
@@ -28,7 +42,9 @@ Files (the official formats):
   then ``person_id`` (ground truth) or ``score`` (detections); boxes
   normalised to [0, 1];
 * excluded timestamps CSV: ``video_id,timestamp``;
-* label map ``.pbtxt``: ``item { name: "..." id: N }`` (or ``label_id``).
+* label map ``.pbtxt``: ``item { name: "..." id: N }`` blocks or ``label {
+  name: "..." label_id: N label_type: ... }`` blocks (both are read by
+  ``data_pipelines.ava_files.read_label_map``).
 
 A malformed row is a ``UserError`` naming the file and line.
 """
@@ -36,6 +52,7 @@ A malformed row is a ``UserError`` naming the file and line.
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -71,7 +88,12 @@ def _rows(path: str):
   """``(line number, fields)`` of a CSV file (blank lines skipped)."""
   if not fs.exists(path):
     raise UserError(f'{path}: no such file')
-  for number, row in enumerate(csv.reader(io.StringIO(fs.read_text(path))), start=1):
+  return _text_rows(fs.read_text(path))
+
+
+def _text_rows(text: str):
+  """``(line number, fields)`` of CSV text (blank lines skipped)."""
+  for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
     if row and any(field.strip() for field in row):
       yield number, [field.strip() for field in row]
 
@@ -81,15 +103,24 @@ def read_boxes_csv(path: str, class_ids: Optional[Iterable[int]] = None, capacit
   """Reads a ground-truth or detection CSV: ``{key: Boxes}`` in the order keys first appear.
 
   ``class_ids``: keep only these action ids (the label map); ``capacity`` >
-  0 keeps the ``capacity`` highest-scored rows per key (detections: 50).
-  ``scored``: the 8th column is a score (detections); otherwise it is a
-  person id, ignored, and every score is 1 (ground truth).
+  0 keeps at most ``capacity`` rows per key (detections: 50), chosen and
+  ordered as the official reader does (:func:`keep_per_key`). ``scored``:
+  the 8th column is a score (detections); otherwise it is a person id,
+  ignored, and every score is 1 (ground truth).
   """
+  if not fs.exists(path):
+    raise UserError(f'{path}: no such file')
+  return read_boxes_text(fs.read_text(path), path, class_ids, capacity, scored)
+
+
+def read_boxes_text(text: str, name: str, class_ids: Optional[Iterable[int]] = None,
+                    capacity: int = 0, scored: bool = False) -> Dict[str, Boxes]:
+  """:func:`read_boxes_csv` of CSV ``text`` (``name`` names it in errors)."""
   keep = None if class_ids is None else set(int(c) for c in class_ids)
-  raw: Dict[str, list] = {}
-  for number, row in _rows(path):
+  rows = []
+  for number, row in _text_rows(text):
     if len(row) not in (7, 8):
-      raise UserError(f'{path}, line {number}: expected 7 or 8 columns (video_id, timestamp, '
+      raise UserError(f'{name}, line {number}: expected 7 or 8 columns (video_id, timestamp, '
                       f'x1, y1, x2, y2, action_id[, person_id|score]), got {len(row)}')
     try:
       timestamp = int(float(row[1]))
@@ -98,21 +129,45 @@ def read_boxes_csv(path: str, class_ids: Optional[Iterable[int]] = None, capacit
       score = 1.0
       if scored:
         if len(row) != 8:
-          raise UserError(f'{path}, line {number}: a detection row needs a score (8 columns)')
+          raise UserError(f'{name}, line {number}: a detection row needs a score (8 columns)')
         score = float(row[7])
     except ValueError as e:
-      raise UserError(f'{path}, line {number}: not a number ({e})') from None
+      raise UserError(f'{name}, line {number}: not a number ({e})') from None
     if not row[0]:
-      raise UserError(f'{path}, line {number}: empty video id')
+      raise UserError(f'{name}, line {number}: empty video id')
     if keep is not None and action not in keep:
       continue
-    raw.setdefault(make_key(row[0], timestamp), []).append((x1, y1, x2, y2, action, score))
+    rows.append((make_key(row[0], timestamp), x1, y1, x2, y2, action, score))
+  return keep_per_key(rows, capacity)
+
+
+def keep_per_key(rows: Iterable[Tuple[str, float, float, float, float, int, float]],
+                 capacity: int = 0) -> Dict[str, Boxes]:
+  """``{key: Boxes}`` of ``(key, x1, y1, x2, y2, action_id, score)`` rows in file order,
+  kept and ordered exactly as the official reader (``read_csv`` of
+  ``get_ava_performance.py``) keeps and orders them.
+
+  Per key, a min-heap (``heapq``) of ``(score, action_id, y1, x1, y2, x2)``
+  tuples: every row is pushed while the heap holds fewer than ``capacity``
+  (always, when ``capacity`` < 1); after that a row replaces the smallest
+  tuple only if its score is strictly greater than the smallest score. The
+  kept tuples are then sorted by descending score with a stable sort over the
+  heap's array, so tied scores come in heap-array order. Keys come in the
+  order their first kept row appears.
+  """
+  heaps: Dict[str, list] = {}
+  for key, x1, y1, x2, y2, action, score in rows:
+    heap = heaps.setdefault(key, [])
+    item = (float(score), int(action), float(y1), float(x1), float(y2), float(x2))
+    if capacity < 1 or len(heap) < capacity:
+      heapq.heappush(heap, item)
+    elif item[0] > heap[0][0]:
+      heapq.heapreplace(heap, item)
   out = {}
-  for key, rows in raw.items():
-    rows = np.asarray(rows, np.float64)
-    if capacity:
-      rows = rows[np.argsort(-rows[:, 5], kind='stable')[:capacity]]
-    out[key] = Boxes(rows[:, :4], rows[:, 4], rows[:, 5])
+  for key, heap in heaps.items():
+    entries = sorted(heap, key=lambda entry: -entry[0])
+    boxes = [(x1, y1, x2, y2) for _, _, y1, x1, y2, x2 in entries]
+    out[key] = Boxes(boxes, [e[1] for e in entries], [e[0] for e in entries])
   return out
 
 
@@ -179,7 +234,7 @@ def voc_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> fl
     return float('nan')
   if not len(scores):
     return 0.0
-  order = np.argsort(scores)[::-1]  # the official order (ties: reverse of input order)
+  order = np.argsort(scores)[::-1]  # the official call: numpy's default sort, reversed
   tp = tp[order].astype(np.float64)
   tps, fps = np.cumsum(tp), np.cumsum(1.0 - tp)
   precision = np.concatenate([[0.0], tps / (tps + fps), [0.0]])
@@ -188,12 +243,6 @@ def voc_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> fl
     precision[i] = max(precision[i], precision[i + 1])
   steps = np.where(recall[1:] != recall[:-1])[0] + 1
   return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
-
-
-def cap_detections(detections: Boxes, capacity: int = MAX_DETECTIONS_PER_KEY) -> Boxes:
-  """The ``capacity`` highest-scored detections of a key (stable among ties)."""
-  order = np.argsort(-detections.scores, kind='stable')[:capacity]
-  return Boxes(detections.boxes[order], detections.labels[order], detections.scores[order])
 
 
 def select_classes(boxes: Boxes, class_ids: Set[int]) -> Boxes:
@@ -207,9 +256,11 @@ def frame_map(groundtruth: Mapping[str, Boxes], detections: Mapping[str, Boxes],
   """Frame mAP@0.5: ``{'mAP', 'AP': {action id: AP (nan without ground truth)},
   'num_gt': {...}, 'num_detections': {...}}``.
 
-  ``detections`` are taken in key order (as a detection file lists them),
-  restricted to ``class_ids`` (the label map's action ids) and capped to 50
-  per key.
+  ``detections`` are taken in key order, each key's rows in their order,
+  restricted to ``class_ids`` (the label map's action ids): pass them as
+  :func:`read_boxes_csv` (``capacity=50``) or :func:`keep_per_key` return
+  them, which is how the official reader caps and orders them (capping again
+  here would reorder tied scores). ``groundtruth`` likewise (no cap).
   """
   class_ids = sorted(int(c) for c in class_ids)
   wanted = set(class_ids)
@@ -227,8 +278,10 @@ def frame_map(groundtruth: Mapping[str, Boxes], detections: Mapping[str, Boxes],
   for key, det in detections.items():
     if key in excluded:
       continue
-    # The label map's classes first, then the cap (the official reader's order).
-    det = cap_detections(select_classes(det, wanted))
+    det = select_classes(det, wanted)
+    if len(det) > MAX_DETECTIONS_PER_KEY:
+      raise ValueError(f'{key}: {len(det)} detections; pass them through keep_per_key '
+                       f'(at most {MAX_DETECTIONS_PER_KEY} per key, as the official reader)')
     valid = (det.boxes[:, 2] > det.boxes[:, 0]) & (det.boxes[:, 3] > det.boxes[:, 1])
     gt = groundtruth.get(key, empty)
     for label in dict.fromkeys(int(l) for l in det.labels[valid]):

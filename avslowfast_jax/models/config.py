@@ -23,6 +23,7 @@ DTYPES = ('float32', 'bfloat16', 'float16')
 REMATS = ('none', 'stages', 'blocks')
 FACTORIZED_CONVS = ('parallel', 'serial')
 AUDIO_TIME_STRIDES = ('conv_b', 'conv_a')
+SLOW_FRAMES = ('stride', 'linspace')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,11 @@ class ModelConfig:
   width: int = 64
   # Fast/Slow frame-rate ratio and channel ratio.
   alpha_f: int = 8
+  # Which Fast frames the Slow pathway sees (data_pipelines/clips.py): 'stride' (every
+  # alpha_f-th, from the first: 0, a, 2a, ...) | 'linspace' (PySlowFast's pack_pathway_output
+  # and PyTorchVideo's uniform_temporal_subsample: torch.linspace(0, T - 1, T // alpha_f)
+  # truncated, first and last frames included), for weights trained with that rule.
+  slow_frames: str = 'stride'
   beta_f: float = 0.125
   # Fast->Slow lateral: output channels = ratio * beta_f * C, temporal kernel size.
   fusion_conv_channel_ratio: int = 2
@@ -147,6 +153,7 @@ class ModelConfig:
     check('remat', REMATS)
     check('audio_factorized_conv', FACTORIZED_CONVS)
     check('audio_time_stride', AUDIO_TIME_STRIDES)
+    check('slow_frames', SLOW_FRAMES)
     if not self.stage_blocks:
       check('depth', tuple(STAGE_BLOCKS))
     elif len(self.stage_blocks) != 4:

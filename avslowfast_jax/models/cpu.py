@@ -20,7 +20,7 @@ The rules, in short:
 - Convolutions carry a ``custom_vjp``: input gradients as explicit
   convolutions (stride-1: flipped kernel; strided: one stride-1 convolution
   per stride phase), kernel gradients as im2col matmuls where XLA's own
-  kernel-gradient convolution is slow (:func:`_matmul_kernel_grad`).
+  kernel-gradient convolution is slow (:func:`matmul_kernel_grad`).
 - The stem max-pool's gradient is routed by a stored argmax in one pass.
 - Group BatchNorm has the textbook two-pass gradient.
 """
@@ -51,7 +51,7 @@ def _strided(x: jax.Array, axis: int, stride: int) -> jax.Array:
   return x[tuple(index)]
 
 
-def _matmul_kernel_grad(kernel_shape, video: bool) -> bool:
+def matmul_kernel_grad(kernel_shape, video: bool) -> bool:
   """Whether this conv's kernel gradient is computed as im2col matmuls.
 
   XLA CPU computes a conv's kernel gradient as another convolution whose
@@ -245,15 +245,18 @@ def conv_input_grad(dy, kernel, padding):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_vjp(x, kernel, strides, padding, matmul_grad=True):
+def conv_with_cpu_vjp(x, kernel, strides, padding, matmul_grad=True):
+  """One native convolution whose gradients are the CPU rules: the input gradient as
+  explicit convolutions, the kernel gradient as im2col matmuls (``matmul_grad``, as
+  :func:`matmul_kernel_grad` chooses) or XLA's own."""
   return native.conv(x, kernel, strides, padding)
 
 
-def _conv_vjp_fwd(x, kernel, strides, padding, matmul_grad):
+def _conv_with_cpu_vjp_fwd(x, kernel, strides, padding, matmul_grad):
   return native.conv(x, kernel, strides, padding), (x, kernel)
 
 
-def _conv_vjp_bwd(strides, padding, matmul_grad, res, dy):
+def _conv_with_cpu_vjp_bwd(strides, padding, matmul_grad, res, dy):
   x, kernel = res
   # Materialise x and dy, so that the transposed copies both kernel-gradient
   # forms need are plain copies rather than fused into the many-input
@@ -273,14 +276,14 @@ def _conv_vjp_bwd(strides, padding, matmul_grad, res, dy):
   return dx, dk.astype(kernel.dtype)
 
 
-_conv_vjp.defvjp(_conv_vjp_fwd, _conv_vjp_bwd)
+conv_with_cpu_vjp.defvjp(_conv_with_cpu_vjp_fwd, _conv_with_cpu_vjp_bwd)
 
 
 def _conv(x, kernel, strides, padding, video=True):
   """One convolution with the CPU gradients above."""
   strides = tuple(int(s) for s in strides)
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-  return _conv_vjp(x, kernel, strides, padding, _matmul_kernel_grad(kernel.shape, video))
+  return conv_with_cpu_vjp(x, kernel, strides, padding, matmul_kernel_grad(kernel.shape, video))
 
 
 @jax.custom_vjp

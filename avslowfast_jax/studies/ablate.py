@@ -299,8 +299,8 @@ def make_data(workdir: str, num_videos: int) -> str:
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     fs.append_text(log, f'$ {" ".join(cmd)}\n{result.stdout}{result.stderr}\n')
     if result.returncode != 0:
-      raise UserError(f'{cmd[2]} failed with exit code {result.returncode} (log: {log}):\n'
-                      f'{result.stderr[-2000:]}')
+      raise UserError(f'{cmd[2]} failed with exit code {result.returncode}: '
+                      f'{errors.last_line(result.stderr)} (whole output: {log})')
 
   _, shards = quickstart.make_data(workdir, num_videos, 0, run_command)
   made = fs.read_json(fs.join(workdir, 'videos', 'classes.json'))['settings']
@@ -440,6 +440,8 @@ def main(argv=None) -> dict:
                       '(e.g. drop_pathway:0.5,0.8), STUDY:all every row')
   parser.add_argument('--set', nargs='*', default=[], metavar='FIELD=VALUE',
                       help='config overrides for every run, e.g. model.width=8')
+  parser.add_argument('--dry_run', action='store_true',
+                      help='check the arguments, print the runs, and run nothing')
   args = parser.parse_args(argv)
   seeds = _seeds(args.seeds)
   if args.steps < 1:
@@ -447,7 +449,12 @@ def main(argv=None) -> dict:
   if args.num_videos < 2:
     raise UserError(f'--num_videos {args.num_videos}: expected at least 2 videos per class '
                     '(one for training, one for validation)')
-  plan(args.studies, seeds, args.set)  # bad studies or --set fields fail before any work
+  runs, _ = plan(args.studies, seeds, args.set)  # bad studies or --set fields fail first
+  if args.dry_run:
+    for r in runs:
+      print(f'seed {r.seed}: {r.name}')
+    print(f'{len(runs)} runs of {args.steps} steps into {args.workdir}; nothing was run')
+    return {'runs': [dataclasses.asdict(r) for r in runs]}
 
   logging.set_verbosity(logging.WARNING)
   host_memory.run_cpu_computations_on_calling_thread()  # before the CPU backend exists

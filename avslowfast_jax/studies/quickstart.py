@@ -223,8 +223,9 @@ def _run(cmd: Sequence[str], log_path: str, env=None,
   if out.console.live:
     out.console.line('')
   if code:
-    raise UserError(f'a step of the quickstart failed with exit code {code} (full log: '
-                    f'{log_path}):\n  ' + ' '.join(cmd))
+    step = cmd[2] if len(cmd) > 2 and cmd[1] == '-m' else cmd[0]
+    raise UserError(f'a step of the quickstart ({step}) failed with exit code {code}; its '
+                    f'output is in {log_path}')
 
 
 def _worth_showing(line: str) -> bool:
@@ -306,6 +307,9 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
     # The quickstart tails its runs' files and logs its subprocesses through
     # local file descriptors: it is a local demo (training itself takes gs://).
     raise UserError(f'--workdir {workdir}: the quickstart runs in a local folder')
+  from avslowfast_jax import cli  # pylint: disable=import-outside-toplevel  # (absl, no jax)
+  for variant in variants:  # a mistyped --override fails now, not after the data is made
+    cli.check_overrides(f'{CONFIG}:{variant}', overrides, '--override')
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   log = os.path.join(workdir, 'quickstart.log')
@@ -375,6 +379,10 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
   plots = _plots(workdir, variants, results, log)
   summary = {
       'workdir': workdir,
+      'seed': seed,
+      'num_videos': num_videos,
+      'num_val_videos': num_val_videos,
+      'sync_events': sync_events,
       'minutes': round((time.time() - started) / 60, 2),
       'steps': num_steps,
       'results': {v: {k: results[v].get(k) for k in ('top1', 'top5') if k in results[v]}
@@ -392,7 +400,7 @@ def run(workdir: str, num_videos: int, steps: Optional[int], variants: Sequence[
   }
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)
-  _print_summary(summary, variants)
+  print_summary(summary, variants)
   return summary
 
 
@@ -514,7 +522,9 @@ def _plots(workdir: str, variants, results, log: str) -> dict:
   return out
 
 
-def _print_summary(summary: dict, variants) -> None:
+def print_summary(summary: dict, variants) -> None:
+  """Prints the run's ``summary.json`` as tables: top-1/top-5 per model, per class, per
+  modality group (with whether AVSlowFast keeps up with each single-modality model)."""
   line = '-' * 64
   steps = ', '.join(f'{TITLES[v].split()[0]} {n}' for v, n in summary['steps'].items())
   print(f'\n{line}\nQuickstart finished in {summary["minutes"]:.1f} min '

@@ -120,7 +120,7 @@ def evidence_data(workdir: str, videos_per_class: int, val_fraction: float = 0.2
       env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (_REPO, os.environ.get(
           'PYTHONPATH'))))))
   if result.returncode != 0:
-    raise UserError(f'preparing {raw} failed:\n{result.stderr[-2000:]}')
+    raise UserError(f'preparing {raw} failed: {errors.last_line(result.stderr)}')
   return shards
 
 

@@ -56,6 +56,9 @@ class Task:
   """
   name: ClassVar[str] = ''
   label_keys: ClassVar[Sequence[str]] = ('label',)
+  # The class lists of a prepared dataset's label_map.json this task trains on, and the
+  # config.model field that must have room for each (:meth:`check_labels`).
+  label_classes: ClassVar[Mapping[str, str]] = {'labels': 'num_classes'}
 
   def __init__(self, config):
     self.config = config
@@ -64,6 +67,28 @@ class Task:
   def eval_keys(self) -> Sequence[str]:
     """The batch keys an evaluation keeps next to the scores (its accumulator reads them)."""
     return ('video_index', 'valid', *self.label_keys)
+
+  def check_labels(self, label_map: Mapping[str, Any], where: str) -> None:
+    """A ``UserError`` if the data has more classes than the model scores.
+
+    ``label_map`` is a prepared dataset's ``label_map.json`` (read from
+    ``where``). A label at or above the model's class count would become an
+    all-zero target (a one-hot of an index out of range): training would run,
+    its loss near zero, and learn nothing of those classes.
+    """
+    for key, field in self.label_classes.items():
+      names = list(label_map.get(key) or [])
+      size = int(self.config.model[field])
+      if len(names) > size:
+        kind = {'labels': 'classes', 'nouns': 'noun classes'}.get(key, key)
+        beyond = (f'label {size} ({names[size]!r}) would train as no class'
+                  if len(names) == size + 1 else
+                  f'labels {size}..{len(names) - 1} ({names[size]!r}, ...) would train as no '
+                  'class')
+        raise UserError(
+            f'{where}: the data has {len(names)} {kind} but config.model.{field}={size} '
+            f'(task {self.name!r}): {beyond}; set --config.model.{field}={len(names)}, or use '
+            f'data prepared with the model\'s {size} classes')
 
   # ------------------------------------------------------------- inputs
   def view_size(self, train: bool) -> Tuple[int, int]:

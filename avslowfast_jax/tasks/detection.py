@@ -4,10 +4,11 @@ Batches carry the boxes of each clip's keyframe as ``boxes`` ``[B, N, 4]``
 (x1, y1, x2, y2 in pixels of the model's input frame) with ``box_mask``
 ``[B, N]``; training batches add ``box_labels`` ``[B, N, C]`` (multi-hot,
 class index = action id - 1), evaluation batches ``timestamp`` ``[B]`` (the
-keyframe second) and ``image_size`` ``[B, 2]`` (height, width of the frame
-content inside the padded canvas). The head (``models.heads.DetectionHead``)
-pools each box from the res5 maps; the loss is the sigmoid cross-entropy of
-the real boxes; evaluation is AVA's frame mAP (``metrics/ava_frame_map.py``) against
+keyframe second) and ``image_size`` ``[B, 2]`` (height, width of the frame,
+inside the padded canvas when ``data.ava.eval_frames`` is ``'canvas'``). The
+head (``models.heads.DetectionHead``) pools each box from the res5 maps; the
+loss is the sigmoid cross-entropy of the real boxes; evaluation is AVA's
+frame mAP (``metrics/ava_frame_map.py``) against
 the prepared split's ground truth, and ``--mode eval`` writes the detections
 in the official CSV format.
 """
@@ -47,6 +48,8 @@ class Detection(Task):
 
   # ------------------------------------------------------------- inputs
   def view_size(self, train: bool):
+    """Training: the crop; otherwise ``data.ava.test_canvas``, the static view of export
+    and predict (evaluation with ``eval_frames='own'`` feeds each frame's own size)."""
     if train:
       return super().view_size(train)
     height, width = self.config.data.ava.test_canvas
@@ -260,12 +263,12 @@ class DetectionEvaluation:
     excluded = (ava_frame_map.read_excluded_keys(self.files['excluded'])
                 if fs.exists(self.files['excluded']) else set())
     groundtruth = ava_frame_map.read_boxes_csv(self.files['groundtruth'], labels)
-    detections = {}
-    for video_id, timestamp, box, action, score in detection_rows(arrays, labels, capacity=10**9):
-      detections.setdefault(ava_frame_map.make_key(video_id, timestamp), []).append(
-          (*box, action, score))
-    detections = {k: ava_frame_map.Boxes(np.asarray(v)[:, :4], np.asarray(v)[:, 4], np.asarray(v)[:, 5])
-                  for k, v in detections.items()}
+    # Scored as the official script scores the detections.csv that write_outputs writes:
+    # the same rows, rounded as written, read back through the official reader's heap.
+    text = ava_frame_map.format_detections(detection_rows(arrays, labels))
+    detections = ava_frame_map.read_boxes_text(text, DETECTIONS_FILE, labels,
+                                               capacity=ava_frame_map.MAX_DETECTIONS_PER_KEY,
+                                               scored=True)
     partial = bool(self.task.config.eval.max_batches)
     if partial:  # eval.max_batches stopped early: the ground truth of the keyframes seen
       seen = {ava_frame_map.make_key(self.video_ids[v], t) for v, t in self.seen}

@@ -62,6 +62,7 @@ def rotate_clips(video, quarter_turns):
 class Pretrain(Task):
   """Self-supervised pretraining: no labels; rotation loss here, AVS loss in the train step."""
   label_keys = ()
+  label_classes = {}  # reads no labels
 
   @property
   def rotation_on(self) -> bool:

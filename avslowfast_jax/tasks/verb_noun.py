@@ -22,6 +22,7 @@ class VerbNoun(Task):
   and ``noun_label``; the loss is the sum of both cross-entropies. An action is
   right when both are (``action_top1``)."""
   label_keys = ('label', 'noun_label')
+  label_classes = {'labels': 'num_classes', 'nouns': 'num_nouns'}
 
   def head(self):
     m = self.config.model
@@ -64,6 +65,7 @@ class Noun(Classification):
   """Softmax over ``model.num_classes`` nouns on ``noun_label`` ``[B]`` int32: the noun model
   of EPIC-Kitchens. Reports top-1/top-5 and per-class accuracy, as ``classification``."""
   label_keys = ('noun_label',)
+  label_classes = {'nouns': 'num_classes'}
 
   def loss(self, logits, batch):
     loss = losses.softmax_cross_entropy(logits, batch['noun_label'], logits.shape[-1],

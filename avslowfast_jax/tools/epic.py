@@ -1,7 +1,7 @@
 r"""EPIC-Kitchens: action accuracy of a verb model and a noun model, and the submission file.
 
-  python -m avslowfast_jax.tools.epic --verb /ckpt/epic_verb --noun /ckpt/epic_noun \
-      [--submission seen.json] [--data_dir /data/epic_shards] [--output_dir /ckpt/epic_action]
+  python -m avslowfast_jax.tools.epic --verb /ckpt/epic_verb --noun /ckpt/epic_noun
+  # optional: --submission seen.json --data_dir /data/epic_shards --output_dir /ckpt/epic_action
 
 The paper trains one model for verbs and one for nouns (appendix A.5, Table 3).
 ``--verb`` and ``--noun`` are workdirs in which ``--mode eval`` has written

@@ -18,11 +18,16 @@ Usage::
   python -m avslowfast_jax.tools.import_weights --source pytorchvideo \
       --checkpoint SLOWFAST_8x8_R50.pyth \
       --config configs/kinetics.py:avslowfast_8x8_r50 --output /tmp/sf8x8_init \
-      --config.model.fusion_kernel_size=7
+      --config.model.fusion_kernel_size=7 --config.model.slow_frames=linspace
 
 then train with ``--config.train.init_from=/tmp/sf8x8_init/variables`` (the
 orbax item below; ``avslowfast_jax.checkpoints.load_pretrained`` reads
-it as it is, and ``train.init_skip`` still decides what is not taken).
+it as it is, and ``train.init_skip`` still decides what is not taken) and the
+same model overrides: PySlowFast 8x8 R50 (= PyTorchVideo ``slowfast_r50``) has
+a 7x1x1 Fast->Slow kernel (its 4x16 R50 and 8x8 R101: 5, our default), and
+both code bases feed the Slow pathway ``torch.linspace(0, T - 1, T // alpha)``
+of the Fast frames (``model.slow_frames=linspace``). The tool prints the
+overrides at the end.
 
 Loading uses ``torch.load(..., weights_only=True, map_location='cpu')``: a
 downloaded pickle can run no code. torch is the ``[import]`` extra, imported
@@ -78,6 +83,7 @@ import json
 import re
 import sys
 import types
+import warnings
 from typing import Any, Callable, Iterable, Mapping
 
 from absl import flags
@@ -185,14 +191,35 @@ def load_torch_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, A
         '(a CPU build of torch is enough)') from e
   if not fs.isfile(path):
     raise WeightImportError(f'Checkpoint file {path!r} does not exist')
+  expected = ('expected a file torch.save wrote, of tensors and plain Python values (a '
+              'PySlowFast or PyTorchVideo .pyth / .pt file)')
+  data = fs.read_bytes(path)  # from memory: torch.load cannot open gs:// paths
+  # torch.save writes a zip archive (a pickle, protocol 2, before torch 1.6).
+  if not data.startswith((b'PK\x03\x04', b'\x80')):
+    raise WeightImportError(f'{path}: not a checkpoint (not a file torch.save writes); '
+                            f'{expected}')
   try:
-    # From memory: torch.load cannot open gs:// paths.
-    obj = torch.load(io.BytesIO(fs.read_bytes(path)), weights_only=True, map_location='cpu')
-  except Exception as e:  # torch raises several types (UnpicklingError, RuntimeError ...)
-    raise WeightImportError(
-        f'torch.load({path!r}, weights_only=True) failed: {e}. Only checkpoints made '
-        f'of tensors and plain Python values can be imported (no arbitrary pickles).') from e
+    # torch's warnings and messages (e.g. to load with weights_only=False) are advice for
+    # torch.load's callers, not for this tool's users: one line of ours instead.
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore')
+      obj = torch.load(io.BytesIO(data), weights_only=True, map_location='cpu')
+  except Exception as e:  # pylint: disable=broad-except  # torch raises several types
+    raise WeightImportError(f'{path}: not a checkpoint this tool can read '
+                            f'({_load_failure(e)}); {expected}') from None
   return unwrap_state_dict(obj)
+
+
+def _load_failure(error: BaseException) -> str:
+  """One line on why ``torch.load(weights_only=True)`` failed."""
+  text = str(error)
+  if 'WeightsUnpickler error' in text:
+    detail = text.split('WeightsUnpickler error', 1)[1].lstrip(': \n').splitlines()
+    return ('it holds Python objects other than tensors and plain values'
+            + (f': {detail[0].strip()}' if detail and detail[0].strip() else ''))
+  if isinstance(error, EOFError) or not text.strip():
+    return 'the file ends early'
+  return f'{type(error).__name__}: {text.strip().splitlines()[0][:200]}'
 
 
 def unwrap_state_dict(obj: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -800,8 +827,27 @@ def main(argv: list[str] | None = None) -> int:
   for line in summary_lines(report):
     print(line)
   print(f'wrote {item} and {fs.join(fs.dirname(item), "import_report.json")}')
-  print(f'train from it with --config.train.init_from={item}')
+  print(f'train or evaluate from it with --config.train.init_from={item} '
+        + ' '.join(model_overrides(config, variant)))
   return 0
+
+
+def model_overrides(config, variant: str) -> list[str]:
+  """The ``--config.model.*`` flags every command on the imported model needs: the model
+  fields this import set away from the config file's defaults (e.g. PySlowFast 8x8 R50's
+  ``fusion_kernel_size=7``), and ``slow_frames=linspace``, the Slow frames PySlowFast and
+  PyTorchVideo train and evaluate with (``torch.linspace`` over the Fast frames)."""
+  try:
+    defaults = cli.load_config_file(variant).model
+  except Exception:  # pylint: disable=broad-except (a hint only)
+    defaults = {}
+  flags_out = []
+  for key, value in config.model.items():
+    if key in defaults and defaults[key] != value and key != 'slow_frames':
+      text = repr(tuple(value)) if isinstance(value, (tuple, list)) else str(value)
+      flags_out.append(f'--config.model.{key}="{text}"' if '(' in text else
+                       f'--config.model.{key}={text}')
+  return flags_out + ['--config.model.slow_frames=linspace']
 
 
 if __name__ == '__main__':

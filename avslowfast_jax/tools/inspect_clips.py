@@ -100,6 +100,8 @@ def main(argv=None):
   parser.add_argument('--output', required=True, help='.npz file')
   parser.add_argument('--png', default=None, help='contact sheet (needs matplotlib)')
   args = parser.parse_args(argv)
+  if args.num_clips < 1:
+    raise errors.UserError(f'--num_clips {args.num_clips}: expected at least 1')
   config = cli.load_config_file(args.config)
   clips = collect_clips(config, args.data_dir, args.split, args.num_clips, args.seed)
   fs.save_npz(args.output, clips, compressed=True)

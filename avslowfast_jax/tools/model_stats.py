@@ -38,6 +38,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from avslowfast_jax import cli, model_builder, parallel
+from avslowfast_jax.models.config import DTYPES, REMATS
 from avslowfast_jax.train import state as state_lib
 from avslowfast_jax.train import setup as setup_lib
 from data_pipelines import errors
@@ -188,17 +189,45 @@ def memory_report(config, per_device_batch: int, dtypes=('float32', 'bfloat16'),
   return rows
 
 
+def parse_view(values):
+  """``--view`` (absl's list of its comma-separated texts) -> a side, ``(height, width)`` or
+  None."""
+  if not values:
+    return None
+  text = ','.join(values)
+  try:
+    view = tuple(int(v) for v in values)
+  except ValueError:
+    view = ()
+  if len(view) not in (1, 2) or min(view) <= 0:
+    raise errors.UserError(f'--view={text}: expected SIZE or HEIGHT,WIDTH in pixels, e.g. '
+                           '--view=224 or --view=256,320')
+  return view[0] if len(view) == 1 else view
+
+
+def _check_choices(flag: str, values, allowed) -> None:
+  unknown = [v for v in values if v not in allowed]
+  if unknown or not values:
+    raise errors.UserError(f'--{flag}={",".join(values)}: expected a comma-separated list of '
+                           f'{", ".join(allowed)}')
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments {argv[1:]} (flags are written --name=value)')
   config = _CONFIG.value
+  if config is None:
+    raise errors.UserError('--config is required, e.g. '
+                           '--config configs/kinetics.py:avslowfast_4x16_r50')
   if _MEMORY.value:
+    _check_choices('dtypes', _DTYPES.value, DTYPES)
+    _check_choices('remat', _REMATS.value, REMATS)
+    if _BATCH.value <= 0:
+      raise errors.UserError(f'--batch_size={_BATCH.value}: expected a positive number of clips')
     for row in memory_report(config, _BATCH.value, tuple(_DTYPES.value), tuple(_REMATS.value)):
       print(json.dumps(row), flush=True)
     return
-  view = tuple(int(v) for v in _VIEW.value) if _VIEW.value else None
-  if view is not None and len(view) not in (1, 2):
-    raise errors.UserError(f'--view={",".join(_VIEW.value)}: expected SIZE or HEIGHT,WIDTH')
-  size = None if view is None else (view[0] if len(view) == 1 else view)
+  size = parse_view(_VIEW.value)
   stats = model_stats(config, image_size=size)
   stats['arch'] = config.model.arch
   height, width = model_builder.task_view(config, size)

@@ -376,6 +376,7 @@ def run_protocol(dataset: str, protocol: str, pretrained: str, data_dir: str, wo
   if '{split}' not in data_dir and len(splits) > 1:
     raise UserError(f'--data_dir {data_dir!r}: give a pattern with {{split}} (one prepared '
                     'folder per official split, e.g. /data/ucf101_split{split})')
+  ckpt_lib.check_weights_source(pretrained, '--pretrained')  # before any model is built
   configs = {}
   for split in splits:
     split_dir = data_dir.format(split=split)

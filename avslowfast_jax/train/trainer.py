@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from avslowfast_jax import parallel
+from avslowfast_jax import parallel, preflight
 from avslowfast_jax.evaluation import evaluator
 from avslowfast_jax import checkpoints as ckpt_lib
 from avslowfast_jax.train import schedules
@@ -162,6 +162,7 @@ def _eval_every(config, plan) -> int:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains ``config`` in ``workdir`` until ``total_steps``; returns the mean metrics of
   the last log window. On SIGTERM it saves a checkpoint and raises ``Preempted``."""
+  preflight.check_training(config, workdir)  # before anything is built or written
   mesh = parallel.create_mesh()
   parallel.log_topology(mesh)
   is_main = jax.process_index() == 0
@@ -171,6 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if is_main:
     fs.makedirs(workdir)
     fs.write_text(fs.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
+    logging.info('Config: %s', fs.join(workdir, 'config.json'))
 
   ckpts = ckpt_lib.CheckpointIO(ckpt_lib.checkpoint_root(config, workdir),
                                 config.train.keep_checkpoints, config.train.best_metric,
