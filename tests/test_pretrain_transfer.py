@@ -103,6 +103,12 @@ def test_other_architecture_is_an_error_listing_it_and_pretext_head_is_reported(
   for name in ('params/slow_res2/kernel: (3, 8) vs (3, 16)', 'params/slow_res3/kernel',
                'batch_stats/slow_res2/mean', 'not in the checkpoint: params/slow_res4/kernel'):
     assert name in message, name
+  assert 'print_main_commands' not in message  # no config.json: not a training run
+  (tmp_path / 'ssl' / 'config.json').write_text('{}')
+  with pytest.raises(UserError, match=r'ssl/config.json holds the model(.|\n)*'
+                     r'--print_main_commands'):
+    ckpt_lib.load_pretrained(str(tmp_path / 'ssl'), jax.device_get(other.params),
+                             jax.device_get(other.batch_stats), ('head',), strict=True)
   # Not strict (the default, e.g. Non-local blocks added): reported, not an error.
   _, _, report = ckpt_lib.load_pretrained(str(tmp_path / 'ssl'), jax.device_get(other.params),
                                           jax.device_get(other.batch_stats), ('head',))
@@ -133,24 +139,33 @@ def _prepared(folder, num_classes):
   return str(folder)
 
 
+def _export(tmp_path):
+  """An export folder (weights.npz): what run_protocol's first check accepts."""
+  folder = tmp_path / 'export'
+  folder.mkdir(exist_ok=True)
+  (folder / 'weights.npz').write_bytes(b'')
+  return str(folder)
+
+
 def test_transfer_checks_every_split_before_training_any(tmp_path, monkeypatch):
   from avslowfast_jax.tools import transfer  # pylint: disable=g-import-not-at-top
   trained = []
   monkeypatch.setattr(transfer, 'trained_probe', lambda c, w: trained.append(w) or {'top1': 1.0})
   _prepared(tmp_path / 'ucf_split1', 101)
   pattern = str(tmp_path / 'ucf_split{split}')
+  export = _export(tmp_path)
   with pytest.raises(UserError, match=r'ucf_split2: no prepared split 2'):
-    transfer.run_protocol('ucf101', 'linear', '', pattern, str(tmp_path / 'w'), splits=(1, 2))
+    transfer.run_protocol('ucf101', 'linear', export, pattern, str(tmp_path / 'w'), splits=(1, 2))
   _prepared(tmp_path / 'ucf_split2', 51)  # an HMDB51 folder under --dataset ucf101
   with pytest.raises(UserError) as error:
-    transfer.run_protocol('ucf101', 'linear', '', pattern, str(tmp_path / 'w'), splits=(1, 2))
+    transfer.run_protocol('ucf101', 'linear', export, pattern, str(tmp_path / 'w'), splits=(1, 2))
   message = str(error.value)
   assert '\n' not in message and str(tmp_path / 'ucf_split2') in message
   assert '51 classes' in message and '101-way' in message
   assert not trained  # nothing trained before every folder passed
   # An 8-class folder (the synthetic data) under a 101-way head: refused the same way.
   with pytest.raises(UserError, match=r'8 classes, but --dataset ucf101 is 101-way'):
-    transfer.run_protocol('ucf101', 'cached', '', _prepared(tmp_path / 'synth', 8),
+    transfer.run_protocol('ucf101', 'cached', export, _prepared(tmp_path / 'synth', 8),
                           str(tmp_path / 'w'), splits=(1,))
 
 
@@ -166,8 +181,8 @@ def test_transfer_writes_each_split_as_it_finishes(tmp_path, monkeypatch):
   monkeypatch.setattr(transfer, 'trained_probe', probe)
   workdir = tmp_path / 'w'
   with pytest.raises(RuntimeError):
-    transfer.run_protocol('hmdb51', 'finetune', '', str(tmp_path / 'hmdb_split{split}'),
-                          str(workdir))
+    transfer.run_protocol('hmdb51', 'finetune', _export(tmp_path),
+                          str(tmp_path / 'hmdb_split{split}'), str(workdir))
   saved = json.loads((workdir / 'transfer_results.json').read_text())
   assert sorted(saved['splits']) == ['1', '2'] and saved['mean']['top1'] == 0.5
 

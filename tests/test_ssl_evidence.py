@@ -8,38 +8,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 from avslowfast_jax import cli
-from avslowfast_jax.studies import ssl_evidence
+from avslowfast_jax.studies import results, ssl_evidence
 from avslowfast_jax.tools import transfer
 from avslowfast_jax.train import optimizer as optimizer_lib
 from avslowfast_jax.train import schedules
 from configs import ucf101
-from data_pipelines.errors import UserError
 
 
 # -------------------------------------------------------- the committed record
-def test_results_page_shows_the_committed_record():
-  # The page's tables are rendered from the record, not copied by hand.
-  with open(ssl_evidence.RESULTS_PAGE) as f:
+def _committed():
+  with open(results.record_path('evidence')) as f:
+    return json.load(f)
+
+
+def test_results_page_has_the_evidence_table():
+  # tests/test_results_page.py checks that the table is the rendering of the record.
+  with open(results.PAGE) as f:
     page = f.read()
-  record = json.load(open(ssl_evidence.RECORD))
-  assert ssl_evidence.page_tables(page) == ssl_evidence.evidence_markdown(record).strip()
+  assert '<!-- table: evidence -->' in page
+  assert results.RENDERERS['evidence'] is results.evidence_table
 
 
 def test_committed_record_says_what_made_it():
-  record = json.load(open(ssl_evidence.RECORD))
+  record = _committed()
   versions = record['environment']['versions']
   for library in ('jax', 'flax', 'optax', 'tensorflow', 'numpy'):
     assert versions[library], library
-  machine = record['environment']['machine']
-  assert machine['cpu_count'] >= 1 and machine['platform']
+  assert record['environment']['cpu_count'] >= 1 and record['environment']['platform']
   settings = record['settings']
-  assert settings['seeds'] == [0, 1, 2] and settings['upright'] is True
-  assert settings['probe_normalise'] == 'zscore'
+  assert settings['upright'] is True and settings['probe_normalise'] == 'zscore'
   for name in ssl_evidence.BACKBONES:
-    assert sorted(record['probe'][name]) == ['0', '1', '2'], name
+    assert sorted(record['probe'][name]) == [str(s) for s in settings['seeds']], name
+    for metrics in record['probe'][name].values():
+      assert 0 <= metrics['top1'] <= 1  # fractions, as every record's figures
   assert record['timing']['minutes'] > 0 and record['timing']['cpu_minutes'] > 0
   assert record['goal'] == ssl_evidence.goal(record)
 
@@ -75,18 +78,21 @@ def test_evidence_tables_and_goal():
   assert not ssl_evidence.goal(record)['rotation']['met']
 
 
-def test_write_page_replaces_only_the_marked_tables(tmp_path):
+def test_results_keeps_the_evidence_as_a_record_and_renders_it(tmp_path, monkeypatch):
+  # python -m avslowfast_jax.studies.results --record evidence WORKDIR/evidence.json
   page = tmp_path / 'results.md'
-  page.write_text(f'# Title\n\nbefore\n\n{ssl_evidence.PAGE_BEGIN}\n\nold table\n\n'
-                  f'{ssl_evidence.PAGE_END}\n\nafter\n')
-  record = _record({'calibrated': [0.5, 0.5, 0.5]})
-  ssl_evidence.main(['--render', str(_write(tmp_path / 'r.json', record)), '--page', str(page)])
+  page.write_text('# Title\n\n<!-- table: evidence -->\nold table\n<!-- end table -->\n')
+  monkeypatch.setattr(results, 'PAGE', str(page))
+  monkeypatch.setattr(results, 'RECORDS', str(tmp_path / 'records'))
+  record = _record({'avs_rotation': [0.7, 0.7, 0.7], 'calibrated': [0.5, 0.5, 0.5]})
+  assert results.main(['--record', 'evidence', str(_write(tmp_path / 'e.json', record))]) == 0
+  kept = results.read_record('evidence')
+  assert kept['probe'] == record['probe'] and kept['environment']['versions']['jax']
   text = page.read_text()
-  assert text.startswith('# Title\n\nbefore\n\n') and text.endswith('\n\nafter\n')
   assert 'old table' not in text
-  assert ssl_evidence.page_tables(text) == ssl_evidence.evidence_markdown(record)
-  with pytest.raises(UserError, match='no evidence tables'):
-    ssl_evidence.page_tables('# a page without them')
+  assert ssl_evidence.evidence_markdown(record) in text
+  assert '| AVS + rotation | 70.0 | 70.0 | 70.0 | 70.0 ± 0.0 | +20.0 ± 0.0 |' in text
+  assert results.main(['--check']) == 0
 
 
 def _write(path, value):

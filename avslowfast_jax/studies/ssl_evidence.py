@@ -1,8 +1,7 @@
 r"""Evidence for label-free pretraining on the built-in synthetic dataset.
 
-  python -m avslowfast_jax.studies.ssl_evidence --workdir /tmp/ssl_evidence \
-      --record avslowfast_jax/studies/records/evidence.json \
-      --page avslowfast_jax/studies/results.md
+  python -m avslowfast_jax.studies.ssl_evidence --workdir /tmp/ssl_evidence
+  python -m avslowfast_jax.studies.results --record evidence /tmp/ssl_evidence/evidence.json
 
 Generates the synthetic dataset with upright scenes (``data_pipelines/synthetic.py``,
 ``upright``: shapes lit from above, ``up_down`` bouncing under gravity, so that rotation
@@ -15,12 +14,9 @@ plain random initialisation, with the same linear probe (:func:`probe_backbone`:
 features z-scored with the training features' statistics, the weight decay chosen on
 held-out training videos). Writes ``WORKDIR/evidence.json`` (rewritten after each
 backbone: a run cut short keeps what it finished; a finished pretraining run is
-reused) and ``WORKDIR/evidence.md``; ``--record`` also writes the JSON there and
-``--page`` puts its tables (:func:`evidence_markdown`) into the results page.
-
-  python -m avslowfast_jax.studies.ssl_evidence --render RECORD [--page PAGE]
-
-prints the tables of a record (and puts them into PAGE).
+reused) and ``WORKDIR/evidence.md``. The second command keeps the JSON as the results
+page's record (``studies/records/evidence.json``) and renders the page's evidence
+table from it (:func:`evidence_markdown`, ``studies/results.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -39,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from avslowfast_jax import cli, model_builder
+from avslowfast_jax.studies import results
 from avslowfast_jax.tools import transfer
 from avslowfast_jax.train import trainer
 from data_pipelines import errors, fs, input_pipeline
@@ -48,12 +44,6 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(os.path.dirname(_HERE))
 # The label-free pretraining config of these runs, beside this file.
 CONFIG = os.path.join(_HERE, 'configs', 'pretrain_synthetic.py')
-# The committed record of the evidence run, and the page that shows its tables.
-RECORD = os.path.join(_HERE, 'records', 'evidence.json')
-RESULTS_PAGE = os.path.join(_HERE, 'results.md')
-PAGE_BEGIN = ('<!-- ssl_evidence tables: rendered from records/evidence.json by '
-              'python -m avslowfast_jax.studies.ssl_evidence --render; do not edit -->')
-PAGE_END = '<!-- ssl_evidence tables: end -->'
 
 
 def pretrain_config() -> ml_collections.ConfigDict:
@@ -161,23 +151,6 @@ def probe_backbone(probe, pretrained: Optional[str], settings: Mapping, seed: in
 
 
 # ------------------------------------------------------------------ the run
-def environment() -> dict:
-  """The library versions and the machine of a run."""
-  import flax  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return {
-      'versions': {'python': platform.python_version(), 'jax': jax.__version__,
-                   'flax': flax.__version__, 'optax': optax.__version__,
-                   'tensorflow': tf.__version__, 'numpy': np.__version__},
-      'machine': {'cpu_count': os.cpu_count(), 'platform': platform.platform(),
-                  'processor': platform.processor() or platform.machine(),
-                  'jax_backend': jax.default_backend(),
-                  'devices': sorted({d.device_kind for d in jax.devices()})},
-  }
-
-
 def _cpu_seconds() -> float:
   own = resource.getrusage(resource.RUSAGE_SELF)
   children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -214,7 +187,7 @@ def run_evidence(workdir: str, settings: Mapping, backbones: Sequence[str] = tup
   info = input_pipeline.dataset_info(shards)
   out = {'settings': {**settings, 'class_names': info['label_map'],
                       'num_examples': info['num_examples']},
-         'environment': environment(), 'probe': {}, 'pretrain': {}}
+         'environment': results.environment(), 'probe': {}, 'pretrain': {}}
   results_path = fs.join(workdir, 'evidence.json')
   probe_model = None
   # Seeds outermost: a run cut short still compares every backbone on its first seeds.
@@ -373,18 +346,12 @@ def evidence_markdown(out: Mapping) -> str:
                     + ('yes' if checks['combined_best'] else 'no'))
     parts.append('Goal: ' + '; '.join(words) + '.')
 
-  env = out.get('environment', {})
   timing = out.get('timing', {})
-  if env:
-    v, m = env['versions'], env['machine']
-    line = (f'Made with jax {v["jax"]}, flax {v["flax"]}, optax {v["optax"]}, tensorflow '
-            f'{v["tensorflow"]}, numpy {v["numpy"]} (Python {v["python"]}) on {m["cpu_count"]} '
-            f'CPU cores ({m["platform"]}, jax backend {m["jax_backend"]})')
-    if timing:
-      line += (f': {timing["minutes"]} minutes wall clock, {timing["cpu_minutes"]} CPU '
-               f'minutes (load average {timing["load_average_start"]} at the start, '
-               f'{timing["load_average_end"]} at the end)')
-    parts.append(line + '.')
+  if timing:
+    parts.append(f'The command took {timing["minutes"]} minutes wall clock and '
+                 f'{timing["cpu_minutes"]} CPU minutes (load average '
+                 f'{timing["load_average_start"]} at its start, {timing["load_average_end"]} '
+                 'at its end).')
   return '\n\n'.join(parts)
 
 
@@ -392,35 +359,11 @@ def _signed(value: float) -> str:
   return f'{value:+.1f}'
 
 
-# --------------------------------------------------------------- the page
-def page_tables(page_text: str) -> str:
-  """The evidence tables of a results page: the text between ``PAGE_BEGIN`` and
-  ``PAGE_END``, without the blank lines around it."""
-  begin, end = page_text.find(PAGE_BEGIN), page_text.find(PAGE_END)
-  if begin < 0 or end < begin:
-    raise UserError(f'the page has no evidence tables between {PAGE_BEGIN!r} and {PAGE_END!r}')
-  return page_text[begin + len(PAGE_BEGIN):end].strip()
-
-
-def write_page(page: str, record: Mapping) -> None:
-  """Puts the tables of ``record`` into ``page`` between its markers."""
-  text = fs.read_text(page)
-  page_tables(text)  # the markers are there
-  begin = text.index(PAGE_BEGIN) + len(PAGE_BEGIN)
-  end = text.index(PAGE_END)
-  fs.write_text(page, text[:begin] + '\n\n' + evidence_markdown(record) + '\n\n' + text[end:])
-
-
 # ------------------------------------------------------------------ main
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(prog='python -m avslowfast_jax.studies.ssl_evidence',
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', help='where the data, the runs and evidence.json go')
-  parser.add_argument('--record', help='also write the record (evidence.json) here')
-  parser.add_argument('--page', help='put the tables into this results page (between its '
-                      'ssl_evidence markers)')
-  parser.add_argument('--render', metavar='RECORD',
-                      help='print the tables of RECORD (and put them into --page); run nothing')
   parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
   parser.add_argument('--pretrain_steps', type=int, default=400)
   parser.add_argument('--probe_steps', type=int, default=2000)
@@ -436,14 +379,8 @@ def main(argv=None) -> dict:
   parser.add_argument('--data_only', action='store_true',
                       help='make the dataset (WORKDIR/shards) and stop')
   args = parser.parse_args(argv)
-  if args.render:
-    record = fs.read_json(args.render)
-    if args.page:
-      write_page(args.page, record)
-    print(evidence_markdown(record))
-    return record
   if not args.workdir:
-    parser.error('--workdir is required (or --render RECORD)')
+    parser.error('--workdir is required')
   if args.data_only:
     shards = evidence_data(args.workdir, args.videos_per_class, args.val_fraction,
                            not args.default_scenes, args.sync_events)
@@ -457,13 +394,10 @@ def main(argv=None) -> dict:
                   probe_normalise='zscore', weight_decays=list(WEIGHT_DECAYS),
                   probe_held_out=0.25)
   out = run_evidence(args.workdir, settings, args.backbones)
-  if args.record:
-    fs.makedirs(fs.dirname(os.path.abspath(args.record)))
-    fs.write_json(args.record, out)
-  if args.page:
-    write_page(args.page, out)
   print(evidence_markdown(out))
-  print(f'({out["timing"]["minutes"]} minutes; {fs.join(args.workdir, "evidence.json")})')
+  record = fs.join(args.workdir, 'evidence.json')
+  print(f'({out["timing"]["minutes"]} minutes; {record}: keep it as the results page\'s '
+        f'record with python -m avslowfast_jax.studies.results --record evidence {record})')
   return out
 
 
