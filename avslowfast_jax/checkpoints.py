@@ -296,8 +296,18 @@ def load_pretrained(path: str, params, batch_stats, skip_prefixes: Iterable[str]
         'model):\n' + '\n'.join(lines[:40]) + (f'\n  ... and {len(lines) - 40} more'
                                                  if len(lines) > 40 else '') +
         f'\n({len(report["loaded"])} arrays matched; the checkpoint also holds '
-        f'{len(report["unused"])} arrays this model lacks)')
+        f'{len(report["unused"])} arrays this model lacks)' + _run_model_hint(path))
   return out[0], out[1], report
+
+
+def _run_model_hint(path: str) -> str:
+  """How to take the model of a training run (its ``config.json``), if ``path`` is one."""
+  if not fs.exists(fs.join(str(path), 'config.json')):
+    return ''
+  return (f'\n{path}/config.json holds the model it was trained with: python -m '
+          f'avslowfast_jax.tools.transfer --pretrained {path} --dataset DATASET --data_dir DIR '
+          '--workdir DIR --print_main_commands prints the main commands with it as --config '
+          'overrides (tools.transfer itself takes it from there)')
 
 
 def describe_report(report: Mapping[str, Any]) -> list:

@@ -7,7 +7,11 @@ PROTOCOL ``linear`` or ``finetune`` and N the official split 1, 2 or 3, e.g.
 ``linear_split1`` or ``avslowfast_16x4_r50_finetune_split2``. The
 instantiation (default ``avslowfast_8x8_r50``, Table 8's) must be the one the
 checkpoint in ``train.init_from`` was pretrained with: a checkpoint of another
-architecture is an error that lists what does not match.
+architecture is an error that lists what does not match. A model that no
+variant names (the tiny one of ``avslowfast_jax/studies/configs/pretrain_synthetic.py``,
+say) is given as ``--config.model.*`` / ``--config.data.*`` overrides: ``python -m
+avslowfast_jax.tools.transfer --print_main_commands ...`` prints them, read from the
+pretraining run's ``config.json``, as that tool's own runs take them.
 """
 
 import re

@@ -12,7 +12,10 @@ Then one protocol on one split (the variants: configs/transfer_common.py):
       --workdir /tmp/ucf_linear_1 --config.data.data_dir=/data/ucf101_split1 \
       --config.train.init_from=/tmp/ssl_8x8
 
-or all three splits and their mean in one command:
+(the variant's model must be the pretraining run's: for another one, such as the
+tiny model of the synthetic studies, ``python -m avslowfast_jax.tools.transfer ...
+--print_main_commands`` prints this command with the run's model as overrides),
+or all three splits and their mean in one command (the model taken from the run):
 
   python -m avslowfast_jax.tools.transfer --pretrained /tmp/ssl_8x8 --dataset ucf101 \
       --protocol linear --data_dir '/data/ucf101_split{split}' --workdir /tmp/ucf_linear

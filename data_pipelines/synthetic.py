@@ -33,6 +33,19 @@ one object, so that every crop of a clip shows the class and the motion of
 the visual classes is everywhere in it: a random crop can cut off one object,
 never a field, so a tiny CNN sees the class in every training clip.
 
+With ``upright`` (``--upright``; off by default) the scenes have an up that
+the shapes and their motion carry, as in filmed scenes, so that a model can
+tell a clip from the clip turned by 90 degrees (rotation prediction, the
+pretext of ``configs/pretrain.py``). The still disks and squares are lit from
+above (the upper half of each brighter, the lower half darker) and cast a
+shadow straight below; the bars of the visual classes are not lit, their up
+is in their motion: ``up_down`` is the field thrown up and falling back under
+gravity, bouncing off an unseen floor (slower and slower up, faster and
+faster down) instead of sliding either way, and ``left_right`` slides along
+the horizontal (a clip turned by 90 degrees slides along the vertical, which
+no upright clip does). Nothing else changes: no cue of the whole frame (the
+background gradient keeps its random direction) gives the up away.
+
 Nuisance factors (colours, background gradient and pixel noise, layout,
 spacing and sizes of the shapes, their angles, speeds and directions, periods
 and phases, loudness, pitch, noise colour and level) are random per video, so
@@ -75,7 +88,8 @@ RINGING_SEC = 0.4
 
 def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int, int] = (96, 72),
                    duration_sec: float = 3.0, fps: int = 30, sample_rate: int = 16000,
-                   sync_events: str = 'brief') -> Tuple[np.ndarray, np.ndarray]:
+                   sync_events: str = 'brief', upright: bool = False
+                   ) -> Tuple[np.ndarray, np.ndarray]:
   """Renders one example of ``class_name`` in memory.
 
   Args:
@@ -86,6 +100,8 @@ def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int
     fps: frame rate.
     sample_rate: audio sample rate.
     sync_events: the audiovisual classes' flashes and clicks, one of ``SYNC_EVENTS``.
+    upright: scenes with an up (see the module docstring): disks and squares lit from
+      above with shadows below, ``up_down`` falling and bouncing under gravity.
 
   Returns:
     ``frames`` uint8 ``[T, H, W, 3]`` RGB and ``audio`` float32 ``[S]`` in [-1, 1].
@@ -102,11 +118,11 @@ def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int
 
   frames, colour = scenes.scene(rng, num_frames, height, width)
   if spec.modality == 'visual':
-    mask = scenes.bar_field(rng, class_name, times, height, width)
+    mask = scenes.bar_field(rng, class_name, times, height, width, upright=upright)
     colours = np.broadcast_to(colour, (num_frames, 3))
     sound = scenes.ambient(rng, t, sample_rate)
   elif spec.modality == 'audio':
-    mask = scenes.disk_field(rng, times, height, width)
+    mask = scenes.disk_field(rng, times, height, width, upright=upright)
     colours = np.broadcast_to(colour, (num_frames, 3))
     sound = scenes.CLASS_SOUNDS[class_name](rng, t, sample_rate)
   else:
@@ -120,12 +136,15 @@ def render_example(class_name: str, rng: np.random.Generator, *, size: Tuple[int
     ringing = sync_events == 'ringing'
     flash = scenes.flash_envelope(times, onsets,
                                   RINGING_SEC if ringing else scenes.BRIEF_FLASH_SEC)
-    mask = scenes.square_field(rng, times, height, width, flash)
+    mask = scenes.square_field(rng, times, height, width, flash, upright=upright)
     colours = colour + (1.0 - colour) * 0.85 * flash[:, None]
     sound = (scenes.ringing_clicks(rng, t, sample_rate, onsets + offset, RINGING_SEC)
              if ringing else scenes.clicks(rng, t, sample_rate, onsets + offset))
 
-  frames = frames * (1.0 - mask[..., None]) + colours[:, None, None, :] * mask[..., None]
+  if isinstance(mask, dict):  # upright scenes' disks and squares, lit from above
+    frames = scenes.paint_lit(frames, mask, np.asarray(colours))
+  else:
+    frames = frames * (1.0 - mask[..., None]) + colours[:, None, None, :] * mask[..., None]
   frames = np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
 
   # Random loudness for the class sound, then the shared background hiss.
@@ -180,7 +199,7 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
              size: Tuple[int, int] = (96, 72), duration_sec: float = 3.0, fps: int = 30,
              sample_rate: int = 16000, val_fraction: float = 0.2, test_fraction: float = 0.0,
              classes: Optional[Sequence[str]] = None, progress: bool = True,
-             num_workers: int = 1, sync_events: str = 'brief') -> str:
+             num_workers: int = 1, sync_events: str = 'brief', upright: bool = False) -> str:
   """Writes the dataset into ``output_dir`` and returns the manifest path.
 
   Args:
@@ -199,6 +218,8 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
     num_workers: processes that render and encode videos (each video is drawn
       from its own seed, so what is rendered does not depend on it).
     sync_events: the audiovisual classes' flashes and clicks, one of ``SYNC_EVENTS``.
+    upright: scenes with an up (disks and squares lit from above, ``up_down`` bouncing
+      under gravity; see the module docstring). Off by default.
 
   Returns:
     The path of ``manifest.csv`` (header ``path,label,split``; paths relative
@@ -227,7 +248,7 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
   fs.makedirs(output_dir)
   render = functools.partial(_write_example, output_dir, seed, size=size,
                              duration_sec=duration_sec, fps=fps, sample_rate=sample_rate,
-                             sync_events=sync_events)
+                             sync_events=sync_events, upright=upright)
   bar = tqdm(total=len(jobs), desc='Generating videos', unit='video', disable=not progress)
   if num_workers > 1:
     # spawn, not fork: the caller may have TensorFlow or jax threads running.
@@ -248,8 +269,12 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
     writer.writerow([rel, name, split])
   fs.write_text(manifest, rows.getvalue())
 
+  classes = [dataclasses.asdict(scenes.CLASSES_BY_NAME[n]) for n in names]
+  if upright:
+    for spec in classes:
+      spec['description'] = scenes.UPRIGHT_DESCRIPTIONS.get(spec['name'], spec['description'])
   info = {
-    'classes': [dataclasses.asdict(scenes.CLASSES_BY_NAME[n]) for n in names],
+    'classes': classes,
     'settings': {
       'seed': seed, 'num_videos_per_class': num_videos_per_class,
       'split_counts': dict(zip(('train', 'validation', 'test'), counts)),
@@ -258,6 +283,8 @@ def generate(output_dir: str, num_videos_per_class: int = 20, seed: int = 0, *,
       'sync_events': sync_events,
     },
   }
+  if upright:  # only then: the default dataset's classes.json stays as it was
+    info['settings']['upright'] = True
   fs.write_json(fs.join(output_dir, CLASSES_NAME), info)
   return manifest
 
@@ -291,6 +318,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
   parser.add_argument('--sync_events', choices=SYNC_EVENTS, default='brief',
                       help='the sync classes\' flashes and clicks: brief (a 4-frame flash, a 40 '
                       f'ms click; the default) or ringing (fading out over {RINGING_SEC} s)')
+  parser.add_argument('--upright', action='store_true',
+                      help='scenes with an up: disks and squares lit from above with shadows '
+                      'below, up_down thrown up and bouncing under gravity (default off)')
   parser.add_argument('--no_progress', action='store_true')
   parser.add_argument('--num_workers', type=int, default=1,
                       help='processes rendering videos (each video is drawn from its own seed)')
@@ -315,7 +345,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
       duration_sec=args.duration_sec or 3.0, fps=args.fps, sample_rate=args.sample_rate,
       val_fraction=args.val_fraction, test_fraction=args.test_fraction,
       classes=[c for c in args.classes.split(',') if c] or None, progress=not args.no_progress,
-      num_workers=args.num_workers, sync_events=args.sync_events)
+      num_workers=args.num_workers, sync_events=args.sync_events, upright=args.upright)
   print(f'Wrote {manifest} and {fs.join(args.output_dir, CLASSES_NAME)}')
   return manifest
 

@@ -46,6 +46,11 @@ CLASSES: Tuple[ClassSpec, ...] = (
             'A field of squares flashes periodically; a click sounds half a period '
             '(>= 0.5 s) after each flash.'),
 )
+# The classes whose description differs in upright scenes (``upright=True``).
+UPRIGHT_DESCRIPTIONS = {
+    'up_down': 'A field of bars is thrown up and falls back under gravity, bouncing; '
+               'ambient noise.',
+}
 CLASS_NAMES: Tuple[str, ...] = tuple(c.name for c in CLASSES)
 CLASSES_BY_NAME = {c.name: c for c in CLASSES}
 
@@ -155,13 +160,17 @@ def field_positions(x0, y0, period_x, period_y, margin, shift_x, shift_y):
   return cx, cy
 
 
-def bar_field(rng, motion, times, height, width):
+def bar_field(rng, motion, times, height, width, upright: bool = False):
   """Coverage of the visual group: a field of bars that all move the same way.
 
   ``left_right`` / ``up_down``: the field slides along x / y (either way) at
   1-2 grid spacings per second; ``rotating``: the bars stay put and spin.
   Bars start at random angles, so only their motion tells the classes apart;
   motion fills the frame, so every crop of it shows the class.
+
+  ``upright``: ``up_down`` is the field thrown up and falling back under gravity,
+  bouncing off an unseen floor (:func:`bounce_height`), instead of sliding either
+  way. The bars are not lit (:func:`lit_field`): their up is in their motion.
   """
   short = min(height, width)
   spacing = rng.uniform(0.3, 0.38) * short
@@ -181,6 +190,9 @@ def bar_field(rng, motion, times, height, width):
   elif motion in ('left_right', 'up_down'):
     angle = np.repeat(angle0[:, None], t, axis=1)
     shift = direction * speed * times
+    if upright and motion == 'up_down':
+      # Image y grows downwards: the field rises from the floor and falls back.
+      shift = -bounce_height(rng, times, speed)
     if motion == 'left_right':
       cx, cy = field_positions(x0, y0, px, py, margin, shift, still)
     else:
@@ -190,8 +202,9 @@ def bar_field(rng, motion, times, height, width):
   return stamp(height, width, cx, cy, margin, bar_coverage(angle, length, thickness))
 
 
-def disk_field(rng, times, height, width):
-  """Coverage of the audio group: a still field of disks, the same for every audio class."""
+def disk_field(rng, times, height, width, upright: bool = False):
+  """Coverage of the audio group: a still field of disks, the same for every audio class
+  (``upright``: lit from above, :func:`lit_field`)."""
   short = min(height, width)
   spacing = rng.uniform(0.3, 0.38) * short
   radius = rng.uniform(0.25, 0.32) * spacing
@@ -202,12 +215,14 @@ def disk_field(rng, times, height, width):
 
   def coverage(k, dx, dy):
     return np.clip(0.5 - (np.sqrt(dx ** 2 + dy ** 2) - radius), 0.0, 1.0)
+  if upright:
+    return lit_field(height, width, cx, cy, margin, coverage, lambda k: radius, spacing)
   return stamp(height, width, cx, cy, margin, coverage)
 
 
-def square_field(rng, times, height, width, flash):
+def square_field(rng, times, height, width, flash, upright: bool = False):
   """Coverage of the audiovisual group: a still field of squares that all swell by
-  25% with ``flash`` ``[T]`` (in [0, 1])."""
+  25% with ``flash`` ``[T]`` (in [0, 1]) (``upright``: lit from above, :func:`lit_field`)."""
   short = min(height, width)
   spacing = rng.uniform(0.3, 0.38) * short
   half = rng.uniform(0.2, 0.26) * spacing
@@ -219,7 +234,61 @@ def square_field(rng, times, height, width, flash):
 
   def coverage(k, dx, dy):
     return np.clip(0.5 - (np.maximum(np.abs(dx), np.abs(dy)) - grow), 0.0, 1.0)
+  if upright:
+    return lit_field(height, width, cx, cy, margin, coverage, lambda k: grow, spacing)
   return stamp(height, width, cx, cy, margin, coverage)
+
+
+# Upright scenes (``upright``): light from above on the still fields (disks, squares;
+# the bars' up is in their motion). The upper half of every shape is lit (blended towards white by up to UPRIGHT_LIGHT), the lower half shaded
+# (darkened by up to UPRIGHT_SHADE), and each casts a shadow UPRIGHT_SHADOW_DROP
+# grid spacings straight below it that darkens the background by UPRIGHT_SHADOW.
+UPRIGHT_LIGHT = 0.5
+UPRIGHT_SHADE = 0.6
+UPRIGHT_SHADOW = 0.6
+UPRIGHT_SHADOW_DROP = 0.25
+# The period (s) of a bounce of the upright ``up_down`` field.
+BOUNCE_PERIOD_SEC = (0.8, 1.2)
+
+
+def lit_field(height: int, width: int, cx, cy, margin: float, coverage, extent, spacing: float):
+  """The masks ``[T, H, W]`` of a field of shapes lit from above: ``cover`` (the shapes'
+  coverage, as :func:`stamp`), ``upper`` and ``lower`` (the coverage weighted by how far
+  a pixel is above, or below, its shape's centre, in units of ``extent(k)``, the shape's
+  vertical half-extent) and ``shadow`` (the coverage dropped ``UPRIGHT_SHADOW_DROP``
+  spacings straight down). :func:`paint_lit` paints them."""
+  def upper(k, dx, dy):
+    return coverage(k, dx, dy) * np.clip(-dy / extent(k), 0.0, 1.0)
+
+  def lower(k, dx, dy):
+    return coverage(k, dx, dy) * np.clip(dy / extent(k), 0.0, 1.0)
+  drop = UPRIGHT_SHADOW_DROP * spacing
+  return {'cover': stamp(height, width, cx, cy, margin, coverage),
+          'upper': stamp(height, width, cx, cy, margin, upper),
+          'lower': stamp(height, width, cx, cy, margin, lower),
+          'shadow': stamp(height, width, cx, np.asarray(cy) + drop, margin, coverage)}
+
+
+def paint_lit(frames, lit, colours):
+  """``frames`` ``[T, H, W, 3]`` with the shapes of ``lit`` (:func:`lit_field`) painted in
+  ``colours`` ``[T, 3]``: shadows on the background, then the shapes, lit on top and
+  shaded below."""
+  cover, upper, lower = (lit[k][..., None] for k in ('cover', 'upper', 'lower'))
+  shadow = lit['shadow'][..., None] * (1.0 - cover)
+  colours = colours[:, None, None, :]
+  frames = frames * (1.0 - UPRIGHT_SHADOW * shadow)
+  return (frames * (1.0 - cover) + colours * cover + (1.0 - colours) * UPRIGHT_LIGHT * upper
+          - colours * UPRIGHT_SHADE * lower)
+
+
+def bounce_height(rng, times, speed: float):
+  """Height ``[T]`` above the floor of a body thrown up at ``speed`` that falls back under
+  gravity and bounces, at a random period in ``BOUNCE_PERIOD_SEC`` and a random phase:
+  a parabola per period, rising slower and slower, then falling faster and faster
+  until it bounces (``speed`` is the speed at the bounce)."""
+  period = rng.uniform(*BOUNCE_PERIOD_SEC)
+  phase = np.mod(np.asarray(times) + rng.uniform(0.0, period), period) / period
+  return speed * period * phase * (1.0 - phase)
 
 
 def flash_envelope(times, onsets, length=BRIEF_FLASH_SEC):

@@ -1,5 +1,6 @@
 """Label-free pretraining (AVS + rotation) and transfer: linear probe, cached probe, fine-tuning."""
 
+import json
 import math
 
 import jax
@@ -102,6 +103,12 @@ def test_other_architecture_is_an_error_listing_it_and_pretext_head_is_reported(
   for name in ('params/slow_res2/kernel: (3, 8) vs (3, 16)', 'params/slow_res3/kernel',
                'batch_stats/slow_res2/mean', 'not in the checkpoint: params/slow_res4/kernel'):
     assert name in message, name
+  assert 'print_main_commands' not in message  # no config.json: not a training run
+  (tmp_path / 'ssl' / 'config.json').write_text('{}')
+  with pytest.raises(UserError, match=r'ssl/config.json holds the model(.|\n)*'
+                     r'--print_main_commands'):
+    ckpt_lib.load_pretrained(str(tmp_path / 'ssl'), jax.device_get(other.params),
+                             jax.device_get(other.batch_stats), ('head',), strict=True)
   # Not strict (the default, e.g. Non-local blocks added): reported, not an error.
   _, _, report = ckpt_lib.load_pretrained(str(tmp_path / 'ssl'), jax.device_get(other.params),
                                           jax.device_get(other.batch_stats), ('head',))
@@ -119,6 +126,99 @@ def test_linear_layer_on_cached_features_learns_separable_classes():
   head, final_loss = transfer.train_linear(feats, labels, 3, train)
   accuracy = np.mean(np.argmax(feats @ head['kernel'] + head['bias'], -1) == labels)
   assert accuracy > 0.95 and final_loss < 0.3 * math.log(3), (accuracy, final_loss)
+
+
+def _prepared(folder, num_classes):
+  """A stand-in for a prepared dataset of ``num_classes`` classes (its metadata only)."""
+  folder.mkdir(parents=True)
+  (folder / 'shards.json').write_text(json.dumps(
+      {'name': 'x', 'fps': 30.0, 'short_side': 40, 'audio_sample_rate': 16000,
+       'splits': {'train': {'files': [], 'lengths': [1]}}}))
+  (folder / 'label_map.json').write_text(json.dumps(
+      {'labels': [f'c{i}' for i in range(num_classes)]}))
+  return str(folder)
+
+
+def _export(tmp_path):
+  """An export folder (weights.npz): what run_protocol's first check accepts."""
+  folder = tmp_path / 'export'
+  folder.mkdir(exist_ok=True)
+  (folder / 'weights.npz').write_bytes(b'')
+  return str(folder)
+
+
+def test_transfer_checks_every_split_before_training_any(tmp_path, monkeypatch):
+  from avslowfast_jax.tools import transfer  # pylint: disable=g-import-not-at-top
+  trained = []
+  monkeypatch.setattr(transfer, 'trained_probe', lambda c, w: trained.append(w) or {'top1': 1.0})
+  _prepared(tmp_path / 'ucf_split1', 101)
+  pattern = str(tmp_path / 'ucf_split{split}')
+  export = _export(tmp_path)
+  with pytest.raises(UserError, match=r'ucf_split2: no prepared split 2'):
+    transfer.run_protocol('ucf101', 'linear', export, pattern, str(tmp_path / 'w'), splits=(1, 2))
+  _prepared(tmp_path / 'ucf_split2', 51)  # an HMDB51 folder under --dataset ucf101
+  with pytest.raises(UserError) as error:
+    transfer.run_protocol('ucf101', 'linear', export, pattern, str(tmp_path / 'w'), splits=(1, 2))
+  message = str(error.value)
+  assert '\n' not in message and str(tmp_path / 'ucf_split2') in message
+  assert '51 classes' in message and '101-way' in message
+  assert not trained  # nothing trained before every folder passed
+  # An 8-class folder (the synthetic data) under a 101-way head: refused the same way.
+  with pytest.raises(UserError, match=r'8 classes, but --dataset ucf101 is 101-way'):
+    transfer.run_protocol('ucf101', 'cached', export, _prepared(tmp_path / 'synth', 8),
+                          str(tmp_path / 'w'), splits=(1,))
+
+
+def test_transfer_writes_each_split_as_it_finishes(tmp_path, monkeypatch):
+  from avslowfast_jax.tools import transfer  # pylint: disable=g-import-not-at-top
+  for split in (1, 2, 3):
+    _prepared(tmp_path / f'hmdb_split{split}', 51)
+
+  def probe(config, workdir):
+    if workdir.endswith('split3'):
+      raise RuntimeError('the machine went away')
+    return {'top1': 0.25 if workdir.endswith('split1') else 0.75, 'top5': 1.0}
+  monkeypatch.setattr(transfer, 'trained_probe', probe)
+  workdir = tmp_path / 'w'
+  with pytest.raises(RuntimeError):
+    transfer.run_protocol('hmdb51', 'finetune', _export(tmp_path),
+                          str(tmp_path / 'hmdb_split{split}'), str(workdir))
+  saved = json.loads((workdir / 'transfer_results.json').read_text())
+  assert sorted(saved['splits']) == ['1', '2'] and saved['mean']['top1'] == 0.5
+
+
+def test_main_command_takes_the_backbone_of_the_pretraining_run(tmp_path, monkeypatch):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from avslowfast_jax.tools import transfer  # pylint: disable=g-import-not-at-top
+  run = tmp_path / 'ssl'
+  run.mkdir()
+  pretrained = pretrain_synthetic.get_config('pretrain')
+  (run / 'config.json').write_text(pretrained.to_json_best_effort())
+  monkeypatch.chdir(td.REPO)
+  out = transfer.main(['--pretrained', str(run), '--dataset', 'ucf101', '--data_dir',
+                       '/data/ucf101_split{split}', '--workdir', str(tmp_path / 'w'),
+                       '--print_main_commands'])
+  assert len(out['commands']) == 3
+  tokens = out['commands'][1].replace('\\\n', ' ').split()
+  assert tokens[:5] == ['python', '-m', 'avslowfast_jax.main', '--config',
+                        'configs/ucf101.py:linear_split2']
+  assert tokens[tokens.index('--workdir') + 1] == str(tmp_path / 'w' / 'split2')
+  argv = ['main', *tokens[3:5], *(t for t in tokens if t.startswith('--config.'))]
+  values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file('config', None, 'config', flag_values=values,
+                                           lock_config=True, sys_argv=argv)
+  values(argv)
+  config = holder.value
+  assert config.train.init_from == str(run)
+  assert config.data.data_dir == '/data/ucf101_split2'
+  expected = transfer.split_config('ucf101', 'linear', 2, str(run), '/data/ucf101_split2')
+  assert config.model.to_dict() == expected.model.to_dict()
+  for key in ('num_frames', 'sampling_rate'):
+    assert config.data[key] == expected.data[key] == pretrained.data[key]
+  assert config.data.audio.num_frames == pretrained.data.audio.num_frames
+  assert (config.model.width, tuple(config.model.stage_blocks)) == (16, (1, 1, 1, 1))
+  assert config.model.num_classes == 101
 
 
 # ------------------------------------------------------------ end to end
@@ -200,3 +300,36 @@ def test_pretrain_then_cached_probe_then_linear_and_finetune(tmp_path, train_dat
   wide.model.width = 16
   with pytest.raises(UserError, match=r'another architecture(.|\n)*shape differs: params/'):
     transfer.cached_linear_probe(wide, ssl_dir, epochs=1.0)
+
+
+@pytest.mark.slow
+def test_control_keeps_random_weights_and_calibrates_batch_norm(tmp_path, tmp_path_factory):
+  from avslowfast_jax import model_builder  # pylint: disable=g-import-not-at-top
+  from avslowfast_jax.tools import transfer  # pylint: disable=g-import-not-at-top
+  from avslowfast_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  shards, cache = td.session_dirs(tmp_path_factory)
+  td.enable_compilation_cache(cache)
+  # The evidence's control: AVS + rotation pretraining at learning rate 0.
+  c = _tiny(pretrain_synthetic.get_config('pretrain'), shards)
+  c.train.total_steps = 3
+  c.train.warmup_steps = 2
+  c.model.num_classes = 1
+  from avslowfast_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.set_fields(c, ssl_evidence.BACKBONES[ssl_evidence.CONTROL][1])
+  run = str(tmp_path / 'control')
+  trainer.train_and_evaluate(c, run)
+  probe = ssl_evidence.evidence_probe_config(c, probe_steps=10)
+  model, _ = model_builder.build(probe)
+  # The random init of the same seed (the evidence's random-init row) and the control:
+  # the same weights, other BatchNorm statistics.
+  fresh, _ = transfer.backbone_variables(probe, model, None, c.seed)
+  control, report = transfer.backbone_variables(probe, model, run, c.seed)
+  assert report['loaded'] and not report['missing'] and not report['shape_mismatch']
+  params = trees.flatten(control['params'])
+  for key, value in trees.flatten(fresh['params']).items():
+    if not key.startswith('head/'):
+      np.testing.assert_array_equal(params[key], value, err_msg=key)
+  stats = trees.flatten(control['batch_stats'])
+  moved = [k for k, v in trees.flatten(fresh['batch_stats']).items()
+           if not np.allclose(stats[k], v)]
+  assert len(moved) > len(stats) // 2

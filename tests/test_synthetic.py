@@ -371,3 +371,95 @@ def test_split_counts(num, fractions, expected):
 def test_split_counts_need_a_training_video():
   with pytest.raises(UserError, match='no training video'):
     synthetic.split_counts(2, 0.5, 0.5)
+
+
+# ------------------------------------------------------- upright scenes
+
+# The default rendering of every class (both kinds of sync events), hashed before the
+# upright option existed: the option leaves the default dataset as it was.
+_DEFAULT_RENDER_SHA1 = 'b4a3611a534d04c100cadab9dee690cce5bf621e'
+
+
+def test_default_scenes_are_as_before_the_upright_option():
+  digest = hashlib.sha1()
+  for index, name in enumerate(synthetic.CLASS_NAMES):
+    for events in ('brief', 'ringing'):
+      frames, audio = synthetic.render_example(name, synthetic.example_rng(7, index, 0),
+                                               size=(32, 24), duration_sec=2.2,
+                                               sync_events=events)
+      digest.update(frames.tobytes())
+      digest.update(np.round(audio * 32767).astype(np.int16).tobytes())
+  assert digest.hexdigest() == _DEFAULT_RENDER_SHA1
+
+
+def _up_score(frames):
+  """The skewness of the vertical brightness derivative (each frame's mean, the background
+  gradient, removed): positive where shapes are lit from above (a slow darkening down
+  through each shape, a sharp step back to the background below its shadow)."""
+  grey = frames.astype(np.float32).mean(-1) / 255.0
+  dy = np.diff(grey, axis=1)
+  dy -= dy.mean(axis=(1, 2), keepdims=True)
+  return float(np.mean(dy ** 3) / np.mean(dy ** 2) ** 1.5)
+
+
+@pytest.mark.parametrize('upright', [False, True])
+def test_upright_still_scenes_have_an_up_and_default_ones_none(upright):
+  # Which of the four quarter turns of a clip of disks or squares is upright: told by
+  # the pictures in upright scenes (lit from above), a guess (1 in 4) in default ones.
+  found, scores = [], []
+  for index, spec in enumerate(synthetic.CLASSES):
+    if spec.modality == 'visual':
+      continue
+    for video in range(3):
+      frames, _ = synthetic.render_example(spec.name, synthetic.example_rng(11, index, video),
+                                           size=(48, 48), duration_sec=1.0, upright=upright)
+      turned = [_up_score(np.rot90(frames, k, axes=(1, 2))) for k in range(4)]
+      found.append(int(np.argmax(turned)) == 0)
+      scores.append(turned[0])
+  if upright:
+    assert np.mean(found) >= 0.9 and np.mean(scores) > 0.8, (found, scores)
+  else:
+    assert np.mean(found) < 0.6 and abs(np.mean(scores)) < 0.5, (found, scores)
+
+
+def test_upright_bars_are_unlit():
+  # The visual classes' up is in their motion only: their pictures are the default ones
+  # but for the up_down field's path.
+  for name in ('left_right', 'rotating'):
+    index = synthetic.CLASS_NAMES.index(name)
+    default, _ = synthetic.render_example(name, synthetic.example_rng(2, index, 0),
+                                          size=(32, 24), duration_sec=1.0)
+    upright, _ = synthetic.render_example(name, synthetic.example_rng(2, index, 0),
+                                          size=(32, 24), duration_sec=1.0, upright=True)
+    assert np.array_equal(default, upright)
+
+
+def test_upright_up_down_is_thrown_up_and_falls_back():
+  times = np.arange(300) / 100.0
+  height = synthetic_scenes.bounce_height(np.random.default_rng(0), times, speed=20.0)
+  period = synthetic_scenes.BOUNCE_PERIOD_SEC
+  assert height.min() >= 0.0
+  assert 20.0 * period[0] / 4 * 0.98 <= height.max() <= 20.0 * period[1] / 4
+  velocity = np.diff(height) * 100.0
+  # Gravity: the velocity falls at a constant rate, but at the bounce (up at full speed).
+  accel = np.diff(velocity) * 100.0
+  gravity = np.median(accel)
+  assert gravity < 0 and np.mean(np.isclose(accel, gravity, rtol=1e-6)) > 0.9
+  assert np.sum(accel > 1000.0) >= 2  # a bounce in each period
+  # The rendered field moves along y only, as the default up_down.
+  frames, _ = synthetic.render_example('up_down', synthetic.example_rng(3, 1, 0), size=SIZE,
+                                       duration_sec=DURATION, upright=True)
+  along_x, along_y = _motion_direction(frames)
+  assert along_y > 2 * along_x
+
+
+def test_generate_upright_says_so(tmp_path):
+  synthetic.main(['--output_dir', str(tmp_path), '--num_videos', '1', '--classes', 'up_down',
+                  '--val_fraction', '0', '--size', '32x24', '--duration_sec', '1',
+                  '--upright', '--no_progress'])
+  with open(tmp_path / 'classes.json') as f:
+    info = json.load(f)
+  assert info['settings']['upright'] is True
+  assert 'gravity' in info['classes'][0]['description']
+  frames, _, _ = _decode(str(tmp_path / 'videos' / 'up_down' / 'up_down_0000.mp4'))
+  assert frames.shape == (30, 24, 32, 3)

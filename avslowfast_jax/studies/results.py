@@ -4,6 +4,7 @@ r"""The results page's tables, rendered from the records the studies wrote.
   python -m avslowfast_jax.studies.results --record quickstart /tmp/qs0/summary.json \
       /tmp/qs1/summary.json /tmp/qs2/summary.json
   python -m avslowfast_jax.studies.results --record ablate /tmp/ablate/ablate.json
+  python -m avslowfast_jax.studies.results --record evidence /tmp/ssl_evidence/evidence.json
   python -m avslowfast_jax.studies.results            # re-render every table from the records
   python -m avslowfast_jax.studies.results --check    # exit 1 if the page differs
 
@@ -92,9 +93,16 @@ def ablate_table(record: dict) -> str:
   return ablate.markdown(record['studies']) + '\n'
 
 
+def evidence_table(record: dict) -> str:
+  """The self-supervised evidence: probe top-1 of each backbone over the seeds, the goal."""
+  from avslowfast_jax.studies import ssl_evidence  # pylint: disable=import-outside-toplevel
+  return ssl_evidence.evidence_markdown(record) + '\n'
+
+
 RENDERERS: Dict[str, Callable[[dict], str]] = {
     'quickstart': quickstart_table,
     'ablate': ablate_table,
+    'evidence': evidence_table,
 }
 
 
