@@ -155,6 +155,6 @@ def test_pretraining_end_is_the_mean_of_the_last_logged_steps(tmp_path):
   lines = [{'step': 10 * i, 'train/loss_rotation': float(i), 'train/rotation_top1': 0.1 * i}
            for i in range(1, 9)]
   (tmp_path / 'train_metrics.jsonl').write_text('\n'.join(json.dumps(l) for l in lines) + '\n')
-  end = ssl_evidence._last_logged(str(tmp_path))  # pylint: disable=protected-access
+  end = ssl_evidence.last_logged(str(tmp_path))
   assert end['loss_rotation'] == 6.0 and math.isclose(end['rotation_top1'], 0.6)
   assert end['steps'] == 80 and 'loss_avs' not in end

@@ -51,11 +51,11 @@ NUM_VIDEOS = 56
 NUM_VAL_VIDEOS = 24
 # Training steps per model. The joint model trains longer: DropPathway keeps its audio
 # pathway out of 70% of its steps, and only the steps that have it can teach the sync
-# classes, whose flash and sound must be seen together (studies/results.md).
+# classes, whose flash and sound must be seen together.
 STEPS = {'avslowfast': 500, 'slowfast': 300, 'audio': 300}
 # The sync classes' events ring for 0.4 s (data_pipelines/synthetic.py): brief events
-# barely register in features sampled every 0.53 s, and no model learns those classes
-# from a few dozen videos (studies/results.md, "The sync classes").
+# barely register in features sampled every 0.53 s, and a few dozen videos per class do
+# not teach them.
 SYNC_EVENTS = 'ringing'
 
 

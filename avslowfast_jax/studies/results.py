@@ -8,8 +8,8 @@ r"""The results page's tables, rendered from the records the studies wrote.
   python -m avslowfast_jax.studies.results            # re-render every table from the records
   python -m avslowfast_jax.studies.results --check    # exit 1 if the page differs
 
-Each table of ``results.md`` (and the README's summary of the quickstart) sits between ``<!-- table: NAME -->`` and
-``<!-- end table -->`` and is what :func:`render` makes of
+Each table of ``results.md`` (and the README's summary of the quickstart) sits
+between ``<!-- table: NAME -->`` and ``<!-- end table -->`` and is what :func:`render` makes of
 ``records/NAME.json``: the page holds no hand-copied figure, and
 tests/test_results_page.py checks that it says what the records say. A record
 keeps the study's own output and the environment that produced it.
@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import sys
 from typing import Callable, Dict, Sequence
 
 import numpy as np
 
+from avslowfast_jax.studies.provenance import environment
 from data_pipelines import errors
 from data_pipelines.errors import UserError
 
@@ -41,19 +41,6 @@ MODELS = (('avslowfast', 'AVSlowFast'), ('slowfast', 'SlowFast (visual only)'),
           ('audio', 'Audio only'))
 GROUPS = (('visual', 'visual classes'), ('audio', 'audio classes'),
           ('audiovisual', 'sync classes'))
-
-
-def environment() -> dict:
-  """The libraries and machine a record was made with."""
-  versions = {}
-  for name in ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'tensorflow'):
-    try:
-      versions[name] = __import__(name).__version__
-    except ImportError:
-      versions[name] = None
-  return {'versions': versions, 'python': platform.python_version(),
-          'machine': platform.machine(), 'cpu_count': os.cpu_count(),
-          'platform': platform.platform()}
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -154,7 +141,8 @@ def record(name: str, paths: Sequence[str]) -> str:
     data = dict(outputs[0])
   else:
     raise UserError(f'--record {name}: one file expected, got {len(outputs)}')
-  data['environment'] = environment()
+  # The study's own account of where it ran, where it wrote one; else this machine's.
+  data.setdefault('environment', environment())
   os.makedirs(RECORDS, exist_ok=True)
   with open(record_path(name), 'w') as f:
     json.dump(data, f, indent=1, sort_keys=True)

@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 
 from avslowfast_jax import cli, model_builder
-from avslowfast_jax.studies import results
+from avslowfast_jax.studies import provenance
 from avslowfast_jax.tools import transfer
 from avslowfast_jax.train import trainer
 from data_pipelines import errors, fs, input_pipeline
@@ -171,7 +171,7 @@ def _pretrain(name: str, seed: int, shards: str, workdir: str, steps: int) -> tu
                     'another --workdir or remove it')
   t0 = time.time()
   trainer.train_and_evaluate(base, run_dir)
-  end = _last_logged(run_dir)
+  end = last_logged(run_dir)
   end['seconds'] = round(time.time() - t0, 1)
   return base, run_dir, end
 
@@ -187,7 +187,7 @@ def run_evidence(workdir: str, settings: Mapping, backbones: Sequence[str] = tup
   info = input_pipeline.dataset_info(shards)
   out = {'settings': {**settings, 'class_names': info['label_map'],
                       'num_examples': info['num_examples']},
-         'environment': results.environment(), 'probe': {}, 'pretrain': {}}
+         'environment': provenance.environment(), 'probe': {}, 'pretrain': {}}
   results_path = fs.join(workdir, 'evidence.json')
   probe_model = None
   # Seeds outermost: a run cut short still compares every backbone on its first seeds.
@@ -217,7 +217,7 @@ def run_evidence(workdir: str, settings: Mapping, backbones: Sequence[str] = tup
   return out
 
 
-def _last_logged(run_dir: str, count: int = LAST_LOGGED) -> dict:
+def last_logged(run_dir: str, count: int = LAST_LOGGED) -> dict:
   """The mean of the last ``count`` logged training metrics of a finished run."""
   lines = fs.read_text(fs.join(run_dir, 'train_metrics.jsonl')).strip().splitlines()
   records = [json.loads(line) for line in lines[-count:]]
