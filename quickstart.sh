@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install, then run AVSlowFast end to end on
-# the built-in synthetic audiovisual dataset (CPU, 13 minutes on an idle 2-core machine).
+# the built-in synthetic audiovisual dataset on CPU (the run's minutes: README).
 #   bash quickstart.sh [WORKDIR] [extra args for python -m avslowfast_jax.quickstart]
 set -euo pipefail
 cd "$(dirname "$0")"

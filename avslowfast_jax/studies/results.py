@@ -98,7 +98,11 @@ def record_path(name: str) -> str:
 
 
 def read_record(name: str) -> dict:
-  with open(record_path(name)) as f:
+  path = record_path(name)
+  if not os.path.isfile(path):
+    raise UserError(f'{path}: no such record; run the study, then python -m '
+                    f'avslowfast_jax.studies.results --record {name} FILE...')
+  with open(path) as f:
     return json.load(f)
 
 
