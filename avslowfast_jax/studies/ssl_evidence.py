@@ -259,8 +259,9 @@ def goal(out: Mapping) -> dict:
   for name, margin in (('avs_rotation', MARGIN_COMBINED), ('avs', MARGIN_SINGLE),
                        ('rotation', MARGIN_SINGLE)):
     if _complete(out, name):
-      gap = float(_top1(out, name).mean() - control)
-      result[name] = {'points_over_control': round(gap, 2), 'margin': margin,
+      # To a hundredth of a point: a tie must not count as ahead by rounding error.
+      gap = round(float(_top1(out, name).mean() - control), 2)
+      result[name] = {'points_over_control': gap, 'margin': margin,
                       'met': bool(gap > margin if margin == 0 else gap >= margin)}
   if all(_complete(out, n) for n in PRETEXTS):
     means = {n: _top1(out, n).mean() for n in PRETEXTS}
@@ -349,9 +350,7 @@ def evidence_markdown(out: Mapping) -> str:
   timing = out.get('timing', {})
   if timing:
     parts.append(f'The command took {timing["minutes"]} minutes wall clock and '
-                 f'{timing["cpu_minutes"]} CPU minutes (load average '
-                 f'{timing["load_average_start"]} at its start, {timing["load_average_end"]} '
-                 'at its end).')
+                 f'{timing["cpu_minutes"]} CPU minutes.')
   return '\n\n'.join(parts)
 
 
