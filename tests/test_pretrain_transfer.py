@@ -318,7 +318,8 @@ def test_control_keeps_random_weights_and_calibrates_batch_norm(tmp_path, tmp_pa
   cli.set_fields(c, ssl_evidence.BACKBONES[ssl_evidence.CONTROL][1])
   run = str(tmp_path / 'control')
   trainer.train_and_evaluate(c, run)
-  probe = ssl_evidence.evidence_probe_config(c, probe_steps=10)
+  # The probe of the same (test-size) model.
+  probe = _tiny(ssl_evidence.evidence_probe_config(c, probe_steps=10), shards)
   model, _ = model_builder.build(probe)
   # The random init of the same seed (the evidence's random-init row) and the control:
   # the same weights, other BatchNorm statistics.
@@ -326,9 +327,12 @@ def test_control_keeps_random_weights_and_calibrates_batch_norm(tmp_path, tmp_pa
   control, report = transfer.backbone_variables(probe, model, run, c.seed)
   assert report['loaded'] and not report['missing'] and not report['shape_mismatch']
   params = trees.flatten(control['params'])
+  # Equal up to the rounding of the initialisers, which two programs (the pretraining and
+  # the probe model) may compile differently; an AdamW step of any rate would move them
+  # by far more.
   for key, value in trees.flatten(fresh['params']).items():
     if not key.startswith('head/'):
-      np.testing.assert_array_equal(params[key], value, err_msg=key)
+      np.testing.assert_allclose(params[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
   stats = trees.flatten(control['batch_stats'])
   moved = [k for k, v in trees.flatten(fresh['batch_stats']).items()
            if not np.allclose(stats[k], v)]

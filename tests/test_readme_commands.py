@@ -85,7 +85,6 @@ NOT_RUN = {
         'measures an accelerator for minutes; tests/test_benchmarks.py runs its --reduced plan',
     'python benchmarks/pytorchvideo_train_step.py':
         'times PyTorchVideo training steps of the 8x8 R50 (minutes; the import-test extra)',
-    'python benchmarks/cpu_ops.py': 'times every CPU form of the network (minutes)',
     'python benchmarks/input_pipeline.py --config configs/kinetics.py:avslowfast_4x16_r50':
         'makes videos and times the input pipeline (minutes)',
     'python benchmarks/prepare.py': 'makes videos and times their preparation (a minute)',

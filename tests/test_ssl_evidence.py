@@ -84,6 +84,7 @@ def test_results_keeps_the_evidence_as_a_record_and_renders_it(tmp_path, monkeyp
   page.write_text('# Title\n\n<!-- table: evidence -->\nold table\n<!-- end table -->\n')
   monkeypatch.setattr(results, 'PAGE', str(page))
   monkeypatch.setattr(results, 'RECORDS', str(tmp_path / 'records'))
+  monkeypatch.setattr(results, 'PAGES', (str(page),))
   record = _record({'avs_rotation': [0.7, 0.7, 0.7], 'calibrated': [0.5, 0.5, 0.5]})
   assert results.main(['--record', 'evidence', str(_write(tmp_path / 'e.json', record))]) == 0
   kept = results.read_record('evidence')

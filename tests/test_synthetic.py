@@ -175,7 +175,8 @@ def test_leak_check_catches_a_leak(monkeypatch):
   """The statistic above is not blind: a hum whose disks slide along x is caught."""
   render, disk_field = synthetic.render_example, synthetic_scenes.disk_field
 
-  def sliding_disks(rng, times, height, width):
+  def sliding_disks(rng, times, height, width, upright=False):
+    del upright  # the default scenes'
     short = min(height, width)
     spacing, radius = 0.34 * short, 0.28 * 0.34 * short
     margin = radius + 2
