@@ -15,8 +15,8 @@ Variants:
   paper's constant DropPathway rate P_d = 0.8 and its curriculum (1/4 hard
   negatives from half-way), on clips small enough that a few seeds of every
   pretext fit a CPU: 32x32 crops of frames prepared at a short side of 40, 8
-  Fast frames at stride 8 (the 64-frame window), 32 log-mel frames, 32 clips
-  a step.
+  Fast frames at stride 8 (the 64-frame window), 32 frames of 40 log-mel bins,
+  32 clips a step.
 - ``linear_probe``: the paper's linear probe (``configs/transfer_common.py``)
   of such a backbone on the synthetic labels, with SGD as the paper's.
 
