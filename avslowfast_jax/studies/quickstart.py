@@ -40,9 +40,9 @@ TITLES = {'avslowfast': 'AVSlowFast', 'slowfast': 'SlowFast (visual only)',
           'audio': 'Audio only'}
 # The models' config, beside this file.
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'quickstart.py')
-# The videos: 96x72 pixels, 2.4 s (a 64-frame window at 30 fps, and room for two
-# evaluation views), prepared at the largest short side the training jitter takes.
-VIDEO_SIZE = '96x72'
+# The videos: the generator's 96x72 frames for 2.4 s (a 64-frame window at 30 fps, and
+# room for two evaluation views), prepared at the largest short side the training jitter
+# takes.
 VIDEO_SECONDS = 2.4
 SHORT_SIDE = 66
 # 32 training and 24 validation videos per class. The summary compares the models class by
@@ -289,7 +289,7 @@ def make_data(workdir: str, num_videos: int, seed: int,
   else:
     run_command([py, '-m', 'data_pipelines.synthetic', '--output_dir', data_dir,
                  '--num_videos', str(num_videos), '--val_fraction', f'{val_fraction:.6g}',
-                 '--seed', str(seed), '--num_workers', '2', '--size', VIDEO_SIZE,
+                 '--seed', str(seed), '--num_workers', '2',
                  '--duration_sec', str(VIDEO_SECONDS),
                  *(['--sync_events', sync_events] if sync_events else [])])
   stage('TFRecord shards')

@@ -9,8 +9,8 @@ r"""The results page's tables, rendered from the records the studies wrote.
   python -m avslowfast_jax.studies.results --check    # exit 1 if the page differs
 
 Each table of ``results.md`` (and the README's summary of the quickstart) sits
-between ``<!-- table: NAME -->`` and ``<!-- end table -->`` and is what :func:`render` makes of
-``records/NAME.json``: the page holds no hand-copied figure, and
+between ``<!-- table: NAME -->`` and ``<!-- end table -->`` and is what
+:func:`render` makes of ``records/NAME.json``: the page holds no hand-copied figure, and
 tests/test_results_page.py checks that it says what the records say. A record
 keeps the study's own output and the environment that produced it.
 """
@@ -53,7 +53,7 @@ def quickstart_table(record: dict) -> str:
   """Validation top-1 of the three models, and of each class group, over the seeds."""
   runs = record['runs']
   seeds = ', '.join(str(r['seed']) for r in runs)
-  lines = ["| model | top-1 | " + ' | '.join(t for _, t in GROUPS) + ' |',
+  lines = ['| model | top-1 | ' + ' | '.join(t for _, t in GROUPS) + ' |',
            '|---|---:|' + '---:|' * len(GROUPS)]
   for key, title in MODELS:
     if not all(key in r['results'] for r in runs):
@@ -185,6 +185,7 @@ def main(argv=None) -> int:
           'avslowfast_jax.studies.results', file=sys.stderr)
     return 1
   return 0
+
 
 if __name__ == '__main__':
   errors.run(main)

@@ -180,7 +180,6 @@ def run_evidence(workdir: str, settings: Mapping, backbones: Sequence[str] = tup
                  ) -> dict:
   """Every backbone of ``backbones`` for every seed of ``settings``, probed; the record."""
   started, cpu_started = time.time(), _cpu_seconds()
-  load_started = os.getloadavg()
   fs.makedirs(workdir)
   shards = evidence_data(workdir, settings['videos_per_class'], settings['val_fraction'],
                          settings['upright'], settings['sync_events'])
@@ -208,9 +207,7 @@ def run_evidence(workdir: str, settings: Mapping, backbones: Sequence[str] = tup
       print(f'{name} seed {seed}: linear probe top-1 {100 * metrics["top1"]:.1f}', flush=True)
       fs.write_json(results_path, out)
   out['timing'] = {'minutes': round((time.time() - started) / 60, 1),
-                   'cpu_minutes': round((_cpu_seconds() - cpu_started) / 60, 1),
-                   'load_average_start': round(load_started[0], 2),
-                   'load_average_end': round(os.getloadavg()[0], 2)}
+                   'cpu_minutes': round((_cpu_seconds() - cpu_started) / 60, 1)}
   out['goal'] = goal(out)
   fs.write_json(results_path, out)
   fs.write_text(fs.join(workdir, 'evidence.md'), evidence_markdown(out) + '\n')
