@@ -71,8 +71,20 @@ def test_evidence_tables_and_goal():
   text = ssl_evidence.evidence_markdown(record)
   assert '| AVS + rotation | 70.0 | 72.0 | 74.0 | 72.0 ± 2.0 | +12.0 ± 2.0 |' in text
   assert '| control: random weights, BN calibrated' in text
-  assert '| AVS + rotation | 0.50 | 80.0 | 0.30 | 90.0 | 1.0 |' in text
+  assert '| AVS + rotation | 0.50 | 80.0 | 0.30 | 90.0 | – | 1.0 |' in text
   assert 'AVS + rotation +12.0 points over the control (goal: at least 5): met' in text
+  assert 'supervised_over_control' not in checks  # no labelled run in this record
+  # The labelled reference: its gain over the control is reported, not judged.
+  record['probe']['supervised'] = {str(s): {'top1': 0.65, 'per_class_top1': [0.65] * 8}
+                                   for s in range(3)}
+  record['pretrain']['supervised'] = {str(s): {'top1': 0.57, 'seconds': 90.0} for s in range(3)}
+  checks = ssl_evidence.goal(record)
+  assert checks['supervised_over_control'] == 5.0
+  text = ssl_evidence.evidence_markdown(record)
+  assert '| reference: trained with the labels, the same steps (not label-free) | 65.0 |' in text
+  assert '| reference: trained with the labels, the same steps (not label-free) | – | – | – | – ' \
+      '| 57.0 | 1.5 |' in text
+  assert 'with the labels for the same steps, the backbone is +5.0 points over the control' in text
   # A single pretext that only ties the control does not meet its goal.
   record['probe']['rotation'] = copy.deepcopy(record['probe']['calibrated'])
   assert not ssl_evidence.goal(record)['rotation']['met']
@@ -159,3 +171,30 @@ def test_pretraining_end_is_the_mean_of_the_last_logged_steps(tmp_path):
   end = ssl_evidence.last_logged(str(tmp_path))
   assert end['loss_rotation'] == 6.0 and math.isclose(end['rotation_top1'], 0.6)
   assert end['steps'] == 80 and 'loss_avs' not in end
+
+
+def test_supervised_reference_differs_from_the_pretexts_only_by_its_labels():
+  pretext = ssl_evidence.pretrain_config()
+  reference = ssl_evidence.pretrain_config()
+  cli.set_fields(reference, ssl_evidence.BACKBONES[ssl_evidence.SUPERVISED][1])
+  assert reference.task == 'classification'
+  assert not reference.pretext.rotation and not reference.avs.enabled
+  for section in ('data', 'model', 'train'):
+    assert reference[section].to_dict() == pretext[section].to_dict(), section
+
+
+def test_evidence_videos_leave_room_for_real_hard_negatives():
+  # Every training window of the evidence's videos has a hard negative inside the video
+  # (shifted by at least the minimum), none past its end in zero padding.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from data_pipelines import sampling  # pylint: disable=g-import-not-at-top
+  d = ssl_evidence.pretrain_config().data
+  window = d.num_frames * d.sampling_rate
+  frames = int(ssl_evidence.DURATION_SEC * d.fps)
+  min_shift = int(math.ceil(d.hard_negative_min_shift_sec * d.fps))
+  for start in range(frames - window + 1):
+    for uniform in (0.0, 0.5, 0.999):
+      shifted = int(sampling.hard_negative_start(tf.constant(start), tf.constant(frames), window,
+                                                 min_shift, tf.constant(uniform)))
+      assert 0 <= shifted <= frames - window and abs(shifted - start) >= min_shift, (start,
+                                                                                     shifted)
