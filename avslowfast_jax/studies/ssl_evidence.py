@@ -61,8 +61,9 @@ PRETEXTS = {
     'rotation': ('rotation only', ('avs.enabled=False',)),
 }
 # The reference of what the same steps teach with labels: the same model and clips trained
-# on the synthetic classes (cross-entropy, no pretext). Not label-free: it bounds what this
-# budget lets a backbone learn, so that the pretexts' gains can be read against it.
+# on the synthetic classes (cross-entropy, no pretext). Not label-free: it shows what this
+# budget lets a backbone learn with the labels, so that the pretexts' gains can be read
+# against it.
 _SUPERVISED = ('task=classification', 'pretext.rotation=False', 'avs.enabled=False')
 # Every backbone the evidence scores: the pretexts, then the controls, then the labelled
 # reference. ``None``: not trained.
