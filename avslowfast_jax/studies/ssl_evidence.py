@@ -75,7 +75,6 @@ BACKBONES = {
                    _SUPERVISED),
 }
 CONTROL = 'calibrated'
-SUPERVISED = 'supervised'
 # The probe's weight-decay grid (chosen per backbone on held-out training videos).
 WEIGHT_DECAYS = (0.0, 1e-3, 1e-2, 1e-1)
 # What the record keeps of a pretraining run's end: the mean of its last logged steps.
@@ -279,9 +278,6 @@ def goal(out: Mapping) -> dict:
   if all(_complete(out, n) for n in PRETEXTS):
     means = {n: _top1(out, n).mean() for n in PRETEXTS}
     result['combined_best'] = bool(max(means, key=means.get) == 'avs_rotation')
-  if _complete(out, SUPERVISED):
-    # What the labels themselves add over the control in the same steps.
-    result['supervised_over_control'] = round(float(_top1(out, SUPERVISED).mean() - control), 2)
   return result
 
 
@@ -363,9 +359,6 @@ def evidence_markdown(out: Mapping) -> str:
       words.append('AVS + rotation the best pretext (the paper\'s Table A.1 order): '
                     + ('yes' if checks['combined_best'] else 'no'))
     parts.append('Goal: ' + '; '.join(words) + '.')
-    if 'supervised_over_control' in checks:
-      parts.append('Trained with the labels for the same steps, the backbone is '
-                   f'{_signed(checks["supervised_over_control"])} points over the control.')
 
   timing = out.get('timing', {})
   if timing:
